@@ -1,0 +1,126 @@
+"""Running ffmpeg and ffprobe: one helper each, with timeouts, errors as one readable line.
+
+Argument lists are built by pure functions next to their users (`recorder/presets.py`,
+`worker/render` …); this module only runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from common import proc
+from common.log import redact
+
+FFMPEG = "ffmpeg"
+FFPROBE = "ffprobe"
+
+
+class FFmpegError(RuntimeError):
+    """ffmpeg/ffprobe failed or timed out; the message ends with ffmpeg's last error lines."""
+
+
+class MissingToolError(FFmpegError):
+    """ffmpeg or ffprobe is not installed."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the sidecar's `meta` holds: codec, width, height, fps, duration_sec."""
+
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_sec: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The sidecar form."""
+        return asdict(self)
+
+
+def require_tools() -> None:
+    """Raise a clear error when ffmpeg or ffprobe is missing."""
+    for tool in (FFMPEG, FFPROBE):
+        if shutil.which(tool) is None:
+            raise MissingToolError(f"{tool} is not installed: run `sudo apt-get install -y ffmpeg`")
+
+
+def base_args(loglevel: str = "error") -> list[str]:
+    """The start of every ffmpeg command line: quiet, no stdin, overwrite."""
+    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", loglevel, "-y"]
+
+
+def run(args: Sequence[str], timeout: float, what: str = "ffmpeg") -> subprocess.CompletedProcess[bytes]:
+    """Run a command to completion (killed with us, killed after `timeout`); FFmpegError on failure."""
+    try:
+        child = proc.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise MissingToolError(f"{args[0]} is not installed: run `sudo apt-get install -y ffmpeg`") from None
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        raise FFmpegError(f"{what} timed out after {timeout:g} s: {tail(err)}") from None
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    if child.returncode != 0:
+        raise FFmpegError(f"{what} failed (exit {child.returncode}): {tail(err)}")
+    return subprocess.CompletedProcess(list(args), child.returncode, out, err)
+
+
+def tail(stderr: bytes | str | None, lines: int = 3) -> str:
+    """The last few non-empty lines of ffmpeg's stderr, joined, redacted."""
+    if not stderr:
+        return "no error output"
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return redact(" | ".join(kept)) or "no error output"
+
+
+def probe_json(path: Path, timeout: float = 30) -> dict[str, Any]:
+    """ffprobe's JSON (format + streams) of a file."""
+    args = [FFPROBE, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    return json.loads(run(args, timeout, what=f"ffprobe {Path(path).name}").stdout or b"{}")
+
+
+def probe(path: Path, timeout: float = 30) -> MediaInfo:
+    """Codec, size, frame rate and duration of a video file."""
+    data = probe_json(path, timeout)
+    video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
+    if video is None:
+        raise FFmpegError(f"{Path(path).name} has no video stream")
+    fps = 0.0
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        rate = video.get(key) or "0/0"
+        num, _, den = rate.partition("/")
+        if den not in ("", "0") and num not in ("", "0"):
+            fps = round(float(Fraction(int(num), int(den))), 3)
+            break
+    duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0.0)
+    return MediaInfo(
+        codec=str(video.get("codec_name", "unknown")),
+        width=int(video.get("width", 0)),
+        height=int(video.get("height", 0)),
+        fps=fps,
+        duration_sec=round(duration, 3),
+    )
+
+
+def decode_errors(path: Path, timeout: float = 120) -> str:
+    """Decode the whole file; return ffmpeg's error output ('' when it decodes cleanly)."""
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
+    try:
+        result = run(args, timeout, what=f"decode {Path(path).name}")
+    except FFmpegError as exc:
+        return str(exc)
+    return result.stderr.decode(errors="replace").strip()

@@ -1,0 +1,71 @@
+"""Every Redis key and queue name the project creates, namespaced by device id.
+
+Many boxes may share one Redis server, so everything lives under `gn:{device}:`.
+"""
+
+from __future__ import annotations
+
+PREFIX = "gn"
+STAGES = ("build", "render", "upload")
+
+
+def ns(device: str) -> str:
+    """The namespace of one device."""
+    return f"{PREFIX}:{device}"
+
+
+def segments(device: str, camera: str) -> str:
+    """ZSET of a camera's closed segments; member = segment JSON, score = wall-clock start."""
+    return f"{ns(device)}:cam:{camera}:segments"
+
+
+def pins(device: str, camera: str) -> str:
+    """ZSET of pinned windows; member = `pin_id|start|end`, score = expiry (epoch s)."""
+    return f"{ns(device)}:cam:{camera}:pins"
+
+
+def camera_health(device: str, camera: str) -> str:
+    """HASH with the recorder's health: state, last_segment_end, restarts, keyframe_interval, …"""
+    return f"{ns(device)}:cam:{camera}:health"
+
+
+def camera_restarts(device: str, camera: str) -> str:
+    """ZSET of ffmpeg restart times (member and score = epoch s), trimmed to the last day."""
+    return f"{ns(device)}:cam:{camera}:restarts"
+
+
+def cameras(device: str) -> str:
+    """SET of camera ids that have a recorder (for `status`)."""
+    return f"{ns(device)}:cameras"
+
+
+def cooldown(device: str, camera: str) -> str:
+    """String set with NX + expiry while a camera's press cooldown runs."""
+    return f"{ns(device)}:cam:{camera}:cooldown"
+
+
+def counters(device: str) -> str:
+    """HASH of monotonic counters (presses, clips_built, renders_ok, …)."""
+    return f"{ns(device)}:counters"
+
+
+def highlights(device: str) -> str:
+    """ZSET of recent highlights; member = press id, score = press time."""
+    return f"{ns(device)}:highlights"
+
+
+def highlight(device: str, press_id: str) -> str:
+    """HASH with one highlight's state and paths."""
+    return f"{ns(device)}:highlight:{press_id}"
+
+
+def alarms(device: str) -> str:
+    """HASH of active alarms: name → JSON {message, since}."""
+    return f"{ns(device)}:alarms"
+
+
+def queue_name(device: str, stage: str) -> str:
+    """RQ queue of a stage (build, render, upload) for this device."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return f"gn.{device}.{stage}"

@@ -1,0 +1,129 @@
+"""The segment index and the pins: the one authoritative record of what each camera has on disk.
+
+The recorder adds each *closed* segment with its wall-clock UTC start and end; workers ask which
+segments cover a window; the trigger pins a window so that retention keeps it until the clip is built.
+Pins expire by themselves, so a crashed job cannot pin forever.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import redis
+
+from common import keys
+from common.timeutil import now
+
+# How far before a window's start to look for a segment that still overlaps it (longest segment).
+MAX_SEGMENT_SECONDS = 120.0
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """A closed segment file (name inside the camera's buffer dir) and its wall-clock start/end."""
+
+    start: float
+    end: float
+    name: str
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video in the segment."""
+        return self.end - self.start
+
+    def member(self) -> str:
+        """The exact ZSET member (reproducible, so it can be removed)."""
+        return json.dumps(
+            {"name": self.name, "start": round(self.start, 6), "end": round(self.end, 6)}, sort_keys=True
+        )
+
+    @classmethod
+    def from_member(cls, member: bytes | str) -> Segment:
+        """Parse a ZSET member."""
+        d = json.loads(member)
+        return cls(start=float(d["start"]), end=float(d["end"]), name=str(d["name"]))
+
+    def overlaps(self, a: float, b: float) -> bool:
+        """True if the segment shares any time with [a, b]."""
+        return self.end > a and self.start < b
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A window [start, end] of one camera that retention must keep until `expires`."""
+
+    pin_id: str
+    start: float
+    end: float
+    expires: float
+
+    def covers(self, seg: Segment) -> bool:
+        """True if this pin needs `seg`."""
+        return seg.overlaps(self.start, self.end)
+
+
+class SegmentIndex:
+    """Redis view of one camera's segments and pins."""
+
+    def __init__(self, conn: redis.Redis, device: str, camera: str) -> None:
+        self.conn = conn
+        self.camera = camera
+        self.seg_key = keys.segments(device, camera)
+        self.pin_key = keys.pins(device, camera)
+
+    # --- segments (written by the recorder)
+    def add(self, *segments: Segment) -> None:
+        """Index closed segments."""
+        if segments:
+            self.conn.zadd(self.seg_key, {s.member(): s.start for s in segments})
+
+    def remove(self, *segments: Segment) -> None:
+        """Forget segments (their files are being deleted)."""
+        if segments:
+            self.conn.zrem(self.seg_key, *(s.member() for s in segments))
+
+    def replace_all(self, segments: list[Segment]) -> None:
+        """Make the index exactly `segments` (the recorder's rebuild from disk at start)."""
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.delete(self.seg_key)
+        if segments:
+            pipe.zadd(self.seg_key, {s.member(): s.start for s in segments})
+        pipe.execute()
+
+    def all(self) -> list[Segment]:
+        """Every indexed segment, oldest first."""
+        return [Segment.from_member(m) for m in self.conn.zrange(self.seg_key, 0, -1)]
+
+    def latest(self) -> Segment | None:
+        """The newest closed segment, if any."""
+        found = self.conn.zrange(self.seg_key, -1, -1)
+        return Segment.from_member(found[0]) if found else None
+
+    def covering(self, a: float, b: float) -> list[Segment]:
+        """Segments overlapping [a, b], oldest first."""
+        members = self.conn.zrangebyscore(self.seg_key, a - MAX_SEGMENT_SECONDS, b)
+        return [s for s in map(Segment.from_member, members) if s.overlaps(a, b)]
+
+    # --- pins (written by the trigger and the build job, read by the recorder's retention)
+    def pin(self, pin_id: str, start: float, end: float, ttl: float) -> None:
+        """Keep segments overlapping [start, end] for at least `ttl` seconds from now."""
+        self.unpin(pin_id)
+        self.conn.zadd(self.pin_key, {f"{pin_id}|{start:.6f}|{end:.6f}": now() + ttl})
+
+    def unpin(self, pin_id: str) -> None:
+        """Release a pin (the clip is built, or the press was refused)."""
+        stale = [m for m, _ in self.conn.zscan_iter(self.pin_key, match=f"{pin_id}|*")]
+        if stale:
+            self.conn.zrem(self.pin_key, *stale)
+
+    def pins(self) -> list[Pin]:
+        """Pins still in force (expired ones are dropped as a side effect)."""
+        t = now()
+        self.conn.zremrangebyscore(self.pin_key, "-inf", t)
+        result = []
+        for member, score in self.conn.zrange(self.pin_key, 0, -1, withscores=True):
+            text = member.decode() if isinstance(member, bytes) else member
+            pin_id, start, end = text.rsplit("|", 2)
+            result.append(Pin(pin_id, float(start), float(end), float(score)))
+        return result

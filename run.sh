@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 / Raspberry Pi OS machine:
+#   ./run.sh demo    set up, then the whole pipeline on the synthetic camera with a private Redis
+#   ./run.sh test    set up, then the test suite
+#   ./run.sh setup   set up only (system packages if missing, .venv, the package)
+# Set-up is idempotent and quick once done.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+want_test_tools=0
+[ "${1:-}" = "test" ] && want_test_tools=1
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+system_packages() {
+  local missing=()
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if [ "$want_test_tools" = 1 ]; then
+    # The RTSP test camera: GStreamer's RTSP server, driven by the system Python.
+    /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null ||
+      missing+=(python3-gi gir1.2-gst-rtsp-server-1.0)
+    command -v gst-inspect-1.0 >/dev/null || missing+=(gstreamer1.0-tools)
+    gst-inspect-1.0 x264enc >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-ugly)
+    gst-inspect-1.0 rtph264pay >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-good)
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing system packages: ${missing[*]}" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+}
+
+python_env() {
+  local extras="moviepy"
+  [ "$want_test_tools" = 1 ] && extras="moviepy,test"
+  local stamp=".venv/.installed-$extras-$(sha256sum pyproject.toml | cut -c1-16)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >&2
+    .venv/bin/python -m pip install -q -e ".[$extras]" >&2
+    rm -f .venv/.installed-* && touch "$stamp"
+  fi
+}
+
+system_packages
+python_env
+case "${1:-}" in
+  demo) shift; exec .venv/bin/gravanois demo "$@" ;;
+  test) shift; exec .venv/bin/python -m pytest -n 4 "$@" ;;
+  setup) ;;
+  *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
+esac

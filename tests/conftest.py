@@ -1,0 +1,103 @@
+"""Shared fixtures: a real redis-server per test session (per xdist worker), settings in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common.settings import Settings, load_settings, to_env
+from tests.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session (each xdist worker has its own)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which the test may stop and start."""
+    server = RedisServer(data_dir=tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_conn(redis_server: RedisServer) -> redis.Redis:
+    """A client of the session's Redis (tests stay apart by their unique device id)."""
+    return redis_server.client()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_server: RedisServer) -> Callable[..., Settings]:
+    """Settings for this test: unique device id, data and buffer dirs under tmp_path, the test Redis."""
+    device = f"test-{uuid.uuid4().hex[:10]}"
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "device_id": device,
+            "data_dir": tmp_path / "data",
+            "buffer_dir": tmp_path / "buffer",
+            "redis_url": redis_server.url,
+            "log_format": "json",
+        }
+        base.update(overrides)
+        return load_settings(base, env_file=None)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Default test settings."""
+    return make_settings()
+
+
+@pytest.fixture(autouse=True)
+def _clean_gn_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never inherit GN_* settings from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith("GN_"):
+            monkeypatch.delenv(key)
+
+
+def gn_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """An environment for a `gravanois` child process with these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
+    env.update(to_env(settings))
+    env.update(extra)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def gravanois_cmd(*args: str) -> list[str]:
+    """Command line running the `gravanois` CLI from this checkout."""
+    return [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", *args]
+
+
+def run_gravanois(
+    settings: Settings, *args: str, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run one `gravanois` command to completion and capture its output."""
+    return subprocess.run(
+        gravanois_cmd(*args),
+        env=gn_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kw.pop("cwd", REPO),
+        **kw,
+    )

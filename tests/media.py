@@ -1,0 +1,68 @@
+"""Synthetic video for tests, made with ffmpeg's lavfi sources."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def make_video(
+    path: Path,
+    seconds: float = 4,
+    size: str = "320x240",
+    fps: int = 30,
+    gop: int | None = None,
+    audio: bool = True,
+    container_args: tuple[str, ...] = (),
+) -> Path:
+    """Write a test-pattern clip (H.264 + AAC tone) to `path`; returns it."""
+    args = [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+    ]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(gop or fps)]
+    if audio:
+        args += ["-c:a", "aac", "-b:a", "64k"]
+    args += [*container_args, str(path)]
+    subprocess.run(args, check=True, timeout=120)
+    return path
+
+
+def make_logo(path: Path, size: str = "200x80", color: str = "red") -> Path:
+    """Write an opaque-colour PNG logo with an alpha channel."""
+    args = [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c={color}:s={size}:d=1,format=rgba",
+        "-frames:v",
+        "1",
+        str(path),
+    ]
+    subprocess.run(args, check=True, timeout=60)
+    return path
+
+
+def corrupt(path: Path, out: Path) -> Path:
+    """A copy of `path` with its middle overwritten by garbage and its tail cut off."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 3
+    data[mid : mid + 4096] = b"\xde\xad\xbe\xef" * 1024
+    out.write_bytes(bytes(data[: len(data) * 2 // 3]))
+    return out

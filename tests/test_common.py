@@ -1,0 +1,101 @@
+"""common/: atomic files, redaction, the segment index and pins, the press journal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from common import journal
+from common.ffmpeg import FFmpegError, decode_errors, probe
+from common.fsutil import atomic_output, write_json_atomic
+from common.log import JsonFormatter, redact, register_secret
+from common.segments import Segment, SegmentIndex
+from common.timeutil import iso, parse_iso
+from tests.media import corrupt, make_video
+
+
+def test_atomic_json_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "x.json"
+    write_json_atomic(target, {"a": 1})
+    write_json_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_output_discards_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    try:
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("ffmpeg died")
+    except RuntimeError:
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_redact_masks_credentials_presigned_urls_and_secrets() -> None:
+    register_secret("s3cr3t-device-key")
+    text = (
+        "rtsp://admin:hunter2@10.0.0.5:554/stream https://bucket.s3.amazonaws.com/a.mp4?X-Amz-Signature=abc "
+        "key s3cr3t-device-key X-Signature: Zm9vYmFy"
+    )
+    out = redact(text)
+    for secret in ("hunter2", "X-Amz-Signature=abc", "s3cr3t-device-key", "Zm9vYmFy"):
+        assert secret not in out
+    assert "rtsp://***@10.0.0.5:554/stream" in out
+
+
+def test_json_log_line_has_fields() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "closed rtsp://u:p@h/s", None, None)
+    record.gn = {"event": "segment_closed", "camera": "cam1"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == "segment_closed" and line["camera"] == "cam1" and line["level"] == "info"
+    assert "u:p" not in line["msg"] and line["ts"].endswith("Z")
+
+
+def test_iso_round_trip() -> None:
+    t = 1755460200.123
+    assert iso(t) == "2025-08-17T19:50:00.123Z"
+    assert abs(parse_iso(iso(t)) - t) < 1e-3
+
+
+def test_segment_index_covering_and_pins(redis_conn) -> None:
+    idx = SegmentIndex(redis_conn, "dev-test-common", "cam1")
+    idx.replace_all([])
+    segs = [Segment(100.0 + i, 101.0 + i, f"s{i}.ts") for i in range(10)]
+    idx.add(*segs)
+    assert [s.name for s in idx.covering(103.5, 105.2)] == ["s3.ts", "s4.ts", "s5.ts"]
+    assert idx.latest() == segs[-1]
+    idx.remove(segs[0])
+    assert len(idx.all()) == 9
+    idx.pin("p1", 102, 104, ttl=60)
+    idx.pin("p2", 0, 1, ttl=-1)  # already expired
+    pins = idx.pins()
+    assert [p.pin_id for p in pins] == ["p1"] and pins[0].covers(segs[3]) and not pins[0].covers(segs[8])
+    idx.unpin("p1")
+    assert idx.pins() == []
+
+
+def test_journal_round_trip(tmp_path: Path) -> None:
+    press = journal.Press(camera="cam1", at=time.time(), pre=40, post=10, source="gpio")
+    journal.write(tmp_path, press)
+    assert journal.pending(tmp_path, "cam1") == [press] and journal.pending(tmp_path, "cam2") == []
+    journal.remove(tmp_path, press)
+    assert journal.pending(tmp_path) == []
+
+
+def test_probe_and_decode(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "c.mp4", seconds=2)
+    info = probe(clip)
+    assert (info.codec, info.width, info.height, info.fps) == ("h264", 320, 240, 30.0)
+    assert 1.9 < info.duration_sec < 2.2
+    assert decode_errors(clip) == ""
+    assert decode_errors(corrupt(clip, tmp_path / "bad.mp4")) != ""
+    try:
+        probe(tmp_path / "missing.mp4")
+    except FFmpegError as exc:
+        assert "missing.mp4" in str(exc)
+    else:
+        raise AssertionError("probe of a missing file must fail")
