@@ -69,3 +69,19 @@ def queue_name(device: str, stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     return f"gn.{device}.{stage}"
+
+
+# Counters kept in the `counters` hash (shown by `gravanois status` and `gravanois metrics`).
+COUNTERS = {
+    "presses": "Button presses accepted",
+    "presses_ignored": "Presses ignored (cooldown, closed hours)",
+    "clips_built": "Raw highlight clips built",
+    "builds_failed": "Build jobs that failed for good",
+    "renders_ok": "Highlights rendered",
+    "renders_failed": "Render jobs that failed for good",
+    "ffmpeg_restarts": "Recorder ffmpeg restarts",
+    "stalls": "Recorder stalls detected by the watchdog",
+    "uploads_ok": "Highlights delivered to the backend",
+    "uploads_failed": "Upload jobs that failed for good",
+    "bytes_uploaded": "Bytes uploaded to the backend",
+}

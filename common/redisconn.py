@@ -7,7 +7,7 @@ import json
 import time
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from common import keys
@@ -66,3 +66,20 @@ def raise_alarm(conn: redis.Redis, settings: Settings, name: str, message: str) 
 def clear_alarm(conn: redis.Redis, settings: Settings, name: str) -> None:
     """Remove an alarm once its cause is gone."""
     conn.hdel(keys.alarms(settings.device_id), name)
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    """RQ retries for build/render/upload jobs: GN_MAX_ATTEMPTS in all, GN_RETRY_INTERVALS apart."""
+    retries = settings.max_attempts - 1
+    return Retry(max=retries, interval=list(settings.retry_intervals)) if retries else None
+
+
+def note_highlight(conn: redis.Redis, settings: Settings, press_id: str, at: float, **state: str) -> None:
+    """Record a highlight's state (scheduled, building, rendering, uploading, done, failed) for `status`."""
+    key = keys.highlight(settings.device_id, press_id)
+    pipe = conn.pipeline()
+    pipe.hset(key, mapping={**{k: str(v) for k, v in state.items()}, "updated_at": iso()})
+    pipe.expire(key, int(settings.keep_highlights_days * 86400))
+    pipe.zadd(keys.highlights(settings.device_id), {press_id: at})
+    pipe.zremrangebyrank(keys.highlights(settings.device_id), 0, -settings.keep_highlights_max - 1)
+    pipe.execute()
