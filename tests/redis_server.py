@@ -27,6 +27,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed: sudo apt-get install -y redis-server")
         self.port = port or free_port()
         self.dir = Path(data_dir or tempfile.mkdtemp(prefix="gn-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.aof = aof
         self.proc: subprocess.Popen[bytes] | None = None
 
