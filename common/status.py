@@ -1,0 +1,492 @@
+"""`gravanois status` and `gravanois metrics`: what the box is doing, for people and for machines.
+
+Both read one snapshot (`snapshot`) built only from the keys in `common.keys`, RQ's queues and
+registries, and the disks. `status` prints it (a table, or `--json`) and exits non-zero when something
+needs attention, so it doubles as a health check; `metrics` exposes the same numbers in Prometheus text
+format through prometheus-client (a custom collector: every scrape reads Redis afresh).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import redis
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from rq import worker_registration
+from rq.job import Job
+
+from common import keys
+from common.cli import settings_from
+from common.fsutil import free_mb
+from common.log import redact
+from common.redisconn import SERIALIZER, connect, queue
+from common.settings import Settings
+from common.timeutil import iso, now
+
+# A queue with at least this many jobs waiting is backed up (a press every few seconds for minutes).
+QUEUE_BACKLOG = 20
+# Highlights listed by default.
+RECENT_HIGHLIGHTS = 10
+# Failed jobs listed (newest first) with their last error line.
+FAILED_SHOWN = 5
+
+
+def snapshot(
+    settings: Settings, conn: redis.Redis | None = None, highlights: int = RECENT_HIGHLIGHTS
+) -> dict:
+    """Everything `status` shows, as plain JSON-able data; `attention` lists what an operator must fix."""
+    conn = conn or connect(settings)
+    t = now()
+    snap: dict[str, Any] = {
+        "device": settings.device_id,
+        "time": iso(t),
+        "redis": {"url": redact(settings.redis_url), "ok": True},
+        "cameras": [],
+        "queues": {},
+        "failed_jobs": [],
+        "highlights": [],
+        "alarms": {},
+        "counters": {name: 0 for name in keys.COUNTERS},
+        "disk": _disks(settings),
+    }
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        snap["redis"].update(ok=False, error=redact(str(exc)))
+    if not snap["redis"]["ok"]:
+        snap["cameras"] = [_unknown_camera(c.id) for c in settings.cameras]
+    else:
+        try:
+            snap["cameras"] = _cameras(settings, conn, t)
+            snap["queues"], snap["failed_jobs"] = _queues(settings, conn, t)
+            snap["highlights"] = _highlights(settings, conn, highlights)
+            snap["alarms"] = _alarms(settings, conn)
+            snap["counters"].update(_counters(settings, conn))
+        except redis.RedisError as exc:  # Redis went away half-way: report it, don't crash the check
+            snap["redis"].update(ok=False, error=redact(str(exc)))
+    snap["attention"] = attention(settings, snap)
+    snap["ok"] = not snap["attention"]
+    return snap
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(_text(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _unknown_camera(cam: str) -> dict[str, Any]:
+    """A configured camera whose health cannot be read (Redis down)."""
+    return {
+        "id": cam,
+        "configured": True,
+        "state": "unknown",
+        "recording": None,
+        "last_segment_age": None,
+        "buffered_seconds": None,
+        "keyframe_interval": None,
+        "restarts_last_hour": None,
+        "mode": None,
+        "source": None,
+        "pid": None,
+        "health_age": None,
+        "last_error": None,
+    }
+
+
+def _cameras(settings: Settings, conn: redis.Redis, t: float) -> list[dict[str, Any]]:
+    """Configured cameras first, then any other camera that registered a recorder."""
+    configured = [c.id for c in settings.cameras]
+    registered = sorted(_text(c) for c in conn.smembers(keys.cameras(settings.device_id)))
+    out = []
+    for cam in configured + [c for c in registered if c not in configured]:
+        health = {
+            _text(k): _text(v) for k, v in conn.hgetall(keys.camera_health(settings.device_id, cam)).items()
+        }
+        last_end = _float(health.get("last_segment_end"))
+        updated = _float(health.get("updated_at"))
+        keyframe = _float(health.get("keyframe_interval"))
+        age = round(t - last_end, 1) if last_end else None
+        # A segment closes at least every keyframe interval; longer than the watchdog's limit (plus one
+        # keyframe interval) without one means nothing is being recorded, whatever the hash's state says.
+        limit = settings.effective_stall_seconds + (keyframe or settings.seg_time)
+        state = health.get("state", "absent")
+        recording = state == "recording" and age is not None and age <= limit
+        restarts = conn.zcount(keys.camera_restarts(settings.device_id, cam), t - 3600, "+inf")
+        out.append(
+            {
+                "id": cam,
+                "configured": cam in configured,
+                "state": state,
+                "recording": recording,
+                "last_segment_age": age,
+                "buffered_seconds": _float(health.get("buffered_seconds")),
+                "keyframe_interval": keyframe,
+                "restarts_last_hour": restarts,
+                "mode": health.get("mode"),
+                "source": redact(health["source"]) if "source" in health else None,
+                "pid": health.get("pid"),
+                "health_age": round(t - updated, 1) if updated else None,
+                "last_error": redact(health["last_error"]) if health.get("last_error") else None,
+            }
+        )
+    return out
+
+
+def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per stage: queued, scheduled, running (with render progress), failed, workers listening."""
+    stages: dict[str, Any] = {}
+    failed: list[dict[str, Any]] = []
+    for stage in keys.STAGES:
+        q = queue(settings, stage, conn)
+        # cleanup=False: looking must not change anything (RQ's workers do their own clean-up).
+        running_ids = q.started_job_registry.get_job_ids(cleanup=False)
+        failed_ids = q.failed_job_registry.get_job_ids(desc=True, cleanup=False)
+        queued_ids = q.get_job_ids()
+        oldest = None
+        if queued_ids:
+            first = Job.fetch_many(queued_ids[:1], connection=conn, serializer=SERIALIZER)[0]
+            if first is not None and first.enqueued_at is not None:
+                oldest = round(t - first.enqueued_at.timestamp(), 1)
+        running = []
+        for job in Job.fetch_many(running_ids, connection=conn, serializer=SERIALIZER):
+            if job is not None:
+                running.append({"id": job.id, "progress": job.meta.get("progress")})
+        stages[stage] = {
+            "queue": q.name,
+            "queued": len(queued_ids),
+            "oldest_queued_age": oldest,
+            "scheduled": q.scheduled_job_registry.get_job_count(cleanup=False),
+            "running": len(running_ids),
+            "running_jobs": running,
+            "failed": len(failed_ids),
+            "workers": len(worker_registration.get_keys(queue=q, connection=conn)),
+        }
+        for job in Job.fetch_many(failed_ids[:FAILED_SHOWN], connection=conn, serializer=SERIALIZER):
+            if job is None:
+                continue
+            exc = job.exc_info or ""
+            last = exc.strip().splitlines()[-1] if exc.strip() else ""
+            failed.append(
+                {
+                    "id": job.id,
+                    "stage": stage,
+                    "ended_at": iso(job.ended_at.timestamp()) if job.ended_at else None,
+                    "error": redact(last),
+                }
+            )
+    return stages, failed
+
+
+def _highlights(settings: Settings, conn: redis.Redis, n: int) -> list[dict[str, Any]]:
+    """The last `n` highlights (newest first) with the state each stage noted."""
+    out = []
+    for member, score in conn.zrevrange(keys.highlights(settings.device_id), 0, n - 1, withscores=True):
+        press_id = _text(member)
+        fields = {
+            _text(k): _text(v) for k, v in conn.hgetall(keys.highlight(settings.device_id, press_id)).items()
+        }
+        out.append({"press_id": press_id, "at": iso(score), **{k: redact(v) for k, v in fields.items()}})
+    return out
+
+
+def _alarms(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
+    out = {}
+    for name, raw in conn.hgetall(keys.alarms(settings.device_id)).items():
+        try:
+            value = json.loads(_text(raw))
+        except ValueError:
+            value = {"message": _text(raw)}
+        out[_text(name)] = value
+    return out
+
+
+def _counters(settings: Settings, conn: redis.Redis) -> dict[str, int]:
+    out = {}
+    for name, value in conn.hgetall(keys.counters(settings.device_id)).items():
+        try:
+            out[_text(name)] = int(_text(value))
+        except ValueError:
+            continue
+    return out
+
+
+def _disks(settings: Settings) -> dict[str, Any]:
+    out = {}
+    for name, path, floor in (
+        ("buffer", settings.buffer_dir, settings.buffer_min_free_mb),
+        ("output", settings.data_dir, settings.output_min_free_mb),
+    ):
+        free = free_mb(path)
+        out[name] = {"path": str(path), "free_mb": round(free, 1), "min_free_mb": floor, "low": free < floor}
+    return out
+
+
+def attention(settings: Settings, snap: dict[str, Any]) -> list[str]:
+    """One sentence per problem an operator should act on (empty: all is well)."""
+    problems = []
+    if not snap["redis"]["ok"]:
+        problems.append(
+            f"Redis at {snap['redis']['url']} is not answering: start redis-server or fix GN_REDIS_URL"
+        )
+    for cam in snap["cameras"]:
+        if cam["configured"] and cam["recording"] is False:
+            why = (
+                cam["state"]
+                if cam["state"] != "recording"
+                else f"no new segment for {cam['last_segment_age']} s"
+            )
+            if cam["state"] == "absent":
+                why = "no recorder has reported"
+            problems.append(f"camera {cam['id']} is not recording ({why})")
+    for stage, q in snap["queues"].items():
+        if q["failed"]:
+            problems.append(f"{q['failed']} failed {stage} job(s): see `gravanois failed`")
+        if q["queued"] and not q["workers"]:
+            problems.append(f"{q['queued']} {stage} job(s) waiting and no worker serves {q['queue']}")
+        elif q["queued"] >= QUEUE_BACKLOG:
+            problems.append(f"{stage} queue backed up: {q['queued']} jobs waiting")
+    for name, disk in snap["disk"].items():
+        if disk["low"]:
+            problems.append(
+                f"{name} disk low: {disk['free_mb']:.0f} MiB free at {disk['path']}"
+                f" (floor {disk['min_free_mb']} MiB)"
+            )
+    for name, alarm in snap["alarms"].items():
+        problems.append(f"alarm {name}: {alarm.get('message', '')}")
+    return problems
+
+
+# ---------------------------------------------------------------- text output
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}{unit}"
+    return f"{value}{unit}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return lines
+
+
+def render_text(snap: dict[str, Any]) -> str:
+    """The snapshot as tables for a terminal."""
+    out = [
+        f"device {snap['device']}  at {snap['time']}  redis {snap['redis']['url']}: "
+        + ("ok" if snap["redis"]["ok"] else f"DOWN ({snap['redis'].get('error', '')})"),
+        "",
+    ]
+    cams = [
+        [
+            c["id"],
+            {True: "yes", False: "NO", None: "?"}[c["recording"]]
+            + ("" if c["configured"] else " (not configured)"),
+            c["state"],
+            _fmt(c["last_segment_age"], " s"),
+            _fmt(c["buffered_seconds"], " s"),
+            _fmt(c["keyframe_interval"], " s"),
+            _fmt(c["restarts_last_hour"]),
+            c["last_error"] or "",
+        ]
+        for c in snap["cameras"]
+    ]
+    out += _table(
+        ["CAMERA", "RECORDING", "STATE", "LAST SEG AGE", "BUFFERED", "KEYFRAME", "RESTARTS/1H", "ERROR"], cams
+    )
+    out.append("")
+    qrows = []
+    for stage, q in snap["queues"].items():
+        progress = ", ".join(
+            f"{j['id']} {_fmt(j['progress'], '%')}" for j in q["running_jobs"] if j["progress"] is not None
+        )
+        qrows.append(
+            [
+                stage,
+                str(q["scheduled"]),
+                str(q["queued"]),
+                str(q["running"]),
+                str(q["failed"]),
+                str(q["workers"]),
+                progress,
+            ]
+        )
+    out += _table(["QUEUE", "SCHEDULED", "QUEUED", "RUNNING", "FAILED", "WORKERS", "PROGRESS"], qrows)
+    for f in snap["failed_jobs"]:
+        out.append(f"  failed {f['stage']} {f['id']}: {f['error']}")
+    out.append("")
+    hrows = [
+        [h["press_id"], h["at"], h.get("state", "-"), h.get("updated_at", "-")] for h in snap["highlights"]
+    ]
+    out += _table(["HIGHLIGHT", "PRESSED", "STATE", "UPDATED"], hrows)
+    out.append("")
+    out += _table(
+        ["DISK", "FREE", "FLOOR", "PATH"],
+        [
+            [n, f"{d['free_mb']:.0f} MiB", f"{d['min_free_mb']} MiB", d["path"]]
+            for n, d in snap["disk"].items()
+        ],
+    )
+    out.append("")
+    out.append("counters: " + "  ".join(f"{k}={v}" for k, v in snap["counters"].items()))
+    out.append("")
+    if snap["attention"]:
+        out.append("NEEDS ATTENTION:")
+        out += [f"  - {p}" for p in snap["attention"]]
+    else:
+        out.append("all good")
+    return "\n".join(out)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON (for machines).")
+@click.option(
+    "--highlights", "n", default=RECENT_HIGHLIGHTS, show_default=True, help="Recent highlights shown."
+)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, n: int) -> None:
+    """Show cameras, queues, recent highlights, disks, alarms and counters.
+
+    Exits 1 when something needs attention (a camera not recording, Redis down, failed jobs, a queue
+    nobody serves, a disk low, an alarm), so it also serves as a health check.
+    """
+    settings = settings_from(ctx, process="status")
+    snap = snapshot(settings, highlights=n)
+    click.echo(json.dumps(snap, indent=2) if as_json else render_text(snap))
+    sys.exit(0 if snap["ok"] else 1)
+
+
+# ---------------------------------------------------------------- Prometheus
+
+
+class BoxCollector:
+    """prometheus-client collector: counters from Redis, camera health, queues, disks, alarms."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.conn = conn or connect(settings)
+
+    def collect(self) -> Iterator[Any]:
+        """Read a fresh snapshot and yield metric families."""
+        snap = snapshot(self.settings, self.conn, highlights=0)
+        dev = ["device"]
+        d = [snap["device"]]
+        up = GaugeMetricFamily("gravanois_redis_up", "1 if Redis answers", labels=dev)
+        up.add_metric(d, 1 if snap["redis"]["ok"] else 0)
+        yield up
+        for name, help_text in keys.COUNTERS.items():
+            fam = CounterMetricFamily(f"gravanois_{name}", help_text, labels=dev)
+            fam.add_metric(d, snap["counters"].get(name, 0))
+            yield fam
+        cam_labels = ["device", "camera"]
+        recording = GaugeMetricFamily(
+            "gravanois_camera_recording", "1 if the camera is recording", labels=cam_labels
+        )
+        age = GaugeMetricFamily(
+            "gravanois_camera_last_segment_age_seconds",
+            "Seconds since the last closed segment",
+            labels=cam_labels,
+        )
+        buffered = GaugeMetricFamily(
+            "gravanois_camera_buffered_seconds", "Seconds of video buffered", labels=cam_labels
+        )
+        keyframe = GaugeMetricFamily(
+            "gravanois_camera_keyframe_interval_seconds", "Measured keyframe interval", labels=cam_labels
+        )
+        restarts = GaugeMetricFamily(
+            "gravanois_camera_restarts_last_hour", "ffmpeg restarts in the last hour", labels=cam_labels
+        )
+        for cam in snap["cameras"]:
+            labels = [snap["device"], cam["id"]]
+            recording.add_metric(labels, 1 if cam["recording"] else 0)
+            if cam["recording"] is None:
+                continue
+            restarts.add_metric(labels, cam["restarts_last_hour"])
+            for fam, key in (
+                (age, "last_segment_age"),
+                (buffered, "buffered_seconds"),
+                (keyframe, "keyframe_interval"),
+            ):
+                if cam[key] is not None:
+                    fam.add_metric(labels, cam[key])
+        yield from (recording, age, buffered, keyframe, restarts)
+        jobs = GaugeMetricFamily(
+            "gravanois_queue_jobs", "Jobs per stage and state", labels=["device", "stage", "state"]
+        )
+        workers = GaugeMetricFamily(
+            "gravanois_queue_workers", "Workers serving a stage", labels=["device", "stage"]
+        )
+        for stage, q in snap["queues"].items():
+            for state in ("scheduled", "queued", "running", "failed"):
+                jobs.add_metric([snap["device"], stage, state], q[state])
+            workers.add_metric([snap["device"], stage], q["workers"])
+        yield from (jobs, workers)
+        disk = GaugeMetricFamily(
+            "gravanois_disk_free_bytes", "Free bytes on a disk", labels=["device", "disk"]
+        )
+        for name, info in snap["disk"].items():
+            disk.add_metric([snap["device"], name], info["free_mb"] * (1 << 20))
+        yield disk
+        alarms = GaugeMetricFamily(
+            "gravanois_alarm_active", "1 for each active alarm", labels=["device", "alarm"]
+        )
+        for name in snap["alarms"]:
+            alarms.add_metric([snap["device"], name], 1)
+        yield alarms
+        attention_fam = GaugeMetricFamily(
+            "gravanois_attention", "Problems `gravanois status` lists (0: all good)", labels=dev
+        )
+        attention_fam.add_metric(d, len(snap["attention"]))
+        yield attention_fam
+
+
+def registry_for(settings: Settings, conn: redis.Redis | None = None) -> CollectorRegistry:
+    """A Prometheus registry holding only the box's collector."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(BoxCollector(settings, conn))
+    return reg
+
+
+@click.command()
+@click.option(
+    "--serve",
+    "port",
+    type=int,
+    default=None,
+    help="Serve the metrics over HTTP on 127.0.0.1:PORT/metrics until stopped, instead of printing once.",
+)
+@click.pass_context
+def metrics(ctx: click.Context, port: int | None) -> None:
+    """Print the counters, camera health, queues and disks in Prometheus text format."""
+    settings = settings_from(ctx, process="metrics")
+    reg = registry_for(settings)
+    if port is None:
+        click.echo(generate_latest(reg).decode(), nl=False)
+        return
+    # Loopback only: the box's numbers are not for the venue's Wi-Fi.
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    click.echo(f"metrics on http://127.0.0.1:{server.server_port}/metrics", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(1)
+    server.shutdown()
+    thread.join(5)

@@ -1,0 +1,190 @@
+"""`gravanois status` / `gravanois metrics` against a real Redis, with real RQ jobs and registries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from rq import SimpleWorker
+
+from common import keys
+from common.redisconn import SERIALIZER, note_highlight, queue, raise_alarm
+from common.settings import Settings
+from tests.conftest import gn_env, gravanois_cmd, run_gravanois
+from tests.redis_server import RedisServer, free_port
+
+TWO_CAMS = '{"cam1": "testsrc", "cam2": "rtsp://user:pw@127.0.0.1:9/x"}'
+
+
+def report_health(conn: redis.Redis, settings: Settings, cam: str, state: str, seg_age: float) -> None:
+    """Write a camera's health the way the recorder does (contract in BRIEF: health hash + cameras set)."""
+    t = time.time()
+    conn.sadd(keys.cameras(settings.device_id), cam)
+    conn.hset(
+        keys.camera_health(settings.device_id, cam),
+        mapping={
+            "state": state,
+            "last_segment_end": t - seg_age,
+            "buffered_seconds": 42.0,
+            "keyframe_interval": 1.0,
+            "pid": 12345,
+            "source": "testsrc",
+            "mode": "copy",
+            "updated_at": t,
+            "last_error": "",
+        },
+    )
+
+
+def status_json(settings: Settings) -> tuple[int, dict]:
+    res = run_gravanois(settings, "status", "--json")
+    assert res.stdout, res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_status_reflects_stopped_camera_failed_job_and_full_queue(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings(cameras=TWO_CAMS)
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.5)
+    report_health(redis_conn, settings, "cam2", "stopped", seg_age=300)
+    redis_conn.zadd(
+        keys.camera_restarts(settings.device_id, "cam2"), {"a": time.time() - 60, "b": time.time() - 7200}
+    )
+    # A real failed job: a build job whose function raises, run by a real RQ worker.
+    build = queue(settings, "build", redis_conn)
+    build.enqueue("json.loads", "not json", job_id="gn-broken-build")
+    SimpleWorker([build], connection=redis_conn, serializer=SERIALIZER).work(burst=True)
+    # A full queue: render jobs piling up with nobody serving them.
+    render = queue(settings, "render", redis_conn)
+    for i in range(25):
+        render.enqueue("os.path.exists", f"/nowhere/{i}")
+    redis_conn.hincrby(keys.counters(settings.device_id), "presses", 3)
+    note_highlight(redis_conn, settings, "cam1-20260101T000000000Z", time.time() - 5, state="rendering")
+
+    code, snap = status_json(settings)
+
+    assert code == 1 and snap["ok"] is False
+    cams = {c["id"]: c for c in snap["cameras"]}
+    assert cams["cam1"]["recording"] is True and cams["cam1"]["buffered_seconds"] == 42.0
+    assert cams["cam2"]["recording"] is False and cams["cam2"]["state"] == "stopped"
+    assert cams["cam2"]["restarts_last_hour"] == 1
+    assert snap["queues"]["build"]["failed"] == 1
+    assert (
+        snap["failed_jobs"][0]["id"] == "gn-broken-build"
+        and "JSONDecodeError" in snap["failed_jobs"][0]["error"]
+    )
+    assert snap["queues"]["render"]["queued"] == 25 and snap["queues"]["render"]["workers"] == 0
+    assert snap["queues"]["render"]["oldest_queued_age"] >= 0
+    assert snap["counters"]["presses"] == 3 and set(snap["counters"]) == set(keys.COUNTERS)
+    assert snap["highlights"][0]["state"] == "rendering"
+    text = "\n".join(snap["attention"])
+    assert "camera cam2 is not recording (stopped)" in text
+    assert "cam1" not in text
+    assert "failed build job" in text
+    assert "25 render job(s) waiting and no worker" in text
+    assert "pw@" not in json.dumps(snap)
+
+
+def test_status_sees_a_dead_recorder_through_a_stale_hash(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings()
+    # The recorder was killed: its hash still says "recording" but no segment closed for a minute.
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=60)
+    code, snap = status_json(settings)
+    assert code == 1
+    assert snap["cameras"][0]["recording"] is False
+    assert any("cam1 is not recording (no new segment" in p for p in snap["attention"])
+
+
+def test_status_exit_code_is_a_health_check(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings()
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    code, snap = status_json(settings)
+    assert (code, snap["attention"]) == (0, [])
+    raise_alarm(redis_conn, settings, "upload_credentials", "the backend refuses this device's secret")
+    code, snap = status_json(settings)
+    assert code == 1 and snap["alarms"]["upload_credentials"]["message"].startswith("the backend refuses")
+    assert snap["attention"] == ["alarm upload_credentials: the backend refuses this device's secret"]
+    # The text form for people says the same.
+    res = run_gravanois(settings, "status")
+    assert res.returncode == 1 and "NEEDS ATTENTION" in res.stdout and "upload_credentials" in res.stdout
+
+
+def test_status_reports_low_disk(make_settings: Callable[..., Settings], redis_conn: redis.Redis) -> None:
+    settings = make_settings(output_min_free_mb=10**9)
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    code, snap = status_json(settings)
+    assert code == 1 and snap["disk"]["output"]["low"] is True and snap["disk"]["buffer"]["low"] is False
+    assert any(p.startswith("output disk low") for p in snap["attention"])
+
+
+def test_status_when_redis_is_down(
+    make_settings: Callable[..., Settings], private_redis: RedisServer
+) -> None:
+    settings = make_settings(redis_url=private_redis.url)
+    private_redis.stop()
+    code, snap = status_json(settings)
+    assert code == 1 and snap["redis"]["ok"] is False
+    assert snap["attention"][0].startswith("Redis at redis://127.0.0.1:")
+    assert snap["cameras"][0]["state"] == "unknown"
+
+
+def test_metrics_in_prometheus_format(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings()
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    redis_conn.hincrby(keys.counters(settings.device_id), "clips_built", 7)
+    redis_conn.hincrby(keys.counters(settings.device_id), "bytes_uploaded", 1234)
+    res = run_gravanois(settings, "metrics")
+    assert res.returncode == 0, res.stderr
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(res.stdout)
+        for s in fam.samples
+    }
+    dev = ("device", settings.device_id)
+    assert samples[("gravanois_clips_built_total", (dev,))] == 7
+    assert samples[("gravanois_bytes_uploaded_total", (dev,))] == 1234
+    assert samples[("gravanois_presses_total", (dev,))] == 0
+    assert samples[("gravanois_camera_recording", (("camera", "cam1"), dev))] == 1
+    assert samples[("gravanois_redis_up", (dev,))] == 1
+    assert samples[("gravanois_queue_jobs", (dev, ("stage", "build"), ("state", "failed")))] == 0
+
+
+def test_metrics_http_endpoint_on_loopback(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    redis_conn.hincrby(keys.counters(settings.device_id), "presses", 2)
+    port = free_port()
+    proc = subprocess.Popen(
+        gravanois_cmd("metrics", "--serve", str(port)),
+        env=gn_env(settings),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                    body = resp.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert f'gravanois_presses_total{{device="{settings.device_id}"}} 2.0' in body
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
