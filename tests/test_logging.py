@@ -1,0 +1,130 @@
+"""No secret ever reaches a log, a sidecar or Redis, in a real run of the processes.
+
+A camera URL with a password (an unreachable RTSP camera, so the recorder logs connection errors) and
+the device secret (uploads configured towards a closed loopback port, so the upload job fails and logs)
+run beside a synthetic camera whose press goes through build and render.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import keys
+from common.settings import Settings
+from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.redis_server import free_port
+
+CAMERA_PASSWORD = "Pw-s3cret-4711"
+DEVICE_SECRET = "dev-secret-0bfa7c19e2"
+API_TOKEN = "tok-9f8e7d6c5b"
+
+
+def start(settings: Settings, logs: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "wb") as out:
+        return subprocess.Popen(
+            gravanois_cmd(*args), env=gn_env(settings), stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+        )
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_secrets_never_reach_logs_sidecars_or_redis(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    closed = free_port()
+    settings = make_settings(
+        cameras=json.dumps(
+            {"cam1": "testsrc", "cam2": f"rtsp://admin:{CAMERA_PASSWORD}@127.0.0.1:{closed}/stream"}
+        ),
+        pre_seconds=2.0,
+        post_seconds=1.0,
+        buffer_seconds=30.0,
+        cooldown_seconds=0.0,
+        restart_backoff_max=1.0,
+        api_base=f"http://127.0.0.1:{free_port()}",
+        api_token=API_TOKEN,
+        client_id="client-1",
+        venue_id="venue-1",
+        device_secret=DEVICE_SECRET,
+        max_attempts=1,
+        log_level="DEBUG",
+    )
+    logs = tmp_path / "logs"
+    device = settings.device_id
+    procs = [
+        start(settings, logs, "recorder-cam1", "recorder", "--camera", "cam1"),
+        start(settings, logs, "recorder-cam2", "recorder", "--camera", "cam2"),
+        start(settings, logs, "worker", "worker"),
+    ]
+    try:
+        seg_key = keys.segments(device, "cam1")
+        wait_for("cam1 pre-roll", lambda: redis_conn.zcard(seg_key) >= 4)
+        wait_for("cam2 connection error", lambda: redis_conn.zcard(keys.camera_restarts(device, "cam2")) >= 1)
+        press = subprocess.run(
+            gravanois_cmd("trigger", "press", "--camera", "cam1", "--wait"),
+            env=gn_env(settings),
+            capture_output=True,
+            timeout=120,
+            cwd=REPO,
+        )
+        (logs / "press.log").write_bytes(press.stdout + press.stderr)
+        assert press.returncode == 0, press.stderr.decode()
+        # The upload of the rendered highlight fails (nobody listens) and is logged with its error.
+        wait_for(
+            "the upload attempt",
+            lambda: (
+                redis_conn.hget(keys.counters(device), "uploads_failed") is not None
+                or any(
+                    (redis_conn.hget(keys.highlight(device, p.decode()), "state") or b"")
+                    in (b"failed", b"done")
+                    for p in redis_conn.zrange(keys.highlights(device), 0, -1)
+                )
+            ),
+        )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    texts = {p.name: p.read_bytes() for p in logs.iterdir()}
+    sidecars = [p for p in Path(settings.data_dir).rglob("*.json")]
+    assert any(p.parent == settings.output_dir for p in sidecars)
+    texts.update({str(p): p.read_bytes() for p in sidecars})
+    for key in redis_conn.scan_iter(f"{keys.ns(device)}:*"):
+        kind = redis_conn.type(key)
+        if kind == b"hash":
+            texts[key.decode()] = b" ".join(redis_conn.hvals(key))
+        elif kind == b"zset":
+            texts[key.decode()] = b" ".join(redis_conn.zrange(key, 0, -1))
+        elif kind == b"string":
+            texts[key.decode()] = redis_conn.get(key) or b""
+    for name, data in texts.items():
+        for secret in (CAMERA_PASSWORD, DEVICE_SECRET, API_TOKEN):
+            assert secret.encode() not in data, f"{secret} leaked into {name}"
+    # The recorder did log its failing camera, with the URL's credentials masked.
+    cam2 = texts["recorder-cam2.log"].decode()
+    lines = [json.loads(ln) for ln in cam2.splitlines() if ln.startswith("{")]
+    assert lines and all("ts" in ln and "level" in ln and "process" in ln for ln in lines)
+    assert any(ln["level"] in ("warning", "error") for ln in lines)
+    health = redis_conn.hgetall(keys.camera_health(device, "cam2"))
+    assert CAMERA_PASSWORD.encode() not in health.get(b"source", b"") and health.get(b"source")
