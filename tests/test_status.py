@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from common.settings import Settings
 from tests.conftest import gn_env, gravanois_cmd, run_gravanois
 from tests.redis_server import RedisServer, free_port
 
+RQ_JSON = ("-S", "rq.serializers.JSONSerializer")
 TWO_CAMS = '{"cam1": "testsrc", "cam2": "rtsp://user:pw@127.0.0.1:9/x"}'
 
 
@@ -188,3 +190,62 @@ def test_metrics_http_endpoint_on_loopback(
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def job_with_progress(release_key: str) -> str:
+    """An RQ job (run by a real worker below) that reports progress like the render job, then waits."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    job.meta["progress"] = 42
+    job.save_meta()
+    conn = job.connection
+    deadline = time.monotonic() + 30
+    while not conn.exists(release_key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "ok"
+
+
+def test_status_shows_running_jobs_with_progress(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings()
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    render = queue(settings, "render", redis_conn)
+    release = f"{keys.ns(settings.device_id)}:test-release"
+    render.enqueue("tests.test_status.job_with_progress", release, job_id="gn-render-progress")
+    # RQ's own worker, as a process (the one the rq CLI runs), on this queue with the JSON serializer.
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "rq"),
+            "worker",
+            "--burst",
+            "-u",
+            settings.redis_url,
+            *RQ_JSON,
+            render.name,
+        ],
+        env=gn_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        snap: dict = {}
+        while time.monotonic() < deadline:
+            _, snap = status_json(settings)
+            if (
+                snap["queues"]["render"]["running_jobs"]
+                and snap["queues"]["render"]["running_jobs"][0]["progress"]
+            ):
+                break
+            time.sleep(0.1)
+        assert snap["queues"]["render"]["running"] == 1
+        assert snap["queues"]["render"]["running_jobs"] == [{"id": "gn-render-progress", "progress": 42}]
+        assert snap["queues"]["render"]["workers"] == 1
+        text = run_gravanois(settings, "status").stdout
+        assert "gn-render-progress 42%" in text
+    finally:
+        redis_conn.set(release, 1)
+        assert worker.wait(30) == 0
