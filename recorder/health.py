@@ -1,0 +1,60 @@
+"""The recorder's health in Redis, read by `gravanois status` (contract: keys.camera_health)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from common import keys
+from common.log import redact
+from common.redisconn import incr
+from common.settings import Settings
+
+RESTARTS_KEPT_SECONDS = 86400.0
+
+
+class State(StrEnum):
+    """What the recorder is doing."""
+
+    STARTING = "starting"
+    RECORDING = "recording"
+    STALLED = "stalled"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+class Health:
+    """Publishes one camera's health hash, its restarts and the device counters. Raises RedisError."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings, camera: str, source: str, mode: str) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.camera = camera
+        self.key = keys.camera_health(settings.device_id, camera)
+        self.fixed = {"source": redact(source), "mode": mode}
+
+    def publish(self, t: float, **fields: Any) -> None:
+        """Write the health hash (all fields as text) and register the camera for `status`."""
+        mapping = {**self.fixed, **fields, "updated_at": t}
+        text = {k: ("" if v is None else str(v)) for k, v in mapping.items()}
+        if "last_error" in text:
+            text["last_error"] = redact(text["last_error"])
+        pipe = self.conn.pipeline()
+        pipe.sadd(keys.cameras(self.settings.device_id), self.camera)
+        pipe.hset(self.key, mapping=text)
+        pipe.execute()
+
+    def restarted(self, t: float) -> None:
+        """Note an ffmpeg restart: the restarts ZSET (last day kept) and the device counter."""
+        key = keys.camera_restarts(self.settings.device_id, self.camera)
+        pipe = self.conn.pipeline()
+        pipe.zadd(key, {f"{t:.3f}": t})
+        pipe.zremrangebyscore(key, "-inf", t - RESTARTS_KEPT_SECONDS)
+        pipe.execute()
+        incr(self.conn, self.settings, "ffmpeg_restarts")
+
+    def stalled(self) -> None:
+        """Count a stall the watchdog caught."""
+        incr(self.conn, self.settings, "stalls")

@@ -1,0 +1,215 @@
+"""ffmpeg command lines of the recorder, built by pure functions (tests check them without ffmpeg).
+
+One recording = input arguments (by source kind) + stream arguments (by mode) + the segment muxer,
+which writes MPEG-TS parts and prints one CSV line `name,stream_start,stream_end` on stdout each time
+a part is closed. Timestamps are kept continuous (no `-reset_timestamps`): segments cut from one
+continuous stream join without gaps (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from common.ffmpeg import FFPROBE, base_args
+from common.settings import SYNTHETIC_SOURCE
+
+FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+# The synthetic camera's default picture: `testsrc:WxH@FPS` picks another.
+SYNTHETIC_SIZE = (640, 360)
+SYNTHETIC_FPS = 25
+# A keyframe that lands a hair before the segment boundary (timestamp rounding) still starts the new
+# segment; without it that segment would run to the next keyframe (2 × seg_time).
+SEGMENT_TIME_DELTA = 0.05
+AUDIO_BITRATE = "64k"
+HW_BITRATE = "4M"
+PART_PREFIX = "part_"
+# v4l2 options an operator may append to a device path: /dev/video0?input_format=yuyv422&framerate=30
+V4L2_OPTIONS = ("input_format", "video_size", "framerate")
+
+
+class SourceKind(StrEnum):
+    """What ffmpeg reads."""
+
+    SYNTHETIC = "synthetic"
+    RTSP = "rtsp"
+    V4L2 = "v4l2"
+    NETWORK = "network"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """Size and frame rate of the built-in test camera."""
+
+    width: int = SYNTHETIC_SIZE[0]
+    height: int = SYNTHETIC_SIZE[1]
+    fps: int = SYNTHETIC_FPS
+
+
+def source_kind(source: str) -> SourceKind:
+    """Classify a camera source: `testsrc[:WxH@FPS]`, `rtsp://…`, `/dev/videoN`, another URL, or a file."""
+    if source == SYNTHETIC_SOURCE or source.startswith(SYNTHETIC_SOURCE + ":"):
+        return SourceKind.SYNTHETIC
+    if source.lower().startswith(("rtsp://", "rtsps://")):
+        return SourceKind.RTSP
+    if source.startswith("/dev/video"):
+        return SourceKind.V4L2
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source):
+        return SourceKind.NETWORK
+    return SourceKind.FILE
+
+
+def parse_synthetic(source: str) -> Synthetic:
+    """`testsrc` → defaults; `testsrc:320x240@15` → that size and rate (ValueError when malformed)."""
+    if source == SYNTHETIC_SOURCE:
+        return Synthetic()
+    m = re.fullmatch(re.escape(SYNTHETIC_SOURCE) + r":(\d{2,4})x(\d{2,4})(?:@(\d{1,3}))?", source)
+    if not m:
+        raise ValueError(f"synthetic source {source!r} must look like testsrc or testsrc:640x360@25")
+    return Synthetic(int(m[1]), int(m[2]), int(m[3] or SYNTHETIC_FPS))
+
+
+def effective_mode(kind: SourceKind, mode: str) -> str:
+    """`copy` only where the input already is compressed video; raw/MJPEG/synthetic input must be encoded."""
+    if kind in (SourceKind.SYNTHETIC, SourceKind.V4L2):
+        return "encode"
+    return mode
+
+
+def synthetic_graph(syn: Synthetic, font: Path | None = FONT) -> str:
+    """lavfi graph of the test camera: moving pattern + wall clock (drawtext) on out0, a tone on out1."""
+    text = "text='%{localtime}':fontsize=" + str(max(12, syn.height // 12))
+    text += ":fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=6:x=(w-tw)/2:y=h-th-16"
+    # Without the font file, drawtext still works through fontconfig's default font.
+    font_opt = f"fontfile={font}:" if font is not None and font.is_file() else ""
+    video = f"testsrc2=size={syn.width}x{syn.height}:rate={syn.fps},drawtext={font_opt}{text}"
+    return f"{video}[out0];sine=frequency=440:beep_factor=4:sample_rate=48000[out1]"
+
+
+def input_args(
+    source: str, rtsp_transport: str = "tcp", timeout_seconds: float = 5.0, font: Path | None = FONT
+) -> list[str]:
+    """Arguments that open the camera (everything up to and including `-i`)."""
+    kind = source_kind(source)
+    timeout_us = str(int(timeout_seconds * 1_000_000))
+    if kind is SourceKind.SYNTHETIC:
+        # -re: a live camera, not a file read as fast as the CPU allows.
+        return ["-re", "-f", "lavfi", "-i", synthetic_graph(parse_synthetic(source), font)]
+    if kind is SourceKind.RTSP:
+        # ffmpeg 5.1: the RTSP socket timeout is `-timeout`, in microseconds.
+        return ["-rtsp_transport", rtsp_transport, "-timeout", timeout_us, "-i", source]
+    if kind is SourceKind.V4L2:
+        device, _, query = source.partition("?")
+        opts = {"input_format": "mjpeg"}
+        opts.update({k: v for k, v in parse_qsl(query) if k in V4L2_OPTIONS})
+        args = ["-f", "v4l2", "-thread_queue_size", "512"]
+        for key, value in opts.items():
+            args += [f"-{key}", value]
+        return [*args, "-i", device]
+    if kind is SourceKind.NETWORK:
+        # udp has its own `timeout`; other protocols honour the generic read/write timeout.
+        extra = [] if source.lower().startswith("udp://") else ["-rw_timeout", timeout_us]
+        return [*extra, "-i", source]
+    # A file plays as a camera: at its own speed, looped, timestamps kept continuous by ffmpeg.
+    return ["-re", "-stream_loop", "-1", "-i", source]
+
+
+def map_args(kind: SourceKind) -> list[str]:
+    """Which streams to record: the first video and, when present, the first audio."""
+    if kind is SourceKind.SYNTHETIC:
+        return ["-map", "0:v", "-map", "0:a"]
+    return ["-map", "0:v:0", "-map", "0:a:0?"]
+
+
+def force_keyframes(seg_time: float) -> str:
+    """A keyframe at every segment boundary, so encode-mode segments are exactly seg_time long."""
+    return f"expr:gte(t,n_forced*{seg_time:g})"
+
+
+def video_args(mode: str, encoder: str, seg_time: float, video_filter: str | None = None) -> list[str]:
+    """Video codec arguments: stream copy, libx264 ultrafast/zerolatency, or the Pi's h264_v4l2m2m."""
+    if mode == "copy":
+        return ["-c:v", "copy"]
+    args = ["-vf", video_filter] if video_filter else []
+    if encoder == "h264_v4l2m2m":
+        args += ["-c:v", "h264_v4l2m2m", "-b:v", HW_BITRATE]
+    else:
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]
+    return [*args, "-pix_fmt", "yuv420p", "-force_key_frames", force_keyframes(seg_time)]
+
+
+def audio_args() -> list[str]:
+    """Audio is kept as AAC (MPEG-TS cannot carry the G.711 many cameras send)."""
+    return ["-c:a", "aac", "-b:a", AUDIO_BITRATE]
+
+
+def part_pattern(directory: Path, run_id: str) -> Path:
+    """Where ffmpeg writes a run's open parts; the recorder renames each once it is closed."""
+    return directory / f"{PART_PREFIX}{run_id}_%06d.ts"
+
+
+def segment_args(seg_time: float, pattern: Path) -> list[str]:
+    """The segment muxer: MPEG-TS parts of seg_time (cut on keyframes), CSV list of closed parts on stdout."""
+    return [
+        "-f",
+        "segment",
+        "-segment_format",
+        "mpegts",
+        "-segment_time",
+        f"{seg_time:g}",
+        "-segment_time_delta",
+        f"{SEGMENT_TIME_DELTA:g}",
+        "-segment_list",
+        "pipe:1",
+        "-segment_list_type",
+        "csv",
+        "-segment_list_flags",
+        "+live",
+        str(pattern),
+    ]
+
+
+def record_args(
+    source: str,
+    mode: str,
+    encoder: str,
+    seg_time: float,
+    pattern: Path,
+    rtsp_transport: str = "tcp",
+    timeout_seconds: float = 5.0,
+    video_filter: str | None = None,
+    font: Path | None = FONT,
+) -> list[str]:
+    """The whole recording command line for one camera."""
+    kind = source_kind(source)
+    return [
+        *base_args("error"),
+        "-nostats",
+        *input_args(source, rtsp_transport, timeout_seconds, font),
+        *map_args(kind),
+        *video_args(effective_mode(kind, mode), encoder, seg_time, video_filter),
+        *audio_args(),
+        *segment_args(seg_time, pattern),
+    ]
+
+
+def keyframe_probe_args(path: Path) -> list[str]:
+    """ffprobe listing the times of a file's video keyframes, one per line."""
+    return [
+        FFPROBE,
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-skip_frame",
+        "nokey",
+        "-show_entries",
+        "frame=pts_time",
+        "-of",
+        "csv=p=0",
+        str(path),
+    ]
