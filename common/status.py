@@ -177,7 +177,8 @@ def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, 
         for job in Job.fetch_many(failed_ids[:FAILED_SHOWN], connection=conn, serializer=SERIALIZER):
             if job is None:
                 continue
-            exc = job.exc_info or ""
+            result = job.latest_result()
+            exc = (result.exc_string or "") if result is not None else ""
             last = exc.strip().splitlines()[-1] if exc.strip() else ""
             failed.append(
                 {

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq.job import Job
 
 from common import keys
+from common.redisconn import SERIALIZER, queue
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, gravanois_cmd
 from tests.redis_server import free_port
@@ -76,24 +78,26 @@ def test_secrets_never_reach_logs_sidecars_or_redis(
         wait_for("cam1 pre-roll", lambda: redis_conn.zcard(seg_key) >= 4)
         wait_for("cam2 connection error", lambda: redis_conn.zcard(keys.camera_restarts(device, "cam2")) >= 1)
         press = subprocess.run(
-            gravanois_cmd("trigger", "press", "--camera", "cam1", "--wait"),
+            gravanois_cmd("trigger", "press", "--camera", "cam1"),
             env=gn_env(settings),
             capture_output=True,
-            timeout=120,
+            timeout=60,
             cwd=REPO,
         )
         (logs / "press.log").write_bytes(press.stdout + press.stderr)
         assert press.returncode == 0, press.stderr.decode()
-        # The upload of the rendered highlight fails (nobody listens) and is logged with its error.
+        wait_for("the rendered highlight", lambda: any(settings.output_dir.glob("*.jpg")))
+        # Then the upload runs (nobody listens on its port) and logs its failure, the device secret at hand.
+        uploads = queue(settings, "upload", redis_conn)
         wait_for(
             "the upload attempt",
-            lambda: (
-                redis_conn.hget(keys.counters(device), "uploads_failed") is not None
-                or any(
-                    (redis_conn.hget(keys.highlight(device, p.decode()), "state") or b"")
-                    in (b"failed", b"done")
-                    for p in redis_conn.zrange(keys.highlights(device), 0, -1)
-                )
+            lambda: any(
+                (Job.fetch(j, connection=redis_conn, serializer=SERIALIZER).get_status(refresh=True) or "")
+                not in ("queued", "started")
+                for j in uploads.get_job_ids()
+                + uploads.failed_job_registry.get_job_ids()
+                + uploads.scheduled_job_registry.get_job_ids()
+                + uploads.finished_job_registry.get_job_ids()
             ),
         )
     finally:
@@ -118,6 +122,13 @@ def test_secrets_never_reach_logs_sidecars_or_redis(
             texts[key.decode()] = b" ".join(redis_conn.zrange(key, 0, -1))
         elif kind == b"string":
             texts[key.decode()] = redis_conn.get(key) or b""
+    # RQ's own records of the device's jobs: arguments, meta and error texts (stored compressed).
+    for key in redis_conn.scan_iter(f"rq:job:gn-{device}-*"):
+        job = Job.fetch(key.decode().removeprefix("rq:job:"), connection=redis_conn, serializer=SERIALIZER)
+        result = job.latest_result()
+        error = (result.exc_string or "") if result is not None else ""
+        texts[key.decode()] = json.dumps([job.args, job.meta, error]).encode()
+    assert any(name.startswith("rq:job:") for name in texts)
     for name, data in texts.items():
         for secret in (CAMERA_PASSWORD, DEVICE_SECRET, API_TOKEN):
             assert secret.encode() not in data, f"{secret} leaked into {name}"

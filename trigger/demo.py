@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ import redis
 
 from common import keys
 from common.cli import fail, settings_from
-from common.log import event, get_logger
+from common.log import event, get_logger, setup_logging
 from common.proc import spawn, stop
 from common.segments import SegmentIndex
 from common.settings import Settings, to_env
@@ -87,7 +88,7 @@ class Box:
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop_all
         proc = spawn(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs.append((name, proc, out))
-        event(log, "demo_started", process=name, pid=proc.pid)
+        event(log, "demo_started", logging.DEBUG, child=name, pid=proc.pid)
         return proc
 
     def check_alive(self) -> None:
@@ -109,7 +110,7 @@ class Box:
         for name, proc, out in reversed(self.procs):
             code = stop(proc, grace=15.0, first=signal.SIGTERM)
             out.close()
-            event(log, "demo_stopped", process=name, exit=code)
+            event(log, "demo_stopped", logging.DEBUG, child=name, exit=code)
         self.procs.clear()
 
 
@@ -205,8 +206,10 @@ def demo(ctx: click.Context, pre: float, post: float, out_dir: Path | None) -> N
             cooldown_seconds=0.0,
             open_hours="",
             api_base="",
+            # The children log JSON lines to their files; the demo itself talks to the person watching.
             log_format="json",
         )
+        setup_logging("demo", settings.log_level, "auto")
         box = Box(settings, data / "logs")
         try:
             result = run_demo(box, settings, scratch, pre, post)
