@@ -36,7 +36,9 @@ def test_demo_prints_a_finished_highlight_and_leaves_nothing_running(tmp_path: P
     env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
     env["PYTHONPATH"] = str(REPO)
     res = subprocess.run(
-        gravanois_cmd("demo", "--pre", "3", "--post", "2", "--data-dir", str(out_dir)),
+        gravanois_cmd(
+            "demo", "--pre", "3", "--post", "2", "--source", "testsrc:320x240@15", "--data-dir", str(out_dir)
+        ),
         env=env,
         capture_output=True,
         text=True,

@@ -51,7 +51,10 @@ def test_secrets_never_reach_logs_sidecars_or_redis(
     closed = free_port()
     settings = make_settings(
         cameras=json.dumps(
-            {"cam1": "testsrc", "cam2": f"rtsp://admin:{CAMERA_PASSWORD}@127.0.0.1:{closed}/stream"}
+            {
+                "cam1": "testsrc:320x240@15",
+                "cam2": f"rtsp://admin:{CAMERA_PASSWORD}@127.0.0.1:{closed}/stream",
+            }
         ),
         pre_seconds=2.0,
         post_seconds=1.0,

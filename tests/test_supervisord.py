@@ -154,7 +154,7 @@ def own_processes(marker: str, exclude: set[int]) -> list[str]:
 def test_supervisord_runs_the_box(tmp_path: Path) -> None:
     env = box_env(
         tmp_path,
-        GN_CAMERAS='{"cam1": "testsrc"}',
+        GN_CAMERAS='{"cam1": "testsrc:320x240@15"}',
         GN_PRE_SECONDS="3",
         GN_POST_SECONDS="2",
         GN_BUFFER_SECONDS="30",

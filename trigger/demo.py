@@ -170,6 +170,12 @@ def highlight_name(press_id: str) -> str:
 @click.option("--pre", default=10.0, show_default=True, help="Seconds before the press in the demo clip.")
 @click.option("--post", default=3.0, show_default=True, help="Seconds after the press in the demo clip.")
 @click.option(
+    "--source",
+    default="testsrc",
+    show_default=True,
+    help="What the demo records: the synthetic camera (testsrc, or testsrc:WxH@FPS) or a camera's URL.",
+)
+@click.option(
     "--data-dir",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -177,11 +183,11 @@ def highlight_name(press_id: str) -> str:
     help="Where the highlight and the logs go (default: a new temp dir, printed at the end).",
 )
 @click.pass_context
-def demo(ctx: click.Context, pre: float, post: float, out_dir: Path | None) -> None:
+def demo(ctx: click.Context, pre: float, post: float, source: str, out_dir: Path | None) -> None:
     """Run the whole pipeline once on a synthetic camera and print the finished highlight.
 
     Needs only ffmpeg and redis-server: a private Redis, a recorder, a worker and a press, all
-    stopped again at the end. Uses no camera, no `.env` camera or Redis setting, and no backend.
+    stopped again at the end. Uses no `.env` camera or Redis setting, and no backend.
     """
     for tool in ("ffmpeg", "ffprobe", "redis-server"):
         if shutil.which(tool) is None:
@@ -198,7 +204,7 @@ def demo(ctx: click.Context, pre: float, post: float, out_dir: Path | None) -> N
             redis_url=f"redis://127.0.0.1:{port}/0",
             data_dir=data,
             buffer_dir=scratch / "buffer",
-            cameras=json.dumps({CAMERA: "testsrc"}),
+            cameras=json.dumps({CAMERA: source}),
             pre_seconds=pre,
             post_seconds=post,
             # Retention must keep the window plus the wait for the closing segment, whatever GN_SEG_TIME is.
@@ -233,7 +239,7 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
             return False
 
     wait_until("Redis starting", redis_up, 1, STARTUP_TIMEOUT, box, unit="")
-    click.echo("starting the recorder on the synthetic camera and a worker with the scheduler", err=True)
+    click.echo("starting the recorder and a worker with the scheduler", err=True)
     box.start("recorder", gravanois_args("recorder", "--camera", CAMERA))
     box.start("worker", gravanois_args("worker"))
     index = SegmentIndex(conn, settings.device_id, CAMERA)
