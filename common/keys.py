@@ -64,6 +64,11 @@ def alarms(device: str) -> str:
     return f"{ns(device)}:alarms"
 
 
+def upload_lock(device: str, press_id: str) -> str:
+    """String set with NX + expiry while one upload job works on a highlight (no two register it)."""
+    return f"{ns(device)}:upload:{press_id}:lock"
+
+
 def queue_name(device: str, stage: str) -> str:
     """RQ queue of a stage (build, render, upload) for this device."""
     if stage not in STAGES:
