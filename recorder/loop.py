@@ -82,7 +82,8 @@ class Recorder:
         self.redis_ok = True
         self.next_redis_try = 0.0
         self.pins: list[Pin] = []
-        self.alarm_up = False
+        # None at start: unknown, so an alarm left by an earlier run is cleared once the disk is seen OK.
+        self.alarm_up: bool | None = None
         self.next_start = 0.0
         self.last_housekeeping = 0.0
         self.stopping = False
@@ -382,7 +383,7 @@ class Recorder:
 
     def _disk_alarm(self, low: bool, free: float) -> None:
         name = f"buffer_disk_low_{self.camera.id}"
-        if low and not self.alarm_up:
+        if low and self.alarm_up is not True:
             message = (
                 f"only {free:.0f} MiB free on the buffer disk {self.settings.buffer_dir} "
                 f"(floor GN_BUFFER_MIN_FREE_MB={self.settings.buffer_min_free_mb}): the oldest segments "
@@ -391,7 +392,7 @@ class Recorder:
             event(log, "disk_low", logging.WARNING, msg=message, camera=self.camera.id)
             if self._redis(lambda: raise_alarm(self.conn, self.settings, name, message) or True):
                 self.alarm_up = True
-        elif not low and self.alarm_up:
+        elif not low and self.alarm_up is not False:
             cleared = self._redis(lambda: clear_alarm(self.conn, self.settings, name) or True)
             self.alarm_up = not cleared
 

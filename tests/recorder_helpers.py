@@ -1,0 +1,121 @@
+"""Helpers for the recorder tests: run `gravanois recorder` as a real process and watch its index."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from common import keys
+from common.segments import Segment, SegmentIndex
+from common.settings import Settings
+from tests.conftest import REPO, gn_env, gravanois_cmd
+
+# Small, cheap synthetic camera for tests.
+TEST_SOURCE = "testsrc:320x240@15"
+FRAME = 1 / 15
+
+
+class RecorderProc:
+    """A `gravanois recorder` child whose log goes to a file."""
+
+    def __init__(self, settings: Settings, camera: str, log_dir: Path, *args: str, **env: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"recorder-{camera}-{time.monotonic_ns()}.log"
+        self.camera = camera
+        self.settings = settings
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                gravanois_cmd("recorder", "--camera", camera, *args),
+                env=gn_env(settings, **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; the recorder must be gone within `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"recorder did not stop within {timeout} s:\n{self.log()[-2000:]}") from None
+
+    def kill_quietly(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
+
+
+def index_of(conn: redis.Redis, settings: Settings, camera: str) -> SegmentIndex:
+    return SegmentIndex(conn, settings.device_id, camera)
+
+
+def health(conn: redis.Redis, settings: Settings, camera: str) -> dict[str, str]:
+    raw = conn.hgetall(keys.camera_health(settings.device_id, camera))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def ffmpeg_pid(conn: redis.Redis, settings: Settings, camera: str) -> int | None:
+    pid = health(conn, settings, camera).get("pid")
+    return int(pid) if pid else None
+
+
+def alive(pid: int) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def children_ffmpeg(parent: int) -> list[int]:
+    """Pids of ffmpeg processes whose parent is `parent`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if name == "ffmpeg" and ppid == parent:
+            out.append(int(entry))
+    return out
+
+
+def on_disk(settings: Settings, camera: str) -> list[str]:
+    d = settings.camera_buffer_dir(camera)
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def max_gap(segments: list[Segment]) -> float:
+    """Largest hole (or overlap, negative) between consecutive segments."""
+    return max((b.start - a.end for a, b in itertools.pairwise(segments)), default=0.0)

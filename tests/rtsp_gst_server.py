@@ -1,0 +1,65 @@
+"""A GStreamer RTSP server on loopback serving a live H.264 test pattern (and optionally AAC audio).
+
+Run by the system interpreter, /usr/bin/python3, which has GStreamer's Python bindings (python3-gi,
+gir1.2-gst-rtsp-server-1.0); the tests drive it through tests/rtsp_server.py. Prints `ready <port>`
+once it listens; SIGTERM/SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def launch_line(width: int, height: int, fps: int, gop_frames: int, audio: bool) -> str:
+    """The media pipeline: live test pattern → x264 (keyframe every gop_frames) → RTP; tone → AAC → RTP."""
+    video = (
+        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},"
+        f"framerate={fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop_frames} "
+        "! rtph264pay name=pay0 pt=96 config-interval=1"
+    )
+    sound = ""
+    if audio:
+        sound = (
+            " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample "
+            "! audio/x-raw,rate=48000,channels=1 ! voaacenc bitrate=64000 ! rtpmp4apay name=pay1 pt=97"
+        )
+    return f"( {video}{sound} )"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="/cam")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--gop-frames", type=int, default=15)
+    parser.add_argument("--audio", action="store_true")
+    args = parser.parse_args()
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch_line(args.width, args.height, args.fps, args.gop_frames, args.audio))
+    factory.set_shared(True)
+    server.get_mount_points().add_factory(args.path, factory)
+    if server.attach(None) == 0:
+        raise SystemExit(f"cannot listen on 127.0.0.1:{args.port}")
+    loop = GLib.MainLoop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
+    print(f"ready {server.get_bound_port()}", flush=True)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

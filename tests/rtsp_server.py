@@ -1,0 +1,98 @@
+"""A real RTSP camera on loopback for tests: GStreamer's RTSP server, run by /usr/bin/python3.
+
+    server = RtspServer(gop_seconds=1).start()   # H.264, a keyframe every gop_seconds
+    server.url                                   # rtsp://127.0.0.1:<port>/cam
+    server.stop(); server.start()                # the camera goes away and comes back on the same URL
+
+Also a context manager. `RtspServer.available()` says whether the system has the GStreamer bindings.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from common.proc import spawn, stop
+from tests.redis_server import free_port
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+HELPER = Path(__file__).resolve().parent / "rtsp_gst_server.py"
+
+
+class RtspServer:
+    """One RTSP test camera (320x240 at 15 fps by default), optionally with AAC audio."""
+
+    def __init__(
+        self,
+        gop_seconds: float = 1.0,
+        fps: int = 15,
+        width: int = 320,
+        height: int = 240,
+        audio: bool = False,
+        port: int | None = None,
+        path: str = "/cam",
+    ) -> None:
+        self.gop_frames = max(1, round(gop_seconds * fps))
+        self.fps, self.width, self.height, self.audio = fps, width, height, audio
+        self.port = port or free_port()
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where a client reads the stream."""
+        return f"rtsp://127.0.0.1:{self.port}{self.path}"
+
+    @staticmethod
+    def available() -> bool:
+        """True when /usr/bin/python3 can import GStreamer's RTSP server bindings."""
+        code = (
+            "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+        )
+        try:
+            return (
+                subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True, timeout=30).returncode == 0
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def start(self, timeout: float = 20.0) -> RtspServer:
+        """Start serving (again, on the same port) and wait until it listens."""
+        if self.proc is not None:
+            return self
+        args = [SYSTEM_PYTHON, str(HELPER), "--port", str(self.port), "--path", self.path]
+        args += ["--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
+        args += ["--gop-frames", str(self.gop_frames)] + (["--audio"] if self.audio else [])
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.1, deadline - time.monotonic()))
+            line = proc.stdout.readline() if ready else b""
+            if line.startswith(b"ready"):
+                self.proc = proc
+                return self
+            stop(proc, grace=2, first=signal.SIGTERM)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            # The port may still be held by the previous server for a moment: retry until the deadline.
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RTSP test server did not start: {err.strip()[-500:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop serving: connected clients lose the stream."""
+        if self.proc is not None:
+            stop(self.proc, grace=5, first=signal.SIGTERM)
+            self.proc = None
+
+    def __enter__(self) -> RtspServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
