@@ -18,7 +18,7 @@ from common.fsutil import is_tmp
 from common.segments import Segment
 from recorder.presets import PART_PREFIX
 
-SEG_RE = re.compile(r"^seg_(\d{10,16})_(\d{10,16})\.ts$")
+SEG_RE = re.compile(r"^seg_(\d+)_(\d+)\.ts$")
 
 
 def seg_name(start: float, end: float) -> str:

@@ -1,0 +1,101 @@
+"""recorder/presets.py: the ffmpeg command lines, checked without running ffmpeg."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recorder import presets
+from recorder.presets import SourceKind
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("testsrc", SourceKind.SYNTHETIC),
+        ("testsrc:320x240@15", SourceKind.SYNTHETIC),
+        ("rtsp://admin:pw@192.0.2.1:554/Streaming/Channels/101", SourceKind.RTSP),
+        ("/dev/video0", SourceKind.V4L2),
+        ("/dev/video2?input_format=yuyv422", SourceKind.V4L2),
+        ("tcp://127.0.0.1:9000", SourceKind.NETWORK),
+        ("udp://127.0.0.1:9000", SourceKind.NETWORK),
+        ("/srv/court.mp4", SourceKind.FILE),
+    ],
+)
+def test_source_kind(source: str, kind: SourceKind) -> None:
+    assert presets.source_kind(source) is kind
+
+
+def test_synthetic_spec() -> None:
+    assert presets.parse_synthetic("testsrc") == presets.Synthetic()
+    assert presets.parse_synthetic("testsrc:320x240@15") == presets.Synthetic(320, 240, 15)
+    assert presets.parse_synthetic("testsrc:1280x720") == presets.Synthetic(1280, 720, presets.SYNTHETIC_FPS)
+    with pytest.raises(ValueError, match="testsrc:640x360@25"):
+        presets.parse_synthetic("testsrc:big")
+
+
+def test_rtsp_input_is_tcp_with_socket_timeout_in_microseconds() -> None:
+    args = presets.input_args("rtsp://cam/s", "tcp", 5.0)
+    assert args == ["-rtsp_transport", "tcp", "-timeout", "5000000", "-i", "rtsp://cam/s"]
+    assert presets.input_args("rtsp://cam/s", "udp", 2.5)[:4] == [
+        "-rtsp_transport",
+        "udp",
+        "-timeout",
+        "2500000",
+    ]
+
+
+def test_v4l2_input_defaults_to_mjpeg_and_takes_options() -> None:
+    args = presets.input_args("/dev/video0")
+    assert args[:2] == ["-f", "v4l2"] and args[-2:] == ["-i", "/dev/video0"]
+    assert args[args.index("-input_format") + 1] == "mjpeg"
+    args = presets.input_args("/dev/video1?input_format=yuyv422&video_size=1280x720&bogus=1")
+    assert args[args.index("-input_format") + 1] == "yuyv422"
+    assert args[args.index("-video_size") + 1] == "1280x720"
+    assert "-bogus" not in args and args[-1] == "/dev/video1"
+
+
+def test_synthetic_input_is_realtime_with_clock_and_tone(tmp_path: Path) -> None:
+    args = presets.input_args("testsrc:320x240@15")
+    assert args[:3] == ["-re", "-f", "lavfi"]
+    graph = args[-1]
+    assert "testsrc2=size=320x240:rate=15" in graph and "drawtext=" in graph and "%{localtime}" in graph
+    assert "sine=" in graph and f"fontfile={presets.FONT}" in graph
+    # No DejaVu font: drawtext falls back to fontconfig's default instead of failing.
+    missing = presets.synthetic_graph(presets.Synthetic(), font=tmp_path / "none.ttf")
+    assert "fontfile" not in missing and "drawtext=" in missing
+
+
+def test_file_and_network_inputs() -> None:
+    assert presets.input_args("/srv/a.mp4") == ["-re", "-stream_loop", "-1", "-i", "/srv/a.mp4"]
+    assert presets.input_args("tcp://h:1", timeout_seconds=3) == ["-rw_timeout", "3000000", "-i", "tcp://h:1"]
+    assert presets.input_args("udp://h:1") == ["-i", "udp://h:1"]
+
+
+def test_modes() -> None:
+    assert presets.effective_mode(SourceKind.RTSP, "copy") == "copy"
+    assert presets.effective_mode(SourceKind.SYNTHETIC, "copy") == "encode"
+    assert presets.effective_mode(SourceKind.V4L2, "copy") == "encode"
+    assert presets.video_args("copy", "libx264", 1.0) == ["-c:v", "copy"]
+    x264 = presets.video_args("encode", "libx264", 2.0)
+    assert x264[:6] == ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]
+    assert x264[-2:] == ["-force_key_frames", "expr:gte(t,n_forced*2)"]
+    hw = presets.video_args("encode", "h264_v4l2m2m", 1.0, video_filter="null")
+    assert hw[:4] == ["-vf", "null", "-c:v", "h264_v4l2m2m"]
+
+
+def test_record_args_segment_muxer_keeps_timestamps(tmp_path: Path) -> None:
+    pattern = presets.part_pattern(tmp_path, "42-1")
+    args = presets.record_args("rtsp://cam/s", "copy", "libx264", 1.0, pattern)
+    assert args[0] == "ffmpeg" and args[-1] == str(tmp_path / "part_42-1_%06d.ts")
+    joined = " ".join(args)
+    assert "-f segment -segment_format mpegts -segment_time 1 " in joined
+    assert "-segment_list pipe:1 -segment_list_type csv" in joined
+    assert "-reset_timestamps" not in args
+    assert "-c:v copy" in joined and "-c:a aac" in joined and "-map 0:a:0?" in joined
+
+
+def test_keyframe_probe_args(tmp_path: Path) -> None:
+    args = presets.keyframe_probe_args(tmp_path / "a.ts")
+    assert args[0] == "ffprobe" and "-skip_frame" in args and args[args.index("-skip_frame") + 1] == "nokey"

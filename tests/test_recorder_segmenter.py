@@ -1,0 +1,120 @@
+"""recorder/segmenter.py, keyframes.py, watchdog.py: naming, wall-clock anchoring, keyframes, backoff."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from common.segments import Segment
+from recorder import keyframes
+from recorder.segmenter import (
+    Anchor,
+    clean_leftovers,
+    make_segment,
+    parse_list_line,
+    scan,
+    seg_name,
+    segment_from_name,
+)
+from recorder.watchdog import Backoff, Watchdog, stall_limit
+from tests.media import make_video
+
+
+def test_names_round_trip_to_the_millisecond() -> None:
+    seg = make_segment(1755460200.1234, 1755460201.1236)
+    assert seg.name == "seg_1755460200123_1755460201124.ts" == seg_name(seg.start, seg.end)
+    assert segment_from_name(seg.name) == seg
+    assert segment_from_name("part_1-1_000001.ts") is None
+    assert segment_from_name("seg_1755460201124_1755460200123.ts") is None  # end before start
+
+
+def test_parse_list_line() -> None:
+    entry = parse_list_line("part_7-1_000003.ts,3.021333,4.021333\n")
+    assert entry is not None and entry.name == "part_7-1_000003.ts"
+    assert (entry.stream_start, entry.stream_end) == (3.021333, 4.021333)
+    assert parse_list_line("/abs/dir/part_7-1_000004.ts,1,2").name == "part_7-1_000004.ts"
+    assert parse_list_line("garbage") is None and parse_list_line("a,b,c") is None
+
+
+def test_scan_and_leftovers(tmp_path: Path) -> None:
+    a, b = make_segment(100.0, 101.0), make_segment(101.0, 102.0)
+    for name in (b.name, a.name, "part_9-1_000001.ts", "part_9-2_000001.ts", ".tmp-3-x", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert scan(tmp_path) == [a, b]
+    assert clean_leftovers(tmp_path, "9-2") == ["part_9-2_000001.ts"]
+    assert sorted(clean_leftovers(tmp_path)) == [".tmp-3-x", "part_9-1_000001.ts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name, "notes.txt"])
+
+
+def run_camera(anchor: Anchor, n: int, rate: float, jitter: float = 0.0, t0: float = 1000.0) -> list:
+    """A camera whose clock runs at `rate` × real time, cutting a segment every stream second."""
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        s0, s1 = float(i), float(i + 1)
+        arrival = t0 + s1 / rate + rng.uniform(0, jitter)
+        out.append((*anchor.place(s0, s1, arrival), arrival))
+    return out
+
+
+def test_anchor_tiles_and_tracks_a_slow_clock_for_a_day() -> None:
+    # 1 % slow for 86400 segments: a once-anchored index would be 14 minutes off by the end.
+    placed = run_camera(Anchor(), 86_400, rate=0.99)
+    assert all(placed[i][0] == placed[i - 1][1] for i in range(1, len(placed)))
+    assert max(abs(end - arrival) for _, end, arrival in placed) < 0.05
+
+
+def test_anchor_fast_clock_and_arrival_jitter() -> None:
+    placed = run_camera(Anchor(), 3600, rate=1.01, jitter=0.2)
+    assert all(placed[i][0] == placed[i - 1][1] for i in range(1, len(placed)))
+    assert max(abs(end - arrival) for _, end, arrival in placed) < 0.5
+
+
+def test_anchor_reanchors_after_an_outage_with_an_honest_gap() -> None:
+    anchor = Anchor()
+    a = anchor.place(0, 1, 1001.0)
+    b = anchor.place(1, 2, 1002.0)
+    # Stream continues (same timestamps) but data arrives 20 s late: a real outage.
+    c = anchor.place(2, 3, 1023.0)
+    assert a == (1000.0, 1001.0) and b[0] == a[1]
+    assert c == (1022.0, 1023.0)
+    # A new ffmpeg run (timestamps restart) is re-anchored too, never overlapping the previous segment.
+    anchor.reset()
+    d = anchor.place(0, 1, 1023.5)
+    assert d[0] == 1023.0 and d[1] > d[0]
+
+
+def test_anchor_slews_back_after_a_late_read() -> None:
+    anchor = Anchor()
+    placed = [anchor.place(i, i + 1, 1001.0 + i) for i in range(5)]
+    late = anchor.place(5, 6, 1006.0 + 1.5)  # read 1.5 s late (busy box): slewed, not a gap
+    assert late[0] == placed[-1][1]
+    after = [anchor.place(i, i + 1, 1001.0 + i) for i in range(6, 30)]
+    assert abs(after[-1][1] - 1030.0) < 0.05
+
+
+def test_keyframe_interval_from_probe_and_durations(tmp_path: Path) -> None:
+    assert keyframes.interval_from([1.0, 1.5, 2.0, 2.5], []) == 0.5
+    assert keyframes.interval_from([3.4], [3.0, 3.0, 2.9]) == 3.0
+    assert keyframes.interval_from([], []) is None
+    assert keyframes.too_long(2.0, 1.0) and not keyframes.too_long(1.05, 1.0)
+    clip = make_video(tmp_path / "g.ts", seconds=3, fps=15, gop=7, audio=False)
+    assert abs(keyframes.measure([clip], [3.0]) - 7 / 15) < 0.01
+
+
+def test_backoff_and_watchdog() -> None:
+    backoff = Backoff(first=0.5, cap=4.0)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+    dog = Watchdog(limit=8.0)
+    assert not dog.stalled(100.0)
+    dog.started(100.0)
+    assert not dog.stalled(108.0) and dog.stalled(108.1)
+    dog.progress(108.0)
+    assert not dog.stalled(110.0)
+    assert stall_limit(8.0, 1.0, 4.0) == 11.0 and stall_limit(8.0, 1.0, None) == 8.0
+
+
+def test_segment_type_is_the_common_one() -> None:
+    assert isinstance(make_segment(1.0, 2.0), Segment)
