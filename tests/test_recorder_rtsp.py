@@ -1,0 +1,190 @@
+"""The recorder against real network cameras on loopback: GStreamer's RTSP server and a drifting clock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import keys
+from common.ffmpeg import probe_json
+from common.proc import spawn, stop
+from common.settings import Settings
+from tests.recorder_helpers import RecorderProc, health, index_of, max_gap, on_disk, wait_for
+from tests.redis_server import free_port
+from tests.rtsp_server import RtspServer
+
+pytestmark = [
+    pytest.mark.rtsp,
+    pytest.mark.skipif(not RtspServer.available(), reason="GStreamer RTSP server bindings not installed"),
+]
+
+
+def rtsp_settings(make_settings: Callable[..., Settings], url: str, **kw: object) -> Settings:
+    base: dict[str, object] = {
+        "cameras": json.dumps([{"id": "cam1", "source": url, "mode": "copy"}]),
+        "pre_seconds": 2.0,
+        "post_seconds": 1.0,
+        "buffer_seconds": 120.0,
+        "stall_seconds": 4.0,
+        "restart_backoff_max": 1.0,
+        "rtsp_timeout_seconds": 2.0,
+    }
+    base.update(kw)
+    return make_settings(**base)
+
+
+@pytest.mark.slow
+def test_rtsp_copy_survives_a_camera_outage(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    server = RtspServer(gop_seconds=1).start()
+    settings = rtsp_settings(make_settings, server.url)
+    rec = RecorderProc(settings, "cam1", tmp_path / "logs")
+    index = index_of(redis_conn, settings, "cam1")
+    try:
+        wait_for("copy-mode segments", lambda: len(index.all()) >= 4, timeout=40)
+        h = health(redis_conn, settings, "cam1")
+        assert h["mode"] == "copy" and h["state"] == "recording"
+        assert abs(float(h["keyframe_interval"]) - 1.0) < 0.15
+        before = index.all()
+        assert all(0.8 <= s.duration <= 1.3 for s in before[1:]), [s.duration for s in before]
+
+        server.stop()
+        down = time.time()
+        # The watchdog notices within GN_STALL_SECONDS (ffmpeg exits or the stall limit hits).
+        wait_for(
+            "the watchdog to notice",
+            lambda: health(redis_conn, settings, "cam1")["state"] in ("backoff", "stalled"),
+            timeout=settings.stall_seconds + 1,
+        )
+        noticed = time.time() - down
+        assert noticed <= settings.stall_seconds + 1
+        time.sleep(max(0.0, 20 - (time.time() - down)))
+        server.start()
+        back = time.time()
+        first = wait_for(
+            "a segment after the outage", lambda: [s for s in index.all() if s.start > down + 1], timeout=15
+        )[0]
+        assert first.start - back <= 5.0, f"reconnected {first.start - back:.1f} s after the camera came back"
+        wait_for("recording again", lambda: health(redis_conn, settings, "cam1")["state"] == "recording")
+        segs = index.all()
+        # The gap is in the index, honestly: no segment claims to cover the outage.
+        assert not [s for s in segs if s.overlaps(down + 1, back - 1)]
+        assert max_gap(segs) >= 15
+        assert redis_conn.zcount(keys.camera_restarts(settings.device_id, "cam1"), down, "+inf") >= 1
+        log = rec.log()
+        warnings = [json.loads(ln) for ln in log.splitlines() if '"event": "ffmpeg_restart"' in ln]
+        # Retried quietly: one clear warning for the outage, the rest at debug level.
+        assert sum(1 for w in warnings if w["level"] == "warning") == 1, warnings
+    finally:
+        code = rec.terminate()
+        server.stop()
+    assert code == 0
+    assert on_disk(settings, "cam1") == sorted(s.name for s in index.all())
+
+
+def test_rtsp_long_gop_warns_once_in_copy_mode(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    server = RtspServer(gop_seconds=3).start()
+    settings = rtsp_settings(make_settings, server.url)
+    rec = RecorderProc(settings, "cam1", tmp_path / "logs")
+    try:
+        h = wait_for(
+            "the keyframe interval",
+            lambda: (x := health(redis_conn, settings, "cam1")).get("keyframe_interval") and x,
+            timeout=40,
+        )
+        assert abs(float(h["keyframe_interval"]) - 3.0) < 0.3
+    finally:
+        code = rec.terminate()
+        server.stop()
+    assert code == 0
+    lines = [json.loads(ln) for ln in rec.log().splitlines() if ln.startswith("{")]
+    warned = [ln for ln in lines if ln.get("event") == "keyframe_interval_long"]
+    assert len(warned) == 1 and warned[0]["level"] == "warning"
+    assert "less precise" in warned[0]["msg"] and "--mode encode" in warned[0]["msg"]
+    segs = index_of(redis_conn, settings, "cam1").all()
+    # Copy mode cuts only on keyframes: segments last the GOP, not GN_SEG_TIME.
+    assert all(2.6 <= s.duration <= 3.4 for s in segs[1:-1]), [s.duration for s in segs]
+
+
+def drifting_camera(port: int, rate: float) -> list[str]:
+    """A live MPEG-TS camera on tcp://127.0.0.1:port whose timestamps run at `rate` × real time."""
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=15",
+        "-vf",
+        f"setpts=PTS*{rate}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "15",
+        "-f",
+        "mpegts",
+        f"tcp://127.0.0.1:{port}?listen=1",
+    ]
+
+
+@pytest.mark.slow
+def test_camera_clock_one_percent_slow_for_three_minutes(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    port = free_port()
+    producer = spawn(drifting_camera(port, 0.99), stdin=subprocess.DEVNULL)
+    # A short buffer too, so this long run also shows retention holding its bound for minutes.
+    settings = rtsp_settings(
+        make_settings, f"tcp://127.0.0.1:{port}", buffer_seconds=30.0, pre_seconds=10.0, post_seconds=5.0
+    )
+    time.sleep(1.0)
+    rec = RecorderProc(settings, "cam1", tmp_path / "logs")
+    index = index_of(redis_conn, settings, "cam1")
+    seen: dict[str, tuple[float, float]] = {}  # name → (index end, when the test first saw it)
+    worst_bound = 0.0
+    try:
+        wait_for("the first segment", index.latest, timeout=30)
+        start = time.time()
+        while time.time() - start < 180:
+            now = time.time()
+            segs = index.all()
+            for s in segs:
+                seen.setdefault(s.name, (s.end, now))
+            worst_bound = max(worst_bound, now - segs[0].end)
+            time.sleep(0.1)
+        segs = index.all()
+    finally:
+        code = rec.terminate()
+        stop(producer, grace=3)
+    assert code == 0
+    assert len(seen) >= 170
+    # Each segment's wall-clock end is within 0.5 s of when it arrived (the test polls every 0.1 s).
+    errors = [seen_at - end for end, seen_at in seen.values()]
+    assert max(abs(e) for e in errors) < 0.5, (min(errors), max(errors))
+    # Contiguous the whole time (one stream, no outage).
+    assert abs(max_gap(segs)) < 1 / 15
+    # The camera's clock really was slow: its own timestamps cover ~1 % less than the wall clock.
+    d = settings.camera_buffer_dir("cam1")
+    t_first = float(probe_json(d / segs[0].name)["format"]["start_time"])
+    t_last = float(probe_json(d / segs[-1].name)["format"]["start_time"])
+    stream_span, wall_span = t_last - t_first, segs[-1].start - segs[0].start
+    assert 0.985 < stream_span / wall_span < 0.995, (stream_span, wall_span)
+    # Retention held its bound all along (buffer 30 s + a housekeeping beat).
+    assert worst_bound < settings.buffer_seconds + 2.5
