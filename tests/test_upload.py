@@ -145,7 +145,7 @@ def test_check_config(make_settings: Callable[..., Settings]) -> None:
     upload.check_config(make_settings())  # uploads off: nothing to check
     upload.check_config(make_settings(**upload_overrides("https://api.example.com")))
     with pytest.raises(ValueError, match="GN_API_BASE"):
-        upload.check_config(make_settings(**upload_overrides("api.example.com")))
+        upload.check_config(make_settings(**upload_overrides("https://")))
 
 
 def test_redact_masks_a_sidecar_with_its_upload_url() -> None:
@@ -460,3 +460,21 @@ def test_uploads_off_leave_the_highlight_alone(
     context.settings.cache_clear()
     assert upload.upload_highlight(str(sc)) == "disabled"
     assert sidecar.load(sc)["status"] == "watermarked" and Path(sidecar.load(sc)["wm_path"]).exists()
+
+
+def test_a_second_job_on_a_highlight_being_uploaded_stands_aside(
+    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, sc = setup(keep_after_upload=True)
+    press_id = sidecar.load(sc)["press_id"]
+    redis_conn.set(keys.upload_lock(s.device_id, press_id), "another-job", ex=60)
+    job = enqueue(s, redis_conn, sc)
+    run_worker(s, redis_conn, monkeypatch)
+    job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
+    assert job.return_value() == "busy" and server.calls["register"] == 0
+    # The lock's owner (or a retry of it, same job id) goes ahead.
+    redis_conn.set(keys.upload_lock(s.device_id, press_id), job.id, ex=60)
+    enqueue(s, redis_conn, sc)
+    run_worker(s, redis_conn, monkeypatch)
+    assert len(server.finalized()) == 1
+    assert redis_conn.get(keys.upload_lock(s.device_id, press_id)) is None

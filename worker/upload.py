@@ -95,11 +95,13 @@ def upload_highlight(sidecar_path: str) -> str:
     job = get_current_job()
     timeout = (job.timeout if job is not None else None) or DEFAULT_JOB_TIMEOUT
     lock = keys.upload_lock(settings.device_id, sidecar.load(path).get("press_id") or path.stem)
-    token = uuid.uuid4().hex
-    if not conn.set(lock, token, nx=True, ex=int(timeout) + 60):
+    # The lock holds the job id: a retry of a job whose worker was killed takes its own lock back.
+    token = job.id if job is not None else uuid.uuid4().hex
+    if not conn.set(lock, token, nx=True, ex=int(timeout) + 60) and conn.get(lock) != token.encode():
         # Another job works on this highlight right now (a requeue beside a reschedule): it finishes it.
         event(log, "upload_busy", sidecar=path.name)
         return "busy"
+    conn.expire(lock, int(timeout) + 60)
     client = BackendClient(settings)
     try:
         return Upload(settings, conn, path, client).run()
