@@ -478,3 +478,9 @@ def test_a_second_job_on_a_highlight_being_uploaded_stands_aside(
     run_worker(s, redis_conn, monkeypatch)
     assert len(server.finalized()) == 1
     assert redis_conn.get(keys.upload_lock(s.device_id, press_id)) is None
+
+
+def test_job_timeout_covers_the_put_deadline(make_settings: Callable[..., Settings]) -> None:
+    slow = make_settings(upload_kbps=256)
+    assert upload.job_timeout(slow, 30_000_000) > upload.put_timeout(30_000_000, 256)
+    assert upload.job_timeout(make_settings(), 1000) == upload.DEFAULT_JOB_TIMEOUT

@@ -271,7 +271,7 @@ class Upload:
             return self.block(
                 f"the backend refused this box's credentials ({answer.code or answer.status}): check "
                 "GN_DEVICE_ID, GN_DEVICE_SECRET, GN_CLIENT_ID and GN_API_TOKEN, "
-                "then requeue the failed uploads",
+                "then requeue the failed uploads with `gravanois failed`",
                 alarm=True,
                 error=answer.describe(),
             )
@@ -314,14 +314,13 @@ class Upload:
         """The venue is closed: a new job at the next opening time (not a failure, no retry used)."""
         when = next_opening(self.settings, now()) or now() + CLOSED_RETRY
         job_id = f"gn-{self.settings.device_id}-{self.press_id}-upload-open{compact(when)}"
-        job = get_current_job()
         queue(self.settings, "upload", self.conn).enqueue_at(
             datetime.fromtimestamp(when, UTC),
             FUNCTION,
             str(self.path),
             job_id=job_id,
             retry=retry_policy(self.settings),
-            job_timeout=(job.timeout if job is not None else None) or DEFAULT_JOB_TIMEOUT,
+            job_timeout=job_timeout(self.settings, int(self.remote.get("size_bytes") or 0)),
             failure_ttl=int(self.settings.failure_ttl_days * 86400),
         )
         self.remote["next_try_at"] = iso(when)
@@ -417,6 +416,11 @@ def put_timeout(size: int, kbps: int) -> float:
     """Seconds a PUT of `size` bytes may take: a base plus the file at the slowest accepted rate."""
     rate = PUT_MIN_RATE if not kbps else min(PUT_MIN_RATE, kbps * 1000 / 8 / 2)
     return PUT_BASE_SECONDS + size / rate
+
+
+def job_timeout(settings: Settings, size_bytes: int) -> int:
+    """An RQ job timeout that lets the PUT of `size_bytes` run to its own deadline (for enqueuers)."""
+    return max(DEFAULT_JOB_TIMEOUT, int(put_timeout(size_bytes, settings.upload_kbps) + 2 * 60))
 
 
 def next_opening(settings: Settings, ts: float) -> float | None:
