@@ -7,6 +7,7 @@ Faults are injected by name, each for a number of requests:
 
     register_500        500 on register
     put_drop            read half of the PUT body, then reset the connection
+    put_bad_etag        store the PUT body but answer with an ETag that is not its MD5
     finalize_422        422 on finalize (as if the stored object did not match)
     expired_url         the next registration hands out a URL that has already expired
     closed              403 request_outside_allowed_time_window on register
@@ -317,4 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
         clip = b.clips[m["clip"]]
         clip.data, clip.etag, clip.content_type = data, etag, self.headers["Content-Type"]
         b.calls["put_stored"] += 1
-        self._send(200, b"", "application/xml", {"ETag": f'"{etag}"'})
+        answered = (
+            hashlib.md5(data[:-1], usedforsecurity=False).hexdigest() if b.take("put_bad_etag") else etag
+        )
+        self._send(200, b"", "application/xml", {"ETag": f'"{answered}"'})

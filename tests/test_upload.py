@@ -246,6 +246,7 @@ def test_keep_after_upload_records_every_step(
     [
         ("register_500", {"register": 2, "put": 1, "finalize": 1}),
         ("put_drop", {"register": 1, "put": 2, "finalize": 1}),
+        ("put_bad_etag", {"register": 1, "put": 2, "finalize": 1}),
         ("finalize_422", {"register": 1, "put": 2, "finalize": 2}),
     ],
 )
