@@ -188,7 +188,7 @@ class Upload:
         register_secret(url)
         registered = now()
         lifetime = URL_LIFETIME
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             lifetime = min(URL_LIFETIME, float(clip["expires_hint_hours"]) * 3600) or URL_LIFETIME
         if self.remote.get("clip_id"):
             # An earlier registration whose URL expired before the upload: kept for the support desk.
