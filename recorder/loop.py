@@ -31,7 +31,15 @@ from common.segments import Pin, Segment, SegmentIndex
 from common.settings import Camera, Settings, camera_mode
 from recorder import keyframes, presets, retention
 from recorder.health import Health, State
-from recorder.segmenter import Anchor, clean_leftovers, make_segment, parse_list_line, scan
+from recorder.segmenter import (
+    Anchor,
+    ListEntry,
+    back_project,
+    clean_leftovers,
+    make_segment,
+    parse_list_line,
+    scan,
+)
 from recorder.watchdog import Backoff, Watchdog, stall_limit
 
 log = get_logger(__name__)
@@ -45,6 +53,10 @@ GAP_LOGGED = 0.1
 # have bytes in ffmpeg's buffer.
 PROBE_AFTER = 3
 STOP_GRACE = 5.0
+# Extra time for a new ffmpeg's first segment: connecting and probing the input (up to 5 s).
+STARTUP_GRACE = 6.0
+# Quiet time that ends a fresh run's initial burst of closed segments.
+BURST_SETTLE = 0.3
 READER_JOIN = 3.0
 
 
@@ -65,7 +77,7 @@ class Recorder:
         self.conn = conn
         self.anchor = Anchor()
         self.backoff = Backoff(cap=settings.restart_backoff_max)
-        self.watchdog = Watchdog(limit=settings.effective_stall_seconds)
+        self.watchdog = Watchdog(limit=settings.effective_stall_seconds, startup=STARTUP_GRACE)
         self.events: queue.Queue[tuple[str, float, str | None]] = queue.Queue()
         self.proc: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []
@@ -256,25 +268,31 @@ class Recorder:
 
     # ------------------------------------------------------------------ closed segments
     def pump(self, timeout: float) -> None:
-        """Handle every list line waiting (waiting up to `timeout` for the first)."""
+        """Handle every list line waiting (waiting up to `timeout` for the first), as one batch."""
         try:
-            item = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+            first = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
         except queue.Empty:
             return
+        batch = [first]
+        # A fresh run often delivers its first segments in a burst (ffmpeg buffered them while probing
+        # the input): wait for the burst to end, so its last arrival anchors them all.
+        settle = BURST_SETTLE if self.anchor.prev_stream_end is None and timeout > 0 else 0.0
         while True:
-            run_id, arrival, line = item
-            if run_id == self.run_id and line is not None:
-                self.on_closed(line, arrival)
             try:
-                item = self.events.get_nowait()
+                batch.append(self.events.get(timeout=settle) if settle else self.events.get_nowait())
             except queue.Empty:
-                return
+                break
+        entries = []
+        for run_id, arrival, line in batch:
+            entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
+            if entry is not None:
+                entries.append((entry, arrival))
+        arrivals = back_project([(e.stream_end, a) for e, a in entries])
+        for (entry, _), arrival in zip(entries, arrivals, strict=True):
+            self.on_closed(entry, arrival)
 
-    def on_closed(self, line: str, arrival: float) -> None:
+    def on_closed(self, entry: ListEntry, arrival: float) -> None:
         """A part is closed: give it wall-clock times, rename it after them, index it."""
-        entry = parse_list_line(line)
-        if entry is None:
-            return
         part = self.dir / entry.name
         if not part.is_file():
             return

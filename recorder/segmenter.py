@@ -84,6 +84,26 @@ def clean_leftovers(directory: Path, run_id: str | None = None) -> list[str]:
     return removed
 
 
+def back_project(closes: list[tuple[float, float]]) -> list[float]:
+    """Best arrival time of each of a batch of closes (stream_end, arrival) seen together.
+
+    A segment closed no later than its own arrival, nor than a later segment's arrival minus the stream
+    time between them: when ffmpeg delivers a burst (after probing the input, or after a network hiccup),
+    the last arrival dates them all.
+    """
+    out = [0.0] * len(closes)
+    bound = float("inf")
+    next_end: float | None = None
+    for i in range(len(closes) - 1, -1, -1):
+        stream_end, arrival = closes[i]
+        if next_end is not None:
+            bound -= next_end - stream_end
+        bound = min(bound, arrival)
+        out[i] = bound
+        next_end = stream_end
+    return out
+
+
 @dataclass
 class Anchor:
     """Places closed segments on the wall clock.

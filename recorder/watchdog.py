@@ -34,11 +34,13 @@ class Watchdog:
     """Stall detection: no closed segment for `limit` seconds since ffmpeg started or the last one."""
 
     limit: float
+    # Extra allowance for a new ffmpeg's first segment (connecting, probing the input).
+    startup: float = 0.0
     last_progress: float | None = None
 
     def started(self, t: float) -> None:
         """ffmpeg was (re)started at monotonic time `t`."""
-        self.last_progress = t
+        self.last_progress = t + self.startup
 
     def progress(self, t: float) -> None:
         """A segment closed at monotonic time `t`."""

@@ -9,6 +9,7 @@ from common.segments import Segment
 from recorder import keyframes
 from recorder.segmenter import (
     Anchor,
+    back_project,
     clean_leftovers,
     make_segment,
     parse_list_line,
@@ -118,3 +119,14 @@ def test_backoff_and_watchdog() -> None:
 
 def test_segment_type_is_the_common_one() -> None:
     assert isinstance(make_segment(1.0, 2.0), Segment)
+
+
+def test_a_burst_is_dated_by_its_last_arrival() -> None:
+    # Five segments buffered while ffmpeg probed its input arrive within 10 ms.
+    closes = [(float(i + 1), 1005.0 + i * 0.002) for i in range(5)]
+    assert back_project(closes) == [1001.008, 1002.008, 1003.008, 1004.008, 1005.008]
+    anchor = Anchor()
+    placed = [anchor.place(i, i + 1, a) for i, a in enumerate(back_project(closes))]
+    assert placed[0] == (1000.008, 1001.008) and placed[-1][1] == 1005.008
+    # Normal spacing is left alone.
+    assert back_project([(1.0, 10.0), (2.0, 11.0)]) == [10.0, 11.0]
