@@ -118,6 +118,8 @@ class Anchor:
     gain: float = 0.5
     max_slew: float = 0.25
     resync: float = 2.0
+    # The system clock stepped back this far (NTP fixing a Pi without RTC): start again from arrival.
+    clock_jump: float = 60.0
     # Stream-time jump (s) still treated as continuous; ffmpeg's list tiles exactly.
     continuity: float = 0.25
     prev_end: float | None = None
@@ -142,13 +144,15 @@ class Anchor:
             assert self.prev_end is not None
             start = self.prev_end
             error = arrival - (start + d)
-            if error > self.resync:
+            if error > self.resync or error < -self.clock_jump:
                 continuous = False
             else:
                 limit = self.max_slew * d
                 end = start + d + min(max(self.gain * error, -limit), limit)
         if not continuous:
-            start = max(arrival - d, self.floor)
+            start = arrival - d
+            if start > self.floor - self.clock_jump:
+                start = max(start, self.floor)
             end = start + d
         start, end = round(start, 3), round(end, 3)
         if end <= start:

@@ -176,7 +176,10 @@ def test_camera_clock_one_percent_slow_for_three_minutes(
     assert code == 0
     assert len(seen) >= 170
     # Each segment's wall-clock end is within 0.5 s of when it arrived (the test polls every 0.1 s).
-    errors = [seen_at - end for end, seen_at in seen.values()]
+    # Left out: the first seconds, when ffmpeg hands over in one burst what it buffered while probing the
+    # stream; those segments are rightly dated back from the burst, before the test could see them.
+    errors = [seen_at - end for end, seen_at in seen.values() if seen_at > start + 10]
+    assert len(errors) >= 160
     assert max(abs(e) for e in errors) < 0.5, (min(errors), max(errors))
     # Contiguous the whole time (one stream, no outage).
     assert abs(max_gap(segs)) < 1 / 15

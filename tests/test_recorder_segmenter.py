@@ -130,3 +130,10 @@ def test_a_burst_is_dated_by_its_last_arrival() -> None:
     assert placed[0] == (1000.008, 1001.008) and placed[-1][1] == 1005.008
     # Normal spacing is left alone.
     assert back_project([(1.0, 10.0), (2.0, 11.0)]) == [10.0, 11.0]
+
+
+def test_anchor_follows_a_system_clock_stepped_back() -> None:
+    anchor = Anchor()
+    anchor.place(0, 1, 5000.0)
+    assert anchor.place(1, 2, 1001.0) == (1000.0, 1001.0)  # NTP moved the clock back ~67 minutes
+    assert anchor.place(2, 3, 1002.0) == (1001.0, 1002.0)
