@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 
 import click
 
 from common.cli import fail, settings_from
 from common.ffmpeg import MissingToolError, require_tools
+from common.log import event, get_logger
 from common.redisconn import connect
-from common.settings import RECORD_MODES, SettingsError
+from common.settings import RECORD_MODES, Camera, Settings, SettingsError, camera_mode
+from common.watermark import Watermark
 from recorder import presets
 from recorder.loop import Recorder, check_writable
+
+log = get_logger(__name__)
 
 
 @click.command()
@@ -55,4 +60,27 @@ def recorder(ctx: click.Context, camera_id: str, source: str | None, mode: str |
         require_tools()
     except MissingToolError as exc:
         fail(str(exc))
-    sys.exit(Recorder(settings, camera, connect(settings)).run())
+    sys.exit(Recorder(settings, camera, connect(settings), wm=record_watermark(settings, camera)).run())
+
+
+def record_watermark(settings: Settings, camera: Camera) -> Watermark | None:
+    """The logo to burn in while recording (GN_WM_AT=record), if this camera is encoded."""
+    if settings.wm_at != "record":
+        return None
+    mode = presets.effective_mode(presets.source_kind(camera.source), camera_mode(settings, camera))
+    if mode != "encode":
+        # Recording matters more than the logo: keep recording, say clearly why there is no logo.
+        event(
+            log,
+            "watermark_skipped",
+            logging.WARNING,
+            msg=f"GN_WM_AT=record needs encode mode, but camera {camera.id} records in copy mode: its "
+            "segments carry no logo; set the camera's mode to encode or GN_WM_AT=render",
+            camera=camera.id,
+        )
+        return None
+    wm = Watermark.from_settings(settings)
+    for logo in wm.logos:
+        if not logo.is_file():
+            fail(f"GN_WM_LOGO file {logo} does not exist: point GN_WM_LOGO (or GN_WM_LOGO2) at a PNG logo")
+    return wm

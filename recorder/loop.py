@@ -29,6 +29,7 @@ from common.proc import spawn, stop
 from common.redisconn import clear_alarm, raise_alarm
 from common.segments import Pin, Segment, SegmentIndex
 from common.settings import Camera, Settings, camera_mode
+from common.watermark import Watermark
 from recorder import keyframes, presets, retention
 from recorder.health import Health, State
 from recorder.segmenter import (
@@ -64,13 +65,13 @@ class Recorder:
     """Records one camera until SIGTERM/SIGINT."""
 
     def __init__(
-        self, settings: Settings, camera: Camera, conn: redis.Redis, video_filter: str | None = None
+        self, settings: Settings, camera: Camera, conn: redis.Redis, wm: Watermark | None = None
     ) -> None:
         self.settings = settings
         self.camera = camera
         self.kind = presets.source_kind(camera.source)
         self.mode = presets.effective_mode(self.kind, camera_mode(settings, camera))
-        self.video_filter = video_filter
+        self.wm = wm if self.mode == "encode" else None
         self.dir = settings.camera_buffer_dir(camera.id)
         self.index = SegmentIndex(conn, settings.device_id, camera.id)
         self.health = Health(conn, settings, camera.id, camera.source, self.mode)
@@ -130,6 +131,7 @@ class Recorder:
             camera=self.camera.id,
             source=redact(self.camera.source),
             mode=self.mode,
+            watermark=self.wm is not None,
             segments_on_disk=len(self.segments),
             leftovers_removed=len(removed),
         )
@@ -175,7 +177,7 @@ class Recorder:
             presets.part_pattern(self.dir, self.run_id),
             rtsp_transport=self.settings.rtsp_transport,
             timeout_seconds=self.settings.rtsp_timeout_seconds,
-            video_filter=self.video_filter,
+            wm=self.wm,
         )
         self.stderr_tail.clear()
         self.dir.mkdir(parents=True, exist_ok=True)

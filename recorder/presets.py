@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from common import watermark
 from common.ffmpeg import FFPROBE, base_args
 from common.settings import SYNTHETIC_SOURCE
 
@@ -118,11 +119,24 @@ def input_args(
     return ["-re", "-stream_loop", "-1", "-i", source]
 
 
-def map_args(kind: SourceKind) -> list[str]:
-    """Which streams to record: the first video and, when present, the first audio."""
+def map_args(kind: SourceKind, wm_graph: str | None = None) -> list[str]:
+    """Which streams to record: the first video (watermarked when a graph is given) and the first audio."""
+    video, audio = ("0:v", "0:a") if kind is SourceKind.SYNTHETIC else ("0:v:0", "0:a:0?")
+    if wm_graph:
+        return ["-filter_complex", wm_graph, "-map", f"[{watermark.OUT}]", "-map", audio]
+    return ["-map", video, "-map", audio]
+
+
+def watermark_graph(source: str, wm: watermark.Watermark) -> str:
+    """The filtergraph burning the logo in while recording (GN_WM_AT=record, encode mode only)."""
+    kind = source_kind(source)
+    width = height = None
     if kind is SourceKind.SYNTHETIC:
-        return ["-map", "0:v", "-map", "0:a"]
-    return ["-map", "0:v:0", "-map", "0:a:0?"]
+        syn = parse_synthetic(source)
+        width, height = syn.width, syn.height
+    # Other sources: the width is unknown until frames flow, so the graph sizes the logo with scale2ref.
+    pad = "0:v" if kind is SourceKind.SYNTHETIC else "0:v:0"
+    return watermark.filtergraph(wm, width, height, video=pad, first_logo_input=1)
 
 
 def force_keyframes(seg_time: float) -> str:
@@ -130,15 +144,14 @@ def force_keyframes(seg_time: float) -> str:
     return f"expr:gte(t,n_forced*{seg_time:g})"
 
 
-def video_args(mode: str, encoder: str, seg_time: float, video_filter: str | None = None) -> list[str]:
+def video_args(mode: str, encoder: str, seg_time: float) -> list[str]:
     """Video codec arguments: stream copy, libx264 ultrafast/zerolatency, or the Pi's h264_v4l2m2m."""
     if mode == "copy":
         return ["-c:v", "copy"]
-    args = ["-vf", video_filter] if video_filter else []
     if encoder == "h264_v4l2m2m":
-        args += ["-c:v", "h264_v4l2m2m", "-b:v", HW_BITRATE]
+        args = ["-c:v", "h264_v4l2m2m", "-b:v", HW_BITRATE]
     else:
-        args += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]
+        args = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]
     return [*args, "-pix_fmt", "yuv420p", "-force_key_frames", force_keyframes(seg_time)]
 
 
@@ -181,17 +194,21 @@ def record_args(
     pattern: Path,
     rtsp_transport: str = "tcp",
     timeout_seconds: float = 5.0,
-    video_filter: str | None = None,
+    wm: watermark.Watermark | None = None,
     font: Path | None = FONT,
 ) -> list[str]:
-    """The whole recording command line for one camera."""
+    """The whole recording command line for one camera (`wm`: burn that logo in; encode mode only)."""
     kind = source_kind(source)
+    mode = effective_mode(kind, mode)
+    graph = watermark_graph(source, wm) if wm is not None and mode == "encode" else None
+    logos = watermark.input_args(wm) if graph and wm is not None else []
     return [
         *base_args("error"),
         "-nostats",
         *input_args(source, rtsp_transport, timeout_seconds, font),
-        *map_args(kind),
-        *video_args(effective_mode(kind, mode), encoder, seg_time, video_filter),
+        *logos,
+        *map_args(kind, graph),
+        *video_args(mode, encoder, seg_time),
         *audio_args(),
         *segment_args(seg_time, pattern),
     ]

@@ -17,6 +17,7 @@ from common import keys
 from common.ffmpeg import decode_errors
 from common.settings import Settings
 from tests.conftest import gn_env, gravanois_cmd, run_gravanois
+from tests.media import make_logo
 from tests.recorder_helpers import (
     FRAME,
     TEST_SOURCE,
@@ -235,3 +236,35 @@ def test_unknown_camera_and_unwritable_dir_exit_with_one_line(
     assert (
         res.stderr.strip().count("\n") == 0 and "GN_BUFFER_DIR" in res.stderr and "not writable" in res.stderr
     )
+
+
+def mean_rgb(path: Path, crop: str) -> tuple[int, int, int]:
+    """Average colour of a region of a video's first frame."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", "-vf", f"crop={crop},scale=1:1",
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout  # fmt: skip
+    return out[0], out[1], out[2]
+
+
+def test_watermark_burnt_in_while_recording(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    logo = make_logo(tmp_path / "logo.png", size="200x80", color="red")
+    settings = cam_settings(make_settings, wm_at="record", wm_logo=logo, wm_opacity=1.0)
+    rec = RecorderProc(settings, "cam1", tmp_path / "logs")
+    index = index_of(redis_conn, settings, "cam1")
+    try:
+        wait_for("segments", lambda: len(index.all()) >= 3)
+    finally:
+        assert rec.terminate() == 0
+    seg = settings.camera_buffer_dir("cam1") / index.all()[1].name
+    assert decode_errors(seg) == ""
+    # 320x240, logo 20 % wide (64x26) at the bottom-right with a 24 px margin: its middle is red.
+    r, g, b = mean_rgb(seg, "20:10:254:198")
+    assert r > 200 and g < 60 and b < 60, (r, g, b)
+    # The top-left corner is the test pattern, not the logo.
+    assert mean_rgb(seg, "20:10:30:30") != (r, g, b)

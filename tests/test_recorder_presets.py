@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from common import watermark
 from recorder import presets
 from recorder.presets import SourceKind
 
@@ -81,8 +82,8 @@ def test_modes() -> None:
     x264 = presets.video_args("encode", "libx264", 2.0)
     assert x264[:6] == ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]
     assert x264[-2:] == ["-force_key_frames", "expr:gte(t,n_forced*2)"]
-    hw = presets.video_args("encode", "h264_v4l2m2m", 1.0, video_filter="null")
-    assert hw[:4] == ["-vf", "null", "-c:v", "h264_v4l2m2m"]
+    hw = presets.video_args("encode", "h264_v4l2m2m", 1.0)
+    assert hw[:2] == ["-c:v", "h264_v4l2m2m"] and "expr:gte(t,n_forced*1)" in hw
 
 
 def test_record_args_segment_muxer_keeps_timestamps(tmp_path: Path) -> None:
@@ -99,3 +100,23 @@ def test_record_args_segment_muxer_keeps_timestamps(tmp_path: Path) -> None:
 def test_keyframe_probe_args(tmp_path: Path) -> None:
     args = presets.keyframe_probe_args(tmp_path / "a.ts")
     assert args[0] == "ffprobe" and "-skip_frame" in args and args[args.index("-skip_frame") + 1] == "nokey"
+
+
+def test_watermark_at_record_only_in_encode_mode(tmp_path: Path) -> None:
+    wm = watermark.Watermark(logo=tmp_path / "logo.png")
+    pattern = presets.part_pattern(tmp_path, "1-1")
+    args = presets.record_args("testsrc:320x240@15", "copy", "libx264", 1.0, pattern, wm=wm)
+    # The synthetic camera is encoded anyway: logo input after the camera, graph sized from 320 px.
+    assert args[args.index("-i", args.index("-i") + 1) + 1] == str(tmp_path / "logo.png")
+    graph = args[args.index("-filter_complex") + 1]
+    assert "scale=64:-2" in graph and "[0:v]" in graph
+    assert args[args.index("-map") + 1] == "[wm]" and "libx264" in args
+    # An RTSP camera in copy mode cannot be watermarked while recording: no logo, plain copy.
+    copy = presets.record_args("rtsp://cam/s", "copy", "libx264", 1.0, pattern, wm=wm)
+    assert "-filter_complex" not in copy and str(tmp_path / "logo.png") not in copy
+    # In encode mode the width is unknown, so the graph measures it (scale2ref).
+    enc = presets.record_args("rtsp://cam/s", "encode", "libx264", 1.0, pattern, wm=wm)
+    assert (
+        "scale2ref" in enc[enc.index("-filter_complex") + 1]
+        and "[0:v:0]" in enc[enc.index("-filter_complex") + 1]
+    )
