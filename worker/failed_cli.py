@@ -1,0 +1,214 @@
+"""`gravanois failed`: the jobs that ran out of attempts (RQ's FailedJobRegistry of this device's queues).
+
+`list` shows them, `requeue` retries them with a fresh attempt budget, `purge` removes them and their
+files. Plain RQ works on the same data: `rq info` / `rq requeue --queue gn.<device>.<stage> --all`
+(both with `-u $GN_REDIS_URL -S rq.serializers.JSONSerializer`), but `rq requeue` keeps the spent
+attempt budget: a job requeued that way gets one attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from common import keys, sidecar
+from common.cli import fail, settings_from
+from common.journal import Press
+from common.redisconn import SERIALIZER, connect
+from common.settings import Settings
+from common.timeutil import iso
+from worker import retention
+
+
+@dataclass
+class FailedJob:
+    """One row of `gravanois failed list`."""
+
+    id: str
+    stage: str
+    clip: str
+    camera: str
+    press_at: str
+    reason: str
+    failed_at: str
+    sidecar: str
+
+
+def registries(settings: Settings, conn: redis.Redis) -> dict[str, FailedJobRegistry]:
+    """The failed registry of each stage's queue."""
+    return {
+        stage: FailedJobRegistry(
+            keys.queue_name(settings.device_id, stage), connection=conn, serializer=SERIALIZER
+        )
+        for stage in keys.STAGES
+    }
+
+
+def describe(stage: str, job: Job, settings: Settings) -> FailedJob:
+    """What the operator needs to know about one failed job."""
+    clip = camera = press_at = side = ""
+    arg: Any = job.args[0] if job.args else None
+    if isinstance(arg, dict):  # build: the press
+        with_press = Press(**{k: arg[k] for k in ("camera", "at", "pre", "post") if k in arg})
+        clip, camera, press_at = sidecar.clip_name(with_press), with_press.camera, iso(with_press.at)
+    elif isinstance(arg, str):  # render/upload: the sidecar path
+        path = find_sidecar(settings, Path(arg))
+        side = str(path or arg)
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = sidecar.load(path)
+            except (OSError, ValueError):
+                data = {}
+        clip = str(data.get("file_name") or Path(arg).with_suffix(".mp4").name)
+        camera, press_at = str(data.get("camera") or ""), str(data.get("press_at") or "")
+    return FailedJob(job.id, stage, clip, camera, press_at, reason_of(job), failed_at_of(job), side)
+
+
+def find_sidecar(settings: Settings, path: Path) -> Path | None:
+    """The sidecar where the job left it, or its moved copy in the output dir."""
+    for candidate in (path, settings.output_dir / path.name, settings.clips_dir / path.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def reason_of(job: Job) -> str:
+    """The one-line reason: the failure callback's, else the last line of RQ's traceback."""
+    if job.meta.get("error"):
+        return str(job.meta["error"])
+    result = job.latest_result()
+    text = (getattr(result, "exc_string", None) or "").strip()
+    return text.splitlines()[-1] if text else "unknown (no error recorded)"
+
+
+def failed_at_of(job: Job) -> str:
+    """When it failed, ISO UTC."""
+    if job.meta.get("failed_at"):
+        return str(job.meta["failed_at"])
+    return iso(job.ended_at.timestamp()) if job.ended_at else ""
+
+
+def failed_jobs(settings: Settings, conn: redis.Redis) -> list[tuple[FailedJobRegistry, Job, FailedJob]]:
+    """Every failed job of this device, oldest first within each stage."""
+    rows = []
+    for stage, reg in registries(settings, conn).items():
+        for job_id in reg.get_job_ids():
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+            except NoSuchJobError:
+                reg.remove(job_id)  # its hash expired: nothing left to show or retry
+                continue
+            rows.append((reg, job, describe(stage, job, settings)))
+    return rows
+
+
+def select(rows: list[Any], ids: tuple[str, ...], all_: bool) -> list[Any]:
+    """The rows named by job id or press id (a job id contains its press id), or all of them."""
+    if all_:
+        return rows
+    if not ids:
+        fail("name the failed job(s) to act on (ids from `gravanois failed list`) or pass --all")
+    chosen = [r for r in rows if any(i == r[1].id or i in r[1].id for i in ids)]
+    missing = [i for i in ids if not any(i == r[1].id or i in r[1].id for r in rows)]
+    if missing:
+        fail(f"no failed job matches {', '.join(missing)}: see `gravanois failed list`")
+    return chosen
+
+
+@click.group()
+def failed() -> None:
+    """Jobs that failed after all their attempts: list, requeue, purge."""
+
+
+@failed.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Show failed jobs: clip, camera, press time, reason, when."""
+    settings = settings_from(ctx, process="failed")
+    rows = failed_jobs(settings, _conn(settings))
+    if as_json:
+        for _, _, row in rows:
+            click.echo(json.dumps(asdict(row)))
+        return
+    if not rows:
+        click.echo("No failed jobs.")
+        return
+    for _, _, r in rows:
+        click.echo(f"{r.id}  [{r.stage}]  {r.clip}  camera={r.camera or '?'}  pressed={r.press_at or '?'}")
+        click.echo(f"    failed {r.failed_at or '?'}: {r.reason}")
+    click.echo(f"{len(rows)} failed job(s). Retry: gravanois failed requeue ID|--all")
+
+
+@failed.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Requeue every failed job of this device.")
+@click.pass_context
+def requeue(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
+    """Retry failed jobs now, each with a fresh attempt budget (GN_MAX_ATTEMPTS)."""
+    settings = settings_from(ctx, process="failed")
+    conn = _conn(settings)
+    done = 0
+    for reg, job, row in select(failed_jobs(settings, conn), ids, all_):
+        requeue_job(settings, reg, job, row)
+        done += 1
+        click.echo(f"requeued {job.id}")
+    click.echo(f"{done} job(s) requeued.")
+
+
+def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: FailedJob) -> None:
+    """Give a failed job a fresh attempt budget and put it back on its queue."""
+    retries = settings.max_attempts - 1
+    job.retries_left = retries or None
+    job.retry_intervals = list(settings.retry_intervals)
+    for k in ("error", "failed_at", "progress"):
+        job.meta.pop(k, None)
+    job.save()
+    if row.stage == "render" and row.sidecar and Path(row.sidecar).is_file():
+        data = sidecar.load(Path(row.sidecar))
+        if data.get("status") == "failed":
+            sidecar.update(Path(row.sidecar), status="queued", attempts=0)
+    try:
+        reg.requeue(job)
+    except InvalidJobOperation:
+        fail(f"{job.id} is no longer in the failed registry (requeued by someone else?)", 1)
+
+
+@failed.command()
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Purge every failed job (the default with no ids).")
+@click.pass_context
+def purge(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
+    """Remove failed jobs and their files (raw clip, sidecar, outputs), then apply retention."""
+    settings = settings_from(ctx, process="failed")
+    conn = _conn(settings)
+    rows = failed_jobs(settings, conn)
+    chosen = select(rows, ids, all_ or not ids)
+    files = 0
+    for reg, job, row in chosen:
+        if row.clip:
+            files += retention.remove_highlight_files(settings, Path(row.clip).stem)
+        reg.remove(job, delete_job=True)
+        click.echo(f"purged {job.id}")
+    removed = retention.enforce(settings)
+    click.echo(
+        f"{len(chosen)} failed job(s) purged, {files} file(s) removed; retention removed {len(removed)}."
+    )
+
+
+def _conn(settings: Settings) -> redis.Redis:
+    conn = connect(settings)
+    try:
+        conn.ping()
+    except redis.RedisError:
+        fail("Redis at GN_REDIS_URL is not answering: start redis-server or fix the URL", 1)
+    return conn
