@@ -1,0 +1,184 @@
+"""Render failures with real workers: retries with backoff, the failed registry, requeue, purge, SIGKILL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from common import keys, sidecar
+from common.redisconn import SERIALIZER
+from common.settings import Settings
+from tests.conftest import REPO, gn_env, run_gravanois
+from tests.media import corrupt, make_logo, make_video
+from tests.render_helpers import fetch, ffmpeg_pids, stage_clip, start_worker, wait_for
+from worker import render
+from worker.render import enqueue_render
+
+
+def _failed(settings: Settings, conn: redis.Redis) -> FailedJobRegistry:
+    return FailedJobRegistry(
+        keys.queue_name(settings.device_id, "render"), connection=conn, serializer=SERIALIZER
+    )
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def test_corrupt_clip_fails_three_times_then_requeue_completes(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(wm_logo=make_logo(tmp_path / "logo.png"), max_attempts=3, retry_intervals=(1, 1))
+    side = stage_clip(settings, seconds=2)
+    data = sidecar.load(side)
+    raw = settings.clips_dir / data["file_name"]
+    good = tmp_path / "good.mp4"
+    good.write_bytes(raw.read_bytes())
+    corrupt(good, raw)
+    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    worker = start_worker(settings)
+    try:
+        wait_for(
+            lambda: job.id in _failed(settings, redis_conn).get_job_ids(),
+            40,
+            "the job in the failed registry",
+        )
+    finally:
+        _stop(worker)
+    job = fetch(redis_conn, job.id)
+    assert job.get_status() == "failed"
+    times = job.meta["failures"]
+    assert len(times) == 3
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(times)), times  # backoff honoured
+    assert "cannot be read" in job.meta["error"] and data["file_name"] in job.meta["error"]
+    left = sidecar.load(side)  # the clip and its sidecar stay where they were
+    assert raw.exists()
+    assert left["status"] == "failed" and left["attempts"] == 3 and left["last_error"] == job.meta["error"]
+    assert redis_conn.hget(keys.counters(settings.device_id), "renders_failed") == b"1"
+
+    listing = run_gravanois(settings, "failed", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert job.id in listing.stdout and data["file_name"] in listing.stdout
+    assert "camera=cam1" in listing.stdout and data["press_at"] in listing.stdout
+    assert "cannot be read" in listing.stdout
+    # Plain RQ sees the same registry.
+    rq = subprocess.run(
+        [
+            str(REPO / ".venv/bin/rq"),
+            "info",
+            "-u",
+            settings.redis_url,
+            "-S",
+            "rq.serializers.JSONSerializer",
+            "-R",
+            keys.queue_name(settings.device_id, "render"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert rq.returncode == 0, rq.stderr
+
+    good.replace(raw)  # the operator fixes the cause
+    again = run_gravanois(settings, "failed", "requeue", "--all")
+    assert again.returncode == 0 and "1 job(s) requeued" in again.stdout, again.stderr
+    job = fetch(redis_conn, job.id)
+    assert job.retries_left == 2  # a fresh budget
+    done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert fetch(redis_conn, job.id).get_status() == "finished"
+    assert sidecar.load(settings.output_dir / side.name)["status"] == "watermarked"
+    assert run_gravanois(settings, "failed", "list").stdout.strip() == "No failed jobs."
+
+
+def test_failed_purge_removes_jobs_and_files(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(wm_logo=make_logo(tmp_path / "logo.png"), max_attempts=1)
+    side = stage_clip(settings, seconds=2)
+    data = sidecar.load(side)
+    raw = settings.clips_dir / data["file_name"]
+    raw.write_bytes(b"not a video at all")
+    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=60)
+    assert done.returncode == 0
+    assert job.id in _failed(settings, redis_conn).get_job_ids()
+    bad = run_gravanois(settings, "failed", "requeue", "nope")
+    assert bad.returncode == 2 and "no failed job matches nope" in bad.stderr
+    purged = run_gravanois(settings, "failed", "purge")
+    assert purged.returncode == 0, purged.stderr
+    assert f"purged {job.id}" in purged.stdout
+    assert not raw.exists() and not side.exists()
+    assert _failed(settings, redis_conn).get_job_ids() == []
+    assert not redis_conn.exists(job.key)
+
+
+@pytest.mark.slow
+def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        wm_logo=make_logo(tmp_path / "logo.png"), wm_preset="medium", max_attempts=3, retry_intervals=(0,)
+    )
+    side = stage_clip(settings, seconds=2)
+    data = sidecar.load(side)
+    raw = settings.clips_dir / data["file_name"]
+    make_video(raw, seconds=20, size="640x360", fps=30)  # long enough to be killed mid-render
+    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    worker = start_worker(settings, "--no-scheduler")
+    try:
+        wait_for(lambda: (fetch(redis_conn, job.id).meta.get("progress") or 0) > 0, 60, "render progress")
+        assert ffmpeg_pids(raw.name), "no ffmpeg rendering?"
+        os.kill(worker.pid, signal.SIGKILL)  # the worker only; its horse and ffmpeg must die with it
+        worker.wait()
+        wait_for(lambda: not ffmpeg_pids(raw.name), 5, "ffmpeg to die with the worker")
+    finally:
+        _stop(worker)
+    # No partial output visible: only (maybe) a temp file, never the final name.
+    assert not (settings.output_dir / raw.name).exists()
+    assert all(p.name.startswith(".tmp-") for p in settings.output_dir.iterdir())
+    started = StartedJobRegistry(
+        keys.queue_name(settings.device_id, "render"), connection=redis_conn, serializer=SERIALIZER
+    )
+    assert job.id in started.get_job_ids()  # abandoned: RQ still believes it runs
+    # RQ's own cleanup, as the next worker maintenance runs it once the heartbeat TTL (~90 s) has
+    # passed; run in a process with the box's settings (it calls our failure callback) at that time.
+    ttl = 30 + 60 + 5
+    cleanup = (
+        "import time; from redis import Redis; from rq.registry import StartedJobRegistry;"
+        "from rq.serializers import JSONSerializer;"
+        f"StartedJobRegistry({started.name!r}, connection=Redis.from_url({settings.redis_url!r}),"
+        f" serializer=JSONSerializer).cleanup(time.time() + {ttl})"
+    )
+    subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-c", cleanup],
+        check=True,
+        env=gn_env(settings),
+        cwd=REPO,
+        timeout=60,
+    )
+    job = fetch(redis_conn, job.id)
+    assert job.get_status() == "queued" and job.retries_left == 1
+    assert "worker died" in job.meta["error"]
+    assert sidecar.load(side)["attempts"] == 1 and sidecar.load(side)["status"] != "failed"
+    done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert fetch(redis_conn, job.id).get_status() == "finished"
+    new = sidecar.load(settings.output_dir / side.name)
+    assert new["status"] == "watermarked" and abs(new["meta_wm"]["duration_sec"] - 20) < 0.5
+    assert not [p for p in settings.output_dir.iterdir() if p.name.startswith(".tmp-")]
+    assert fetch(redis_conn, job.id)._failure_callback_name == render.FAILURE_CALLBACK
