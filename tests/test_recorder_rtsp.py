@@ -92,7 +92,7 @@ def test_rtsp_copy_survives_a_camera_outage(
 def test_rtsp_long_gop_warns_once_in_copy_mode(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
-    server = RtspServer(gop_seconds=3).start()
+    server = RtspServer(gop_seconds=3, audio=True).start()
     settings = rtsp_settings(make_settings, server.url)
     rec = RecorderProc(settings, "cam1", tmp_path / "logs")
     try:
@@ -113,6 +113,9 @@ def test_rtsp_long_gop_warns_once_in_copy_mode(
     segs = index_of(redis_conn, settings, "cam1").all()
     # Copy mode cuts only on keyframes: segments last the GOP, not GN_SEG_TIME.
     assert all(2.6 <= s.duration <= 3.4 for s in segs[1:-1]), [s.duration for s in segs]
+    # The camera's audio is kept, as AAC, beside the copied H.264.
+    streams = probe_json(settings.camera_buffer_dir("cam1") / segs[1].name)["streams"]
+    assert sorted(st["codec_name"] for st in streams) == ["aac", "h264"]
 
 
 def drifting_camera(port: int, rate: float) -> list[str]:
