@@ -6,6 +6,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_corrupt_clip_fails_three_times_then_requeue_completes(
     # Plain RQ sees the same registry.
     rq = subprocess.run(
         [
-            str(REPO / ".venv/bin/rq"),
+            str(Path(sys.executable).parent / "rq"),
             "info",
             "-u",
             settings.redis_url,
@@ -92,6 +93,7 @@ def test_corrupt_clip_fails_three_times_then_requeue_completes(
         timeout=30,
     )
     assert rq.returncode == 0, rq.stderr
+    assert keys.queue_name(settings.device_id, "render") in rq.stdout
 
     good.replace(raw)  # the operator fixes the cause
     again = run_gravanois(settings, "failed", "requeue", "--all")
@@ -165,7 +167,7 @@ def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
         f" serializer=JSONSerializer).cleanup(time.time() + {ttl})"
     )
     subprocess.run(
-        [str(REPO / ".venv/bin/python"), "-c", cleanup],
+        [sys.executable, "-c", cleanup],
         check=True,
         env=gn_env(settings),
         cwd=REPO,
