@@ -1,0 +1,246 @@
+"""Build stage with real ffmpeg segments, real Redis and a real `gravanois worker --queues build`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import pytest
+import redis
+
+from common import journal, keys, sidecar
+from common.ffmpeg import decode_errors, probe
+from common.fsutil import sha256_file
+from common.journal import Press, build_job_id
+from common.redisconn import queue
+from common.segments import Segment, SegmentIndex
+from common.settings import Settings
+from common.timeutil import parse_iso
+from tests.build_helpers import fetch, files_under, make_segments, run_build_worker
+from trigger import press as press_mod
+from worker import build
+
+SIDECAR_FIELDS = {
+    *sidecar.SEED_FIELDS,
+    "camera",
+    "press_at",
+    "press_id",
+    "window",
+    "segments",
+    "gaps",
+    "first_segment",
+    "last_segment",
+    "actual_window",
+}
+
+
+def reason(job) -> str:
+    result = job.latest_result()
+    return result.exc_string if result is not None and result.exc_string else ""
+
+
+def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
+    base = {"pre_seconds": 5, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
+    base.update(kw)
+    return make_settings(**base)
+
+
+# ---- pure parts
+
+
+def test_concat_args_copy_faststart_concat_demuxer(tmp_path):
+    args = build.concat_args(tmp_path / "l.ffconcat", tmp_path / "o.mp4")
+    assert args[0] == "ffmpeg"
+    assert args[args.index("-f") : args.index("-f") + 2] == ["-f", "concat"]
+    assert args[args.index("-safe") + 1] == "0"
+    assert args[args.index("-c") + 1] == "copy"
+    assert args[args.index("-movflags") + 1] == "+faststart"
+    assert args[-1] == str(tmp_path / "o.mp4")
+
+
+def test_concat_list_quotes_paths(tmp_path):
+    text = build.concat_list([tmp_path / "a.ts", tmp_path / "it's.ts"])
+    lines = text.splitlines()
+    assert lines[0] == "ffconcat version 1.0"
+    assert lines[1] == f"file '{tmp_path / 'a.ts'}'"
+    assert lines[2] == f"file '{tmp_path}/it'\\''s.ts'"
+
+
+def test_find_gaps():
+    segs = [Segment(0, 1, "a"), Segment(1, 2, "b"), Segment(4, 5, "c")]
+    assert build.find_gaps(segs, 0.5, 4.5) == [(2, 4)]
+    assert build.find_gaps(segs, -1, 6) == [(-1, 0), (2, 4), (5, 6)]
+    assert build.find_gaps(segs, 0, 2) == []
+    # jitter below the tolerance is not a gap
+    assert build.find_gaps([Segment(0, 1, "a"), Segment(1.05, 2, "b")], 0, 2) == []
+
+
+def test_wait_seconds_follows_segment_or_gop(settings):
+    assert build.wait_seconds(settings) == 3 * settings.seg_time + 5
+    assert build.wait_seconds(settings, keyframe_interval=3.0) == 14
+
+
+# ---- real build jobs
+
+
+def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_conn: redis.Redis, tmp_path):
+    s = _settings(make_settings)
+    base = time.time() - 30
+    segs = make_segments(s, redis_conn, "cam1", base, 20)
+    p = Press(camera="cam1", at=base + 12.3, pre=5, post=2)
+    result = press_mod.submit(s, redis_conn, p)
+    assert result.state == press_mod.SCHEDULED
+    assert not journal.pending(s.journal_dir)
+    assert any(pin.pin_id == p.press_id for pin in SegmentIndex(redis_conn, s.device_id, "cam1").pins())
+
+    done = run_build_worker(s)
+    assert done.returncode == 0, done.stderr
+    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    assert job.get_status() == "finished", reason(job)
+    clip = s.clips_dir / sidecar.clip_name(p)
+    assert job.return_value() == str(clip)
+    a, b = p.window
+
+    data = json.loads(sidecar.path_for(clip).read_text())
+    assert set(data) >= SIDECAR_FIELDS, SIDECAR_FIELDS - set(data)
+    assert data["status"] == "queued" and data["camera"] == "cam1" and data["gaps"] == []
+    assert data["sha256"] == sha256_file(clip) and data["size_bytes"] == clip.stat().st_size
+    assert abs(parse_iso(data["press_at"]) - p.at) < 0.002
+    first, last = parse_iso(data["first_segment"]["start"]), parse_iso(data["last_segment"]["end"])
+    assert first <= a + 0.002 and last >= b - 0.002
+    used = [x for x in segs if x.overlaps(a, b)]
+    assert data["segments"] == len(used)
+    # the clip is exactly the selected segments: pre+post within one segment at each end
+    info = probe(clip)
+    assert info.codec == "h264" and info.width == 320
+    assert abs(info.duration_sec - (last - first)) < 0.25
+    assert p.pre + p.post - 0.1 <= info.duration_sec <= p.pre + p.post + 2 * s.seg_time + 0.25
+    assert decode_errors(clip) == ""
+    # render job: deterministic id, one arg = sidecar path, on the render queue
+    render_job = fetch(redis_conn, build_job_id(s.device_id, p) + "-render")
+    assert render_job.func_name == "worker.render.render_highlight"
+    assert render_job.args == [str(sidecar.path_for(clip))] or render_job.args == (
+        str(sidecar.path_for(clip)),
+    )
+    assert render_job.id in queue(s, "render", redis_conn).job_ids
+    # unpinned, counted, noted; no temp files (concat list, partial mp4) left
+    assert not any(pin.pin_id == p.press_id for pin in SegmentIndex(redis_conn, s.device_id, "cam1").pins())
+    assert redis_conn.hget(keys.counters(s.device_id), "clips_built") == b"1"
+    assert redis_conn.hget(keys.highlight(s.device_id, p.press_id), "state") == b"queued"
+    assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted([clip.name, sidecar.path_for(clip).name])
+
+
+def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings)
+    base = time.time() - 30
+    segs = make_segments(s, redis_conn, "cam1", base, 20)
+    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    a, _b = p.window
+    # a camera outage: three segments inside the window are gone (index and disk)
+    lost = [x for x in segs if x.start >= a + 1.5][:3]
+    SegmentIndex(redis_conn, s.device_id, "cam1").remove(*lost)
+    for x in lost:
+        (s.camera_buffer_dir("cam1") / x.name).unlink()
+    assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
+    assert run_build_worker(s).returncode == 0
+    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    assert job.get_status() == "finished", reason(job)
+    data = json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
+    assert len(data["gaps"]) == 1
+    gap = data["gaps"][0]
+    assert (
+        abs(parse_iso(gap["start"]) - lost[0].start) < 0.01
+        and abs(parse_iso(gap["end"]) - lost[-1].end) < 0.01
+    )
+    assert abs(gap["seconds"] - (lost[-1].end - lost[0].start)) < 0.01
+    # the clip is what was recorded: the 3 s outage is missing from it, not padded
+    assert data["meta"]["duration_sec"] < p.pre + p.post - 1
+
+
+def test_camera_that_recorded_nothing_is_a_failed_highlight(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings, max_attempts=1)
+    base = time.time() - 60
+    make_segments(s, redis_conn, "cam1", base, 5)  # old segments only: the camera stopped 55 s ago
+    p = Press(camera="cam1", at=time.time() - 10, pre=3, post=1)
+    assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
+    t0 = time.monotonic()
+    run_build_worker(s)
+    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    assert job.get_status() == "failed"
+    assert "camera cam1 recorded nothing since" in reason(job)
+    state = redis_conn.hgetall(keys.highlight(s.device_id, p.press_id))
+    assert state[b"state"] == b"failed" and b"recorded nothing since" in state[b"error"]
+    assert redis_conn.hget(keys.counters(s.device_id), "builds_failed") == b"1"
+    assert time.monotonic() - t0 < 60  # bounded wait, not a hang
+    assert not (s.clips_dir / sidecar.clip_name(p)).exists()
+
+
+def test_build_waits_for_the_segment_closing_the_window(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings)
+    base = time.time() - 12
+    segs = make_segments(s, redis_conn, "cam1", base, 12, index=False)
+    index = SegmentIndex(redis_conn, s.device_id, "cam1")
+    index.add(*segs[:-2])
+    p = Press(camera="cam1", at=segs[-1].end - 1.5, pre=4, post=1.5)
+
+    def late() -> None:
+        time.sleep(1.5)
+        index.add(*segs[-2:])  # the recorder closes the last segments while the job waits
+
+    threading.Thread(target=late, daemon=True).start()
+    clip = build.Build(s, redis_conn, p).run()
+    data = json.loads(sidecar.path_for(clip_path := s.clips_dir / sidecar.clip_name(p)).read_text())
+    assert clip == str(clip_path)
+    assert data["last_segment"]["name"] == segs[-1].name and data["gaps"] == []
+
+
+HOSTILE = [
+    ({"camera": "cam9", "at": 0, "pre": 4, "post": 2}, "unknown camera 'cam9'"),
+    ({"camera": "../../etc", "at": 0, "pre": 4, "post": 2}, "is not a valid camera id"),
+    ({"camera": "cam1/../../x", "at": 0, "pre": 4, "post": 2}, "is not a valid camera id"),
+    ({"camera": "cam1", "at": 3600, "pre": 4, "post": 2}, "is in the future"),
+    ({"camera": "cam1", "at": 0, "pre": 1e9, "post": 2}, "outside 0-900 s"),
+    ({"camera": "cam1", "at": 0, "pre": -5, "post": 2}, "outside 0-900 s"),
+    ({"camera": "cam1", "at": 0, "pre": 300, "post": 300}, "longer than the 60 s the buffer keeps"),
+    ({"camera": "cam1", "at": "yesterday", "pre": 4, "post": 2}, "must be a number"),
+    ({"camera": "cam1", "at": 0, "pre": 4, "post": 2, "path": "/etc/passwd"}, "unknown field"),
+    ({"camera": "cam1", "at": 0, "pre": 4, "post": 2, "source": "../../x"}, "source"),
+    ("/etc/passwd", "needs a press object"),
+]
+
+
+@pytest.mark.parametrize(("arg", "message"), HOSTILE, ids=[m for _, m in HOSTILE])
+def test_hostile_job_arguments_fail_clearly_and_touch_nothing(
+    make_settings, redis_conn, tmp_path, arg, message
+):
+    s = _settings(make_settings, max_attempts=3)  # retries configured, yet a bad argument fails at once
+    base = time.time() - 20
+    make_segments(s, redis_conn, "cam1", base, 15)
+    if isinstance(arg, dict) and arg.get("at") == 0:
+        arg = {**arg, "at": base + 10}
+    elif isinstance(arg, dict) and arg.get("at") == 3600:
+        arg = {**arg, "at": time.time() + 3600}
+    before = files_under(tmp_path)
+    q = queue(s, "build", redis_conn)
+    job = q.enqueue(build.FUNCTION, arg, job_id=f"hostile-{s.device_id}", retry=press_mod.retry_policy(s))
+    assert run_build_worker(s).returncode == 0
+    job = fetch(redis_conn, job.id)
+    assert job.get_status() == "failed", job.get_status()
+    assert message in reason(job), reason(job)
+    assert job.retries_left in (0, None)
+    after = files_under(tmp_path)
+    assert {f for f in after - before if not f.startswith("data/")} == set()
+    assert not (s.clips_dir.exists() and any(s.clips_dir.iterdir()))
+
+
+def test_double_enqueue_of_the_same_press_is_a_noop(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings)
+    p = Press(camera="cam1", at=time.time(), pre=5, post=2)
+    assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
+    assert press_mod.hand_over(s, redis_conn, p).state == press_mod.DUPLICATE
+    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    assert job.args[0] == asdict(p)
+    assert job.func_name == "worker.build.build_highlight"

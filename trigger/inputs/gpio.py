@@ -1,0 +1,67 @@
+"""GPIO input: gpiozero Buttons (pull-up, pressed = pulled to GND = falling edge), debounced, optional LED.
+
+gpiozero picks the pin library itself (lgpio on a Pi 5, RPi.GPIO/pigpio on older ones); tests set
+`gpiozero.Device.pin_factory = MockFactory()`. The debounce is also done here in software, because not
+every pin factory honours `bounce_time` (the mock one ignores it) and a bouncing contact must never make
+two highlights.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from common.log import event, get_logger
+from common.timeutil import now
+
+log = get_logger(__name__)
+
+
+class GpioInput:
+    """One Button per BCM pin; `press(str(pin), at)` once per debounce window."""
+
+    def __init__(
+        self, pins: list[int], debounce_ms: int, press: Callable[[str, float], None], led_pin: int = 0
+    ) -> None:
+        from gpiozero import LED, Button  # imported here: only the GPIO input needs a pin library
+
+        self.press = press
+        self.debounce = debounce_ms / 1000.0
+        self.last: dict[int, float] = {}
+        self.lock = threading.Lock()
+        self.buttons: list[Any] = []
+        for pin in pins:
+            button = Button(pin, pull_up=True, bounce_time=self.debounce or None)
+            button.when_pressed = self._handler(pin)
+            self.buttons.append(button)
+        self.led = LED(led_pin) if led_pin else None
+
+    def _handler(self, pin: int) -> Callable[[], None]:
+        def pressed() -> None:
+            at = now()  # first thing: the press time is the button's, not the queue's
+            mono = time.monotonic()
+            with self.lock:
+                if mono - self.last.get(pin, -1e9) < self.debounce:
+                    return
+                self.last[pin] = mono
+            self.press(str(pin), at)
+
+        return pressed
+
+    def start(self) -> None:
+        """Buttons are live from construction; just say so."""
+        event(log, "input_ready", input="gpio", pins=[b.pin.info.name for b in self.buttons])
+
+    def accepted(self) -> None:
+        """Blink the status LED twice (in the background) when a press was accepted."""
+        if self.led is not None:
+            self.led.blink(on_time=0.15, off_time=0.15, n=2, background=True)
+
+    def close(self) -> None:
+        """Release the pins."""
+        for b in self.buttons:
+            b.close()
+        if self.led is not None:
+            self.led.close()

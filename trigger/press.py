@@ -1,0 +1,239 @@
+"""A press → journal → pin → scheduled build job: the one path every input (CLI, ENTER, GPIO, serial) takes.
+
+Order matters: the press time is taken at the button by the caller; the press is journalled (atomic file)
+before Redis is tried, so neither a dead Redis nor a crash loses it; Redis then gets the cooldown check,
+the pin, and the build job due at t+post (deterministic id, so a replay is a no-op); only then is the
+journal file removed. A press journalled while Redis was down is replayed, oldest first and with its
+original time, by `replay` (the listener calls it until the journal is empty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import redis
+from rq.exceptions import DuplicateJobError
+from rq.job import Job, JobStatus
+
+from common import journal, keys, sidecar
+from common.journal import Press, build_job_id
+from common.log import event, get_logger
+from common.redisconn import incr, note_highlight, queue, retry_policy
+from common.segments import SegmentIndex
+from common.settings import Settings, SettingsError, parse_open_hours
+from common.timeutil import iso, now
+
+log = get_logger(__name__)
+
+BUILD_FUNCTION = "worker.build.build_highlight"
+BUILD_TIMEOUT = 900
+# Pins outlive t+post by this much: the build's wait, its retries, a worker restart.
+PIN_MARGIN_SECONDS = 3600.0
+ALL = "all"
+
+SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE = (
+    "scheduled",
+    "journalled",
+    "cooldown",
+    "closed",
+    "duplicate",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one press."""
+
+    press: Press
+    state: str  # scheduled | journalled | cooldown | closed | duplicate
+    job_id: str
+    clip: Path
+    detail: str = ""
+
+    def line(self) -> str:
+        """One line for a terminal."""
+        return (
+            f"{self.state} camera={self.press.camera} at={iso(self.press.at)} "
+            f"job={self.job_id} clip={self.clip}" + (f" ({self.detail})" if self.detail else "")
+        )
+
+
+def cameras_for(settings: Settings, target: str | list[str]) -> list[str]:
+    """Camera ids a button or `--camera` value means: an id, `all`, or a list of ids."""
+    names = [target] if isinstance(target, str) else list(target)
+    out: list[str] = []
+    for name in names:
+        ids = [c.id for c in settings.cameras] if name == ALL else [settings.camera(name).id]
+        out += [i for i in ids if i not in out]
+    return out
+
+
+def button_map(settings: Settings) -> dict[str, list[str]]:
+    """GN_BUTTONS as {button: [camera ids]}; a SettingsError names what to fix."""
+    if not settings.buttons.strip():
+        return {}
+    try:
+        raw = json.loads(settings.buttons)
+    except json.JSONDecodeError:
+        raise SettingsError(
+            'GN_BUTTONS is not valid JSON: write it like {"17": "all", "BTN_2": "cam2"}'
+        ) from None
+    if not isinstance(raw, dict):
+        raise SettingsError('GN_BUTTONS must be a JSON object like {"17": "all", "BTN_2": "cam2"}')
+    out = {}
+    for button, target in raw.items():
+        if not isinstance(target, str | list) or not all(isinstance(t, str) for t in target):
+            raise SettingsError(f'GN_BUTTONS[{button!r}] must be a camera id, "all" or a list of ids')
+        try:
+            out[str(button)] = cameras_for(settings, target)
+        except SettingsError as exc:
+            raise SettingsError(f"GN_BUTTONS[{button!r}]: {exc}") from None
+    return out
+
+
+def is_open(settings: Settings, at: float) -> bool:
+    """True if `at` falls inside GN_OPEN_HOURS in the venue's time zone (always, when unset)."""
+    if not settings.open_hours.strip():
+        return True
+    local = datetime.fromtimestamp(at, tz=UTC).astimezone(ZoneInfo(settings.timezone))
+    minute = local.hour * 60 + local.minute
+    for start, end in parse_open_hours(settings.open_hours):
+        if start <= end and start <= minute < end:
+            return True
+        if start > end and (minute >= start or minute < end):  # crosses midnight
+            return True
+    return False
+
+
+def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[Press]:
+    """One Press per camera, all with the same time (taken at the button) and the configured window."""
+    return [
+        Press(camera=c, at=at, pre=settings.pre_seconds, post=settings.post_seconds, source=source)
+        for c in cameras
+    ]
+
+
+def outcome(settings: Settings, press: Press, state: str, detail: str = "") -> Outcome:
+    """An Outcome with the job id and clip path the press will produce."""
+    return Outcome(
+        press,
+        state,
+        build_job_id(settings.device_id, press),
+        settings.clips_dir / sidecar.clip_name(press),
+        detail,
+    )
+
+
+def submit(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
+    """Handle one press: opening hours, journal, cooldown, pin, scheduled build job; never loses it."""
+    if not is_open(settings, press.at):
+        journal.remove(settings.journal_dir, press)  # an input may have journalled it at the button
+        detail = f"outside opening hours {settings.open_hours} ({settings.timezone})"
+        event(log, "press_refused", level=30, camera=press.camera, at=iso(press.at), reason=detail)
+        with contextlib.suppress(redis.RedisError):
+            incr(conn, settings, "presses_ignored")
+        return outcome(settings, press, CLOSED, detail)
+    journal.write(settings.journal_dir, press)
+    try:
+        result = hand_over(settings, conn, press)
+    except redis.RedisError as exc:
+        event(
+            log,
+            "press_journalled",
+            level=30,
+            camera=press.camera,
+            at=iso(press.at),
+            reason=f"Redis unavailable: {type(exc).__name__}",
+        )
+        return outcome(
+            settings, press, JOURNALLED, "Redis is down; the listener enqueues it when Redis is back"
+        )
+    journal.remove(settings.journal_dir, press)
+    return result
+
+
+def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
+    """Hand journalled presses to Redis, oldest first, with their original times; stops at a Redis error."""
+    results = []
+    for press in journal.pending(settings.journal_dir):
+        try:
+            result = hand_over(settings, conn, press)
+        except redis.RedisError:
+            break
+        journal.remove(settings.journal_dir, press)
+        event(log, "press_replayed", camera=press.camera, at=iso(press.at), state=result.state)
+        results.append(result)
+    return results
+
+
+def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
+    """True if no accepted press of this camera lies within GN_COOLDOWN_SECONDS before this one.
+
+    The key holds the last accepted press time; SET NX makes two simultaneous presses race safely.
+    A replayed press is compared by its original time, not by when Redis came back.
+    """
+    if settings.cooldown_seconds <= 0:
+        return True
+    key = keys.cooldown(settings.device_id, press.camera)
+    left = settings.cooldown_seconds - (now() - press.at)
+    if conn.set(key, repr(press.at), nx=True, ex=max(1, math.ceil(left))):
+        return True
+    last = conn.get(key)
+    try:
+        last_at = float(last) if last is not None else None
+    except ValueError:
+        last_at = None
+    if last_at is not None and abs(press.at - last_at) >= settings.cooldown_seconds:
+        # An old key from an earlier, replayed press: this one is outside its cooldown.
+        conn.set(key, repr(max(press.at, last_at)), ex=max(1, math.ceil(left)))
+        return True
+    return False
+
+
+def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
+    """Cooldown, pin and scheduled build job in Redis (RedisError propagates: the journal keeps it)."""
+    job_id = build_job_id(settings.device_id, press)
+    if Job.exists(job_id, connection=conn):
+        return outcome(settings, press, DUPLICATE, "this press is already queued")
+    if not cooldown_ok(settings, conn, press):
+        detail = f"within the {settings.cooldown_seconds:g} s cooldown of camera {press.camera}"
+        event(log, "press_ignored", camera=press.camera, at=iso(press.at), reason=detail)
+        incr(conn, settings, "presses_ignored")
+        return outcome(settings, press, COOLDOWN, detail)
+    a, b = press.window
+    SegmentIndex(conn, settings.device_id, press.camera).pin(
+        press.press_id, a, b, max(0.0, b - now()) + PIN_MARGIN_SECONDS
+    )
+    q = queue(settings, "build", conn)
+    job = q.create_job(
+        BUILD_FUNCTION,
+        args=(asdict(press),),
+        job_id=job_id,
+        status=JobStatus.SCHEDULED,
+        retry=retry_policy(settings),
+        timeout=BUILD_TIMEOUT,
+        failure_ttl=int(settings.failure_ttl_days * 86400),
+        description=f"build {press.press_id}",
+    )
+    try:
+        q.schedule_job(job, datetime.fromtimestamp(b, tz=UTC), unique=True)
+    except DuplicateJobError:
+        return outcome(settings, press, DUPLICATE, "this press is already queued")
+    incr(conn, settings, "presses")
+    note_highlight(conn, settings, press.press_id, press.at, state=SCHEDULED, camera=press.camera, job=job_id)
+    event(
+        log,
+        "press_scheduled",
+        camera=press.camera,
+        at=iso(press.at),
+        job=job_id,
+        due=iso(b),
+        source=press.source,
+    )
+    return outcome(settings, press, SCHEDULED, f"due {iso(b)}")

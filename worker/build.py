@@ -1,0 +1,309 @@
+"""Build stage: a press → the raw highlight clip (concat of the segments covering its window) + sidecar.
+
+The job is due at t+post. It waits (bounded) for a closed segment reaching t+post, selects segments by
+wall-clock overlap with [t-pre, t+post], joins them with the concat demuxer and `-c copy` into the clips
+dir (atomically), writes the sidecar, enqueues the render job and releases the pin. Missing segments
+inside the window become `gaps` in the sidecar; only a window that nothing covers fails the highlight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from common import keys, sidecar
+from common.ffmpeg import FFmpegError, base_args, probe, run
+from common.fsutil import TMP_MARK, atomic_output, sha256_file
+from common.journal import Press
+from common.log import event, get_logger
+from common.redisconn import incr, note_highlight
+from common.segments import Segment, SegmentIndex
+from common.settings import Settings, SettingsError
+from common.timeutil import iso, now
+from worker import context
+from worker.render import enqueue_render
+
+log = get_logger(__name__)
+
+FUNCTION = "worker.build.build_highlight"
+# Longest pre or post a press may ask for (the buffer must hold the window anyway).
+MAX_SIDE_SECONDS = 900.0
+# A press time this far ahead of the worker's clock is refused (clock skew between processes is tiny).
+FUTURE_SLACK_SECONDS = 5.0
+# Holes between segments shorter than this are timestamp jitter, not a camera outage.
+GAP_TOLERANCE = 0.25
+POLL_SECONDS = 0.2
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
+
+
+class BuildFailed(RuntimeError):
+    """The highlight cannot be built; the message is the reason shown to the operator."""
+
+
+class BadPress(BuildFailed):
+    """The job's argument is not a valid press: retrying cannot help."""
+
+
+def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Press:
+    """Validate a job argument from Redis (it may be hostile or corrupt) into a Press, or raise BadPress."""
+    if not isinstance(raw, dict):
+        raise BadPress(f"the build job needs a press object, got {type(raw).__name__}")
+    unknown = set(raw) - {"camera", "at", "pre", "post", "source"}
+    if unknown:
+        raise BadPress(f"the press has unknown field(s) {sorted(unknown)}")
+    camera = raw.get("camera")
+    if not isinstance(camera, str) or not _CAMERA_ID.fullmatch(camera):
+        raise BadPress(f"camera id {str(camera)[:40]!r} is not a valid camera id")
+    try:
+        settings.camera(camera)
+    except SettingsError as exc:
+        raise BadPress(str(exc)) from None
+    numbers = {}
+    for name in ("at", "pre", "post"):
+        value = raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise BadPress(f"press {name} must be a number of seconds, got {str(value)[:40]!r}")
+        numbers[name] = float(value)
+    for name in ("pre", "post"):
+        if not 0 <= numbers[name] <= MAX_SIDE_SECONDS:
+            raise BadPress(f"press {name}={numbers[name]:g} s is outside 0-{MAX_SIDE_SECONDS:g} s")
+    if numbers["pre"] + numbers["post"] <= 0:
+        raise BadPress("press window is empty (pre + post = 0)")
+    if numbers["pre"] + numbers["post"] > settings.buffer_seconds:
+        raise BadPress(
+            f"press window {numbers['pre'] + numbers['post']:g} s is longer than the "
+            f"{settings.buffer_seconds:g} s the buffer keeps (GN_BUFFER_SECONDS)"
+        )
+    t = now() if at_now is None else at_now
+    if numbers["at"] > t + FUTURE_SLACK_SECONDS:
+        raise BadPress(f"press time {iso(numbers['at'])} is in the future (now {iso(t)})")
+    if numbers["at"] < 946684800:  # 2000-01-01: a clock that was never set, or garbage
+        raise BadPress(f"press time {numbers['at']!r} is not a plausible time")
+    source = raw.get("source", "cli")
+    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
+        raise BadPress(f"press source {str(source)[:40]!r} is not valid")
+    return Press(camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source)
+
+
+def concat_list(paths: list[Path]) -> str:
+    """The concat demuxer's list file for these segment files (absolute paths, quoted)."""
+    lines = ["ffconcat version 1.0"]
+    for p in paths:
+        quoted = str(p.resolve()).replace("'", "'\\''")
+        lines.append(f"file '{quoted}'")
+    return "\n".join(lines) + "\n"
+
+
+def concat_args(list_file: Path, out: Path) -> list[str]:
+    """ffmpeg: join MPEG-TS segments without re-encoding into an MP4 whose index is at the front."""
+    return [
+        *base_args(),
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        str(list_file),
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a?",
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(out),
+    ]
+
+
+def find_gaps(
+    segments: list[Segment], a: float, b: float, tol: float = GAP_TOLERANCE
+) -> list[tuple[float, float]]:
+    """Parts of [a, b] that no segment covers (segments sorted by start)."""
+    gaps = []
+    cursor = a
+    for seg in segments:
+        if seg.start > cursor + tol:
+            gaps.append((cursor, min(seg.start, b)))
+        cursor = max(cursor, seg.end)
+        if cursor >= b:
+            break
+    if cursor < b - tol:
+        gaps.append((cursor, b))
+    return gaps
+
+
+def wait_seconds(settings: Settings, keyframe_interval: float = 0.0) -> float:
+    """How long past t+post to wait for the closing segment: three segments (or GOPs) plus a margin."""
+    return 3 * max(settings.seg_time, keyframe_interval) + 5
+
+
+def build_highlight(press: dict) -> str:
+    """RQ job: build the raw clip and sidecar for one press, enqueue its render; returns the clip path."""
+    settings = context.settings()
+    conn = context.connection()
+    job = get_current_job()
+    started = now()
+    try:
+        p = parse_press(press, settings, started)
+    except BadPress as exc:
+        _no_retry(job)
+        _failed(conn, settings, press, str(exc), final=True)
+        raise
+    try:
+        return Build(settings, conn, p).run()
+    except (BuildFailed, FFmpegError, OSError) as exc:
+        final = isinstance(exc, BadPress) or job is None or not job.should_retry
+        if isinstance(exc, BadPress):
+            _no_retry(job)
+        _failed(conn, settings, press, str(exc), final=final)
+        raise
+
+
+def _no_retry(job: Any) -> None:
+    """A bad argument will be just as bad next time: fail for good now."""
+    if job is not None:
+        job.retries_left = 0
+
+
+def _failed(conn: redis.Redis, settings: Settings, raw: Any, reason: str, final: bool) -> None:
+    """Record a failed attempt (for `status`); the last one counts the highlight as failed."""
+    event(log, "build_failed", level=40 if final else 30, reason=reason, final=final)
+    if not isinstance(raw, dict):
+        return
+    camera, at = raw.get("camera"), raw.get("at")
+    if not isinstance(camera, str) or not _CAMERA_ID.fullmatch(camera) or not isinstance(at, int | float):
+        return
+    with contextlib.suppress(redis.RedisError, ValueError, OverflowError, OSError):
+        press_id = Press(camera, float(at), 0, 0).press_id
+        note_highlight(
+            conn, settings, press_id, float(at), state="failed" if final else "retrying", error=reason
+        )
+        if final:
+            incr(conn, settings, "builds_failed")
+
+
+class Build:
+    """One attempt at one press's raw clip."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis, press: Press) -> None:
+        self.settings, self.conn, self.press = settings, conn, press
+        self.index = SegmentIndex(conn, settings.device_id, press.camera)
+        self.buffer = settings.camera_buffer_dir(press.camera)
+        self.clip = settings.clips_dir / sidecar.clip_name(press)
+        self.sidecar_path = sidecar.path_for(self.clip)
+
+    def run(self) -> str:
+        """Wait for the window's end, concat, sidecar, enqueue render, unpin."""
+        p = self.press
+        note_highlight(self.conn, self.settings, p.press_id, p.at, state="building")
+        a, b = p.window
+        if self.sidecar_path.is_file() and self.clip.is_file():
+            # An earlier attempt finished the clip but died before the render was enqueued.
+            event(log, "build_already_done", press_id=p.press_id, clip=self.clip.name)
+        else:
+            self.wait_for_end(b)
+            segments = self.usable(self.index.covering(a, b))
+            if not segments:
+                raise BuildFailed(self.nothing_reason(a))
+            self.concat(segments)
+            self.write_sidecar(segments, a, b)
+            incr(self.conn, self.settings, "clips_built")
+        enqueue_render(self.settings, self.conn, self.sidecar_path, p.press_id)
+        self.index.unpin(p.press_id)
+        note_highlight(self.conn, self.settings, p.press_id, p.at, state="queued", clip=str(self.clip))
+        event(log, "clip_built", camera=p.camera, press_id=p.press_id, clip=str(self.clip))
+        return str(self.clip)
+
+    def wait_for_end(self, b: float) -> None:
+        """Poll the index until a closed segment ends at or after t+post (bounded)."""
+        health = self.conn.hget(
+            keys.camera_health(self.settings.device_id, self.press.camera), "keyframe_interval"
+        )
+        try:
+            gop = float(health or 0)
+        except ValueError:
+            gop = 0.0
+        deadline = max(now(), b) + wait_seconds(self.settings, gop)
+        while True:
+            latest = self.index.latest()
+            if latest is not None and latest.end >= b - 0.01:
+                return
+            if now() >= deadline:
+                event(
+                    log,
+                    "build_window_end_missing",
+                    level=30,
+                    camera=self.press.camera,
+                    latest_end=iso(latest.end) if latest else None,
+                )
+                return  # build what there is; the sidecar lists the missing end as a gap
+            time.sleep(POLL_SECONDS)
+
+    def usable(self, segments: list[Segment]) -> list[Segment]:
+        """Segments whose files exist; a name that is not a plain file name is never opened."""
+        out = []
+        for seg in segments:
+            if Path(seg.name).name != seg.name or seg.name.startswith(".") or not seg.name:
+                event(log, "segment_name_refused", level=30, name=seg.name[:80])
+                continue
+            if (self.buffer / seg.name).is_file():
+                out.append(seg)
+        return sorted(out)
+
+    def nothing_reason(self, a: float) -> str:
+        """Why nothing covers the window: the camera's newest segment, if any."""
+        latest = self.index.latest()
+        since = iso(latest.end) if latest is not None else "the recorder started (no segment at all)"
+        return (
+            f"camera {self.press.camera} recorded nothing since {since}: "
+            f"no segment covers the window starting {iso(a)}"
+        )
+
+    def concat(self, segments: list[Segment]) -> None:
+        """Join the segment files into the clip, atomically; the list file lives beside it and goes."""
+        self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=TMP_MARK, suffix=".ffconcat", dir=self.settings.clips_dir)
+        list_file = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(concat_list([self.buffer / s.name for s in segments]))
+            timeout = 60 + 0.5 * (segments[-1].end - segments[0].start)
+            with atomic_output(self.clip) as tmp:
+                run(concat_args(list_file, tmp), timeout, what="concat")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                list_file.unlink()
+
+    def write_sidecar(self, segments: list[Segment], a: float, b: float) -> None:
+        """The raw clip's sidecar: seed fields, the press and its window, what was really recorded."""
+        first, last = segments[0], segments[-1]
+        gaps = find_gaps(segments, a, b)
+        data = sidecar.new(
+            self.press,
+            self.clip,
+            status="queued",
+            size_bytes=self.clip.stat().st_size,
+            sha256=sha256_file(self.clip),
+            meta=probe(self.clip).as_dict(),
+            seg_time=self.settings.seg_time,
+            source=self.press.source,
+            segments=len(segments),
+            first_segment={"name": first.name, "start": iso(first.start), "end": iso(first.end)},
+            last_segment={"name": last.name, "start": iso(last.start), "end": iso(last.end)},
+            actual_window={"start": iso(first.start), "end": iso(last.end)},
+            gaps=[{"start": iso(x), "end": iso(y), "seconds": round(y - x, 3)} for x, y in gaps],
+        )
+        sidecar.save(self.sidecar_path, data)
