@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -184,3 +185,41 @@ def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
     assert new["status"] == "watermarked" and abs(new["meta_wm"]["duration_sec"] - 20) < 0.5
     assert not [p for p in settings.output_dir.iterdir() if p.name.startswith(".tmp-")]
     assert fetch(redis_conn, job.id)._failure_callback_name == render.FAILURE_CALLBACK
+
+
+def test_failed_list_shows_build_jobs_too(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    """A build job that ran out of attempts (RQ's registry API, no worker) is listed with its press."""
+    from rq.job import Job
+
+    from common.journal import Press
+
+    settings = make_settings()
+    press = Press(camera="cam2", at=1_700_000_000.25, pre=40, post=10)
+    job = Job.create(
+        "worker.build.build_highlight",
+        args=[{"camera": "cam2", "at": press.at, "pre": 40, "post": 10, "source": "gpio"}],
+        id=f"gn-{settings.device_id}-{press.press_id}",
+        connection=redis_conn,
+        serializer=SERIALIZER,
+        origin=keys.queue_name(settings.device_id, "build"),
+    )
+    job.save()
+    reg = FailedJobRegistry(
+        keys.queue_name(settings.device_id, "build"), connection=redis_conn, serializer=SERIALIZER
+    )
+    with redis_conn.pipeline() as pipe:  # what RQ does when a job fails for good
+        job._handle_failure(
+            "Traceback …\nBuildError: no segment covers the window end (camera stalled)", pipe
+        )
+        pipe.execute()
+    assert job.id in reg.get_job_ids()
+    out = run_gravanois(settings, "failed", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["stage"] == "build" and row["camera"] == "cam2" and row["clip"] == sidecar.clip_name(press)
+    assert row["press_at"].startswith("2023-11-14T22:13:20") and row["press_at"].endswith("Z")
+    assert row["reason"] == "BuildError: no segment covers the window end (camera stalled)"

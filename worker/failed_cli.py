@@ -86,7 +86,8 @@ def reason_of(job: Job) -> str:
     if job.meta.get("error"):
         return str(job.meta["error"])
     result = job.latest_result()
-    text = (getattr(result, "exc_string", None) or "").strip()
+    # The Result holds the traceback; older records keep it in the job hash (`exc_info`).
+    text = (getattr(result, "exc_string", None) or job._exc_info or "").strip()
     return text.splitlines()[-1] if text else "unknown (no error recorded)"
 
 

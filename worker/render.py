@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -176,9 +177,13 @@ class Render:
         started = time.monotonic()
         vertical = self.settings.wm_vertical and self.settings.wm_at == "render"
         if self.settings.wm_at == "record":
-            # The recorder burnt the logo in already: the clip is final as it is.
+            # The recorder burnt the logo in already: the clip is final as it is. A hard link costs no
+            # copy on the SD card; the raw name goes later, with the other inputs.
             with atomic_output(self.wm_path) as tmp:
-                shutil.copyfile(self.raw, tmp)
+                try:
+                    os.link(self.raw, tmp)
+                except OSError:  # another file system (or no links there): copy
+                    shutil.copyfile(self.raw, tmp)
         else:
             with atomic_output(self.wm_path) as tmp, contextlib.ExitStack() as stack:
                 vtmp = stack.enter_context(atomic_output(self.vertical_path)) if vertical else None
