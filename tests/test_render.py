@@ -182,13 +182,15 @@ def test_upload_job_is_enqueued_once_when_uploads_are_on(
     assert redis_conn.llen(f"rq:queue:{job.origin}") == 1
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty"])
+@pytest.mark.parametrize("problem", ["missing", "empty", "garbage"])
 def test_missing_logo_stops_the_worker_with_one_line(
     make_settings: Callable[..., Settings], tmp_path: Path, problem: str
 ) -> None:
     logo = tmp_path / "logo.png"
     if problem == "empty":
         logo.write_bytes(b"")
+    elif problem == "garbage":
+        logo.write_text("this is not a picture\n")
     settings = make_settings(wm_logo=logo)
     done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=60)
     assert done.returncode == 2

@@ -120,6 +120,19 @@ def test_failed_purge_removes_jobs_and_files(
     done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=60)
     assert done.returncode == 0
     assert job.id in _failed(settings, redis_conn).get_job_ids()
+    # Plain `rq requeue` (as docs/render.md shows it) puts it back on the queue, with no budget left.
+    rq = [str(Path(sys.executable).parent / "rq"), "requeue", "-u", settings.redis_url]
+    rq += [
+        "-S",
+        "rq.serializers.JSONSerializer",
+        "--queue",
+        keys.queue_name(settings.device_id, "render"),
+        "--all",
+    ]
+    assert subprocess.run(rq, capture_output=True, timeout=30).returncode == 0
+    assert fetch(redis_conn, job.id).get_status() == "queued"
+    assert run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=60).returncode == 0
+    assert job.id in _failed(settings, redis_conn).get_job_ids()  # still broken: failed again
     bad = run_gravanois(settings, "failed", "requeue", "nope")
     assert bad.returncode == 2 and "no failed job matches nope" in bad.stderr
     purged = run_gravanois(settings, "failed", "purge")

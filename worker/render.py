@@ -41,6 +41,7 @@ JOB_TIMEOUT = 1800
 PROGRESS_EVERY = 1.0  # seconds between job.meta saves
 WATERMARKED, FAILED = "watermarked", "failed"
 VERTICAL_SUFFIX = "_vertical"
+IMAGE_CODECS = ("png", "mjpeg", "webp", "bmp", "gif", "tiff", "qoi")
 
 
 def check_config(settings: Settings) -> None:
@@ -63,6 +64,17 @@ def check_config(settings: Settings) -> None:
             ) from None
         if not head:
             raise SettingsError(f"{name}={path} is empty: point it at a PNG logo (e.g. assets/logo.png)")
+        try:
+            # ffprobe "reads" almost anything (by its extension, or a text file as ANSI art): insist on
+            # an image codec that found a picture.
+            info = probe(path, timeout=20)
+            readable = info.codec in IMAGE_CODECS and info.width > 0
+        except FFmpegError:
+            readable = False
+        if not readable:
+            raise SettingsError(
+                f"{name}={path} is not an image ffmpeg can read: point it at a PNG logo, like assets/logo.png"
+            ) from None
     if settings.wm_engine == "moviepy":
         try:
             import moviepy  # noqa: F401
