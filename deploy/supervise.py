@@ -7,8 +7,8 @@
 supervisord cannot read `.env` nor loop over GN_CAMERAS, so this launcher: loads and validates the
 settings (environment > .env > defaults), exports them with absolute paths together with the values
 supervisord.conf expands (GN_HOME, GN_BIN, GN_LOG_DIR, GN_RUN_DIR, GN_REDIS_PORT, GN_REDIS_DIR,
-GN_REDIS_AUTOSTART, GN_WORKERS, GN_UPLOAD_AUTOSTART, GN_TRIGGER_AUTOSTART), writes one recorder program
-per camera from deploy/recorder.conf.in, creates the folders, and execs supervisord.
+GN_REDIS_AUTOSTART, GN_WORKERS, GN_UPLOAD_AUTOSTART, GN_TRIGGER_AUTOSTART, GN_TRIGGER_INPUT), writes
+one recorder program per camera from deploy/recorder.conf.in, creates the folders, and execs supervisord.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "supervisord.conf"
 RECORDER_TEMPLATE = Path(__file__).resolve().parent / "recorder.conf.in"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Inputs the supervised trigger listener can use (ENTER needs a terminal, which supervisord has not).
+TRIGGER_INPUTS = ("gpio", "serial")
 
 
 def _reexec_in_venv() -> None:
@@ -43,7 +45,7 @@ def prepare(env_file: Path | None = None) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
     from dotenv import dotenv_values
 
-    from common.settings import load_settings, to_env
+    from common.settings import SettingsError, load_settings, to_env
 
     env_file = env_file or REPO / ".env"
     environ = dict(os.environ)
@@ -69,9 +71,12 @@ def prepare(env_file: Path | None = None) -> dict[str, str]:
     local_redis = url.scheme == "redis" and (url.hostname or "127.0.0.1") in LOOPBACK
     workers = raw("GN_WORKERS", "2")
     if not workers.isdigit() or int(workers) < 1:
-        from common.settings import SettingsError
-
         raise SettingsError(f"GN_WORKERS={workers!r} is not valid: set it to a whole number of at least 1")
+    trigger_input = raw("GN_TRIGGER_INPUT", "gpio")
+    if trigger_input not in TRIGGER_INPUTS:
+        raise SettingsError(
+            f"GN_TRIGGER_INPUT={trigger_input!r} is not valid: use {' or '.join(TRIGGER_INPUTS)}"
+        )
     env.update(
         GN_HOME=str(REPO),
         GN_BIN=str(Path(sys.executable).parent),
@@ -83,6 +88,7 @@ def prepare(env_file: Path | None = None) -> dict[str, str]:
         GN_WORKERS=workers,
         GN_UPLOAD_AUTOSTART=str(settings.upload_enabled).lower(),
         GN_TRIGGER_AUTOSTART=str(_truthy(raw("GN_TRIGGER_AUTOSTART", "true"))).lower(),
+        GN_TRIGGER_INPUT=trigger_input,
         # supervisord's children log to files: JSON lines unless the operator asked otherwise.
         PYTHONUNBUFFERED="1",
     )

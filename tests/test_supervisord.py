@@ -100,6 +100,7 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
     worker_cmd = procs["worker-0"][1].command
     assert "--queues build,render" in worker_cmd and "--scheduler" in worker_cmd
     assert "--queues upload" in procs["upload-1"][1].command
+    assert procs["trigger"][1].command.endswith("trigger listen --input gpio")
     # Uploads are not configured here, so their workers do not start; Redis is local, so it does.
     assert procs["redis"][1].autostart and not procs["upload-0"][1].autostart
     # Every path is this box's, none of the repository's machine.
@@ -125,13 +126,16 @@ def test_launcher_follows_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert [p.name for p in recorders.iterdir()] == ["recorder-cam1.conf"]
 
 
-def test_launcher_stops_on_a_bad_setting(tmp_path: Path) -> None:
-    env = box_env(tmp_path, GN_SEG_TIME="-1")
+@pytest.mark.parametrize(
+    ("name", "value"), [("GN_SEG_TIME", "-1"), ("GN_WORKERS", "many"), ("GN_TRIGGER_INPUT", "enter")]
+)
+def test_launcher_stops_on_a_bad_setting(tmp_path: Path, name: str, value: str) -> None:
+    env = box_env(tmp_path, **{name: value})
     res = subprocess.run(
         [sys.executable, str(LAUNCHER), "--env-file", "/dev/null"], env=env, capture_output=True, text=True
     )
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "GN_SEG_TIME" in res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and name in res.stderr
 
 
 def own_processes(marker: str, exclude: set[int]) -> list[str]:
@@ -161,8 +165,9 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
         GN_COOLDOWN_SECONDS="0",
         GN_WORKERS="1",
         GN_RETRY_INTERVALS="1,1",
-        # No button on this machine: the trigger listener is started only where there is one.
-        GN_TRIGGER_AUTOSTART="false",
+        # The button listener runs too, on gpiozero's mock pins (no GPIO on this machine).
+        GN_TRIGGER_INPUT="gpio",
+        GPIOZERO_PIN_FACTORY="mock",
     )
     supervisord = subprocess.Popen(
         [sys.executable, str(LAUNCHER), "--env-file", "/dev/null"],
@@ -189,7 +194,8 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
             time.sleep(0.5)
             n_segments = conn.zcard(f"gn:{device}:cam:cam1:segments")
         status = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True, timeout=30)
-        assert status.stdout.count("RUNNING") == 3, status.stdout  # redis, recorder-cam1, worker-0
+        # redis, recorder-cam1, worker-0, trigger (uploads are not configured, so no upload worker)
+        assert status.stdout.count("RUNNING") == 4, status.stdout
 
         press = subprocess.run(
             gravanois_cmd("trigger", "press", "--camera", "cam1", "--wait"),
@@ -221,7 +227,7 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
         assert own_processes(str(tmp_path), exclude={supervisord.pid, os.getpid()}) == []
         # Logs: one rotated file per process under the data root, JSON lines from our processes.
         logs = tmp_path / "data" / "logs"
-        for name in ("redis.log", "recorder-cam1.log", "worker-0.log", "supervisord.log"):
+        for name in ("redis.log", "recorder-cam1.log", "worker-0.log", "trigger.log", "supervisord.log"):
             assert (logs / name).is_file(), name
         lines = [ln for ln in (logs / "recorder-cam1.log").read_text().splitlines() if ln.startswith("{")]
         assert lines and all(json.loads(ln)["process"] for ln in lines)
