@@ -105,4 +105,7 @@ class Listener:
             return
         # Presses still queued in memory are in the journal too: replay takes them in time order,
         # and their own later submit is then a no-op (same job id).
-        self.outcomes += press_mod.replay(self.settings, self.conn)
+        for result in press_mod.replay(self.settings, self.conn):
+            self.outcomes.append(result)
+            if result.state == press_mod.SCHEDULED and self.on_accept is not None:
+                self.on_accept()

@@ -1,0 +1,371 @@
+"""The trigger: CLI press, cooldown, opening hours, journal + replay with Redis down, GPIO (mock pins),
+serial (pty, unplug and re-plug), ENTER, clean shutdown, `press --wait`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+from rq.registry import ScheduledJobRegistry
+
+from common import journal, keys, sidecar
+from common.journal import Press, build_job_id
+from common.redisconn import queue
+from common.segments import SegmentIndex
+from common.settings import Settings, SettingsError
+from common.timeutil import iso, parse_iso
+from tests.build_helpers import fetch, make_segments, wait_until
+from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois
+from trigger import press as press_mod
+from trigger.inputs import serial as serial_input
+from trigger.listen import Listener
+
+
+def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
+    base = {"pre_seconds": 5, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
+    base.update(kw)
+    return make_settings(**base)
+
+
+def scheduled(conn: redis.Redis, s: Settings) -> list[str]:
+    return ScheduledJobRegistry(queue=queue(s, "build", conn)).get_job_ids()
+
+
+def job_presses(conn: redis.Redis, s: Settings) -> list[dict]:
+    return sorted((fetch(conn, j).args[0] for j in scheduled(conn, s)), key=lambda d: d["at"])
+
+
+class Proc:
+    """A `gravanois trigger listen` child with its log in a file."""
+
+    def __init__(self, s: Settings, tmp: Path, *args: str, stdin: int | None = subprocess.DEVNULL) -> None:
+        self.log_path = tmp / f"listen-{time.monotonic_ns()}.log"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                gravanois_cmd("trigger", "listen", *args),
+                env=gn_env(s),
+                cwd=REPO,
+                stdin=stdin,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- pure parts
+
+
+def test_button_map_and_cameras(make_settings):
+    s = make_settings(
+        cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}),
+        buttons=json.dumps({"17": "all", "27": "cam2", "BTN_9": ["cam2", "cam1"]}),
+    )
+    assert press_mod.button_map(s) == {"17": ["cam1", "cam2"], "27": ["cam2"], "BTN_9": ["cam2", "cam1"]}
+    listener = Listener(s, redis.Redis())
+    assert listener.cameras("BTN_1") == ["cam1"] and listener.cameras("BTN_2") == ["cam2"]
+    assert listener.cameras("BTN_3") == [] and listener.cameras("BTN_REPLAY") == ["cam1", "cam2"]
+    assert listener.cameras("27") == ["cam2"]
+    with pytest.raises(SettingsError, match="unknown camera 'cam7'"):
+        press_mod.button_map(make_settings(buttons='{"17": "cam7"}'))
+    with pytest.raises(SettingsError, match="GN_BUTTONS is not valid JSON"):
+        press_mod.button_map(make_settings(buttons="{17: all"))
+
+
+def test_opening_hours_in_the_venue_time_zone(make_settings):
+    s = make_settings(open_hours="08:00-23:00", timezone="America/Sao_Paulo")
+    day = datetime(2025, 8, 17, 12, 0, tzinfo=ZoneInfo("America/Sao_Paulo")).timestamp()
+    night = datetime(2025, 8, 17, 23, 30, tzinfo=ZoneInfo("America/Sao_Paulo")).timestamp()
+    assert press_mod.is_open(s, day) and not press_mod.is_open(s, night)
+    # 23:30 in São Paulo is 02:30 UTC: the zone, not UTC, decides
+    late = make_settings(open_hours="22:00-02:00", timezone="America/Sao_Paulo")
+    assert press_mod.is_open(late, night) and not press_mod.is_open(late, day)
+
+
+def test_serial_tokens_and_port_detection(tmp_path):
+    assert serial_input.parse_token(b"BTN_REPLAY\r\n") == "BTN_REPLAY"
+    assert serial_input.parse_token(b"btn_2\n") == "BTN_2"
+    assert serial_input.parse_token(b"hello") is None and serial_input.parse_token(b"\xff\xfe") is None
+    assert serial_input.detect_port("", str(tmp_path / "*")) is None
+    (tmp_path / "usb-Raspberry_Pi_Pico_E66-if00").touch()
+    assert serial_input.detect_port("", str(tmp_path / "*")).endswith("Pico_E66-if00")
+    assert serial_input.detect_port(str(tmp_path / "nothing"), str(tmp_path / "*")) is None
+
+
+# ---- the CLI press
+
+
+def test_press_cli_schedules_build_due_at_t_plus_post(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings)
+    before = time.time()
+    done = run_gravanois(s, "trigger", "press", "--camera", "cam1")
+    after = time.time()
+    assert done.returncode == 0, done.stderr
+    [jid] = scheduled(redis_conn, s)
+    job = fetch(redis_conn, jid)
+    p = Press(**job.args[0])
+    assert before <= p.at <= after and p.pre == 5 and p.post == 2 and p.camera == "cam1"
+    assert jid == build_job_id(s.device_id, p) and jid in done.stdout
+    assert str(s.clips_dir / sidecar.clip_name(p)) in done.stdout
+    assert job.func_name == "worker.build.build_highlight" and job.retries_left == s.max_attempts - 1
+    due = ScheduledJobRegistry(queue=queue(s, "build", redis_conn)).get_scheduled_time(jid)
+    assert abs(due.timestamp() - (p.at + p.post)) < 1.01  # RQ stores whole seconds
+    pins = SegmentIndex(redis_conn, s.device_id, "cam1").pins()
+    assert [(x.pin_id, round(x.start, 3), round(x.end, 3)) for x in pins] == [
+        (p.press_id, round(p.at - 5, 3), round(p.at + 2, 3))
+    ]
+    assert not journal.pending(s.journal_dir)
+    assert redis_conn.hget(keys.highlight(s.device_id, p.press_id), "state") == b"scheduled"
+    assert redis_conn.hget(keys.counters(s.device_id), "presses") == b"1"
+
+
+def test_press_at_a_past_time_and_all_cameras(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings, cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}))
+    at = "2030-01-01T10:00:00Z" if time.time() > parse_iso("2030-01-01T10:00:05Z") else iso(time.time() - 30)
+    done = run_gravanois(s, "trigger", "press", "--at", at)
+    assert done.returncode == 0, done.stderr
+    presses = job_presses(redis_conn, s)
+    assert sorted(d["camera"] for d in presses) == ["cam1", "cam2"]
+    assert all(abs(d["at"] - parse_iso(at)) < 0.001 for d in presses)
+    future = run_gravanois(s, "trigger", "press", "--at", iso(time.time() + 3600))
+    assert future.returncode == 2 and "in the future" in future.stderr
+    unknown = run_gravanois(s, "trigger", "press", "--camera", "cam9")
+    assert unknown.returncode == 2 and "unknown camera 'cam9'" in unknown.stderr
+
+
+@pytest.mark.parametrize(("cooldown", "jobs"), [(0, 2), (30, 1)])
+def test_cooldown(make_settings, redis_conn: redis.Redis, cooldown: float, jobs: int):
+    s = _settings(make_settings, cooldown_seconds=cooldown)
+    t = time.time()
+    first = press_mod.submit(s, redis_conn, Press("cam1", t - 2, 5, 2))
+    second = press_mod.submit(s, redis_conn, Press("cam1", t, 5, 2))
+    assert first.state == press_mod.SCHEDULED
+    assert second.state == (press_mod.SCHEDULED if jobs == 2 else press_mod.COOLDOWN)
+    assert len(scheduled(redis_conn, s)) == jobs
+    ignored = redis_conn.hget(keys.counters(s.device_id), "presses_ignored")
+    assert (ignored or b"0") == str(2 - jobs).encode()
+    assert not journal.pending(s.journal_dir)
+    # another camera has its own cooldown
+    other = make_settings(
+        cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}), cooldown_seconds=cooldown
+    )
+    assert press_mod.submit(other, redis_conn, Press("cam2", t, 5, 2)).state == press_mod.SCHEDULED
+
+
+def test_press_outside_opening_hours_is_refused(make_settings, redis_conn: redis.Redis):
+    local = datetime.now(UTC).astimezone(ZoneInfo("America/Sao_Paulo"))
+    start, end = local + timedelta(hours=2), local + timedelta(hours=3)
+    s = _settings(make_settings, open_hours=f"{start:%H:%M}-{end:%H:%M}")
+    done = run_gravanois(s, "trigger", "press", "--camera", "cam1")
+    assert done.returncode == 0
+    assert "closed" in done.stdout and "outside opening hours" in done.stdout
+    assert "press_refused" in done.stderr
+    assert scheduled(redis_conn, s) == [] and not journal.pending(s.journal_dir)
+    assert redis_conn.hget(keys.counters(s.device_id), "presses_ignored") == b"1"
+
+
+# ---- Redis down: journal, then replay with the original time
+
+
+def test_press_with_redis_down_is_journalled_and_replayed_by_the_listener(
+    make_settings, private_redis, tmp_path
+):
+    s = _settings(make_settings, redis_url=private_redis.url)
+    private_redis.stop()
+    done = run_gravanois(s, "trigger", "press", "--camera", "cam1", timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "journalled" in done.stdout and "trigger listen" in done.stderr
+    [journalled] = journal.pending(s.journal_dir)
+    listener = Proc(s, tmp_path, "--input", "enter", stdin=subprocess.PIPE)
+    try:
+        time.sleep(1.0)
+        listener.proc.stdin.write(b"\n")  # a second press (ENTER) while Redis is still down
+        listener.proc.stdin.flush()
+        wait_until("the ENTER press in the journal", lambda: len(journal.pending(s.journal_dir)) == 2, 15)
+        pressed = journal.pending(s.journal_dir)
+        time.sleep(2)
+        private_redis.start()
+        conn = private_redis.client()
+        wait_until("both presses enqueued", lambda: len(scheduled(conn, s)) == 2, 20)
+        presses = job_presses(conn, s)
+        assert [d["at"] for d in presses] == [p.at for p in pressed]  # original times, time order
+        assert presses[0]["at"] == journalled.at and presses[1]["source"] == "enter"
+        wait_until("the journal emptied", lambda: not journal.pending(s.journal_dir), 10)
+        assert conn.hget(keys.counters(s.device_id), "presses") == b"2"
+        listener.proc.stdin.close()  # EOF ends the ENTER listener
+        assert listener.proc.wait(10) == 0, listener.log()
+    finally:
+        listener.stop()
+    assert "press_replayed" in listener.log()
+
+
+def test_listener_stops_on_sigterm_and_keeps_unsent_presses(make_settings, private_redis, tmp_path):
+    s = _settings(make_settings, redis_url=private_redis.url)
+    listener = Proc(s, tmp_path, "--input", "serial", "--port", str(tmp_path / "no-such-port"))
+    try:
+        wait_until("the listener waiting for its device", lambda: "serial_waiting" in listener.log(), 15)
+        t0 = time.monotonic()
+        assert listener.stop(10) == 0
+        assert time.monotonic() - t0 < 10
+    finally:
+        listener.stop()
+    assert "listener_stop" in listener.log()
+
+
+# ---- GPIO with gpiozero's mock pins
+
+
+@pytest.fixture
+def mock_pins():
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = None
+
+
+def test_gpio_button_one_press_per_debounce_window(make_settings, redis_conn: redis.Redis, mock_pins):
+    from trigger.inputs.gpio import GpioInput
+
+    s = _settings(make_settings, gpio_debounce_ms=300, gpio_led_pin=27)
+    listener = Listener(s, redis_conn)
+    gpio = GpioInput([17], s.gpio_debounce_ms, listener.press, led_pin=27)
+    listener.on_accept = gpio.accepted
+    pin = mock_pins.pin(17)
+    assert pin.state == 1  # pull-up: idle high
+    try:
+        t0 = time.time()
+        for _ in range(4):  # a bouncing contact: low/high several times within a few ms
+            pin.drive_low()
+            pin.drive_high()
+        assert listener.pending.qsize() == 1
+        time.sleep(0.4)
+        pin.drive_low()  # a second, real press after the debounce window
+        pin.drive_high()
+        assert listener.pending.qsize() == 2
+        thread = threading.Thread(target=listener.run, daemon=True)
+        thread.start()
+        wait_until("two build jobs", lambda: len(scheduled(redis_conn, s)) == 2, 10)
+        presses = job_presses(redis_conn, s)
+        assert all(d["source"] == "gpio" and d["camera"] == "cam1" for d in presses)
+        assert t0 <= presses[0]["at"] < presses[0]["at"] + 0.3 < presses[1]["at"]  # times taken at the pin
+        # the status LED blinked for the accepted presses
+        led = mock_pins.pin(27)
+        wait_until("the LED blinking", lambda: len(led.states) >= 4, 5)
+        listener.stop.set()
+        thread.join(5)
+        assert not thread.is_alive()
+    finally:
+        gpio.close()
+
+
+# ---- serial: pty as the device, unplug and re-plug
+
+
+def _plug(link: Path) -> int:
+    master, slave = os.openpty()
+    tmp = link.with_name(link.name + ".new")
+    os.symlink(os.ttyname(slave), tmp)
+    os.replace(tmp, link)
+    os.close(slave)  # the listener opens the slave by path, like a real /dev/serial/by-id link
+    return master
+
+
+def test_serial_line_presses_and_replug_recovers(make_settings, redis_conn: redis.Redis, tmp_path):
+    s = _settings(make_settings, cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}))
+    link = tmp_path / "usb-Pico-if00"
+    master = _plug(link)
+    listener = Proc(s, tmp_path, "--input", "serial", "--port", str(link))
+    try:
+        wait_until("the port opened", lambda: listener.log().count("input_ready") == 1, 15)
+        os.write(master, b"BTN_2\r\n")
+        wait_until("a press of cam2", lambda: len(scheduled(redis_conn, s)) == 1, 10)
+        assert [d["camera"] for d in job_presses(redis_conn, s)] == ["cam2"]
+        # unplug: the device node goes away
+        link.unlink()
+        os.close(master)
+        wait_until("the loss noticed", lambda: "serial_lost" in listener.log(), 10)
+        time.sleep(1.5)
+        master = _plug(link)  # re-plug: a new device behind the same stable name
+        wait_until("the port reopened", lambda: listener.log().count("input_ready") == 2, 15)
+        os.write(master, b"noise\nBTN_REPLAY\n")
+        wait_until("a fan-out press", lambda: len(scheduled(redis_conn, s)) == 3, 10)
+        cams = sorted(d["camera"] for d in job_presses(redis_conn, s)[1:])
+        assert cams == ["cam1", "cam2"]
+        assert all(d["source"] == "serial" for d in job_presses(redis_conn, s))
+        assert listener.stop() == 0
+    finally:
+        listener.stop()
+        os.close(master)
+
+
+# ---- --wait
+
+
+def test_press_wait_prints_the_rendered_path_last(make_settings, redis_conn: redis.Redis, tmp_path):
+    s = _settings(make_settings, pre_seconds=4, post_seconds=2)
+    base = time.time() - 20
+    make_segments(s, redis_conn, "cam1", base, 15)
+    worker = subprocess.Popen(
+        gravanois_cmd("worker", "--queues", "build,render"),
+        env=gn_env(s),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        done = run_gravanois(
+            s, "trigger", "press", "--camera", "cam1", "--at", iso(base + 9), "--wait", timeout=120
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == str(s.output_dir / sidecar.clip_name(Press("cam1", parse_iso(iso(base + 9)), 4, 2)))
+    assert Path(last).is_file()
+
+
+def test_press_wait_reports_a_camera_that_recorded_nothing(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings, max_attempts=1, pre_seconds=2, post_seconds=1)
+    worker = subprocess.Popen(
+        gravanois_cmd("worker", "--queues", "build"),
+        env=gn_env(s),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        done = run_gravanois(
+            s, "trigger", "press", "--camera", "cam1", "--wait", "--timeout", "60", timeout=90
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+    assert done.returncode == 1
+    assert "camera cam1 recorded nothing since" in done.stderr
+    [press_id] = [m.decode() for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)]
+    assert redis_conn.hget(keys.highlight(s.device_id, press_id), "state") == b"failed"
