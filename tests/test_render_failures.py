@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
@@ -143,7 +142,6 @@ def test_failed_purge_removes_jobs_and_files(
     assert not redis_conn.exists(job.key)
 
 
-@pytest.mark.slow
 def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
