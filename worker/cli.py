@@ -15,6 +15,9 @@ from worker.rqworker import BoxWorker
 
 log = get_logger(__name__)
 
+# Seconds between the worker's clean-ups of jobs abandoned by dead workers (RQ's default: 600).
+MAINTENANCE_SECONDS = 60
+
 
 @click.command()
 @click.option(
@@ -59,7 +62,11 @@ def worker(
         )
     preflight(settings, wanted)
     queues = [queue(settings, stage, conn) for stage in wanted]
-    box = BoxWorker(queues, connection=conn, serializer=SERIALIZER, name=name)
+    # RQ re-runs a job whose worker died (SIGKILL, power cut) at a maintenance pass after its heartbeat
+    # lapses; RQ's default pass every 10 min would leave a press waiting that long.
+    box = BoxWorker(
+        queues, connection=conn, serializer=SERIALIZER, name=name, maintenance_interval=MAINTENANCE_SECONDS
+    )
     event(log, "worker_start", queues=[q.name for q in queues], scheduler=scheduler)
     box.work(with_scheduler=scheduler, burst=burst, logging_level=settings.log_level.upper())
 
