@@ -114,9 +114,7 @@ class Box:
         self.procs.clear()
 
 
-def wait_until(
-    what: str, done: Callable[[], float | bool], total: float, timeout: float, box: Box, unit: str = "s"
-) -> None:
+def wait_until(what: str, done: Callable[[], float | bool], total: float, timeout: float, box: Box) -> None:
     """Poll `done()` (a bool or progress towards `total`): a progress bar on a terminal, lines otherwise."""
     deadline = time.monotonic() + timeout
     tty = sys.stderr.isatty()
@@ -134,7 +132,7 @@ def wait_until(
                     bar.update(step)
                     shown += step
             elif time.monotonic() - last_line >= 2 or progress >= total:
-                click.echo(f"{what}: {min(progress, total):.0f}/{total:.0f} {unit}", err=True)
+                click.echo(f"{what}: {min(progress, total):.0f}/{total:.0f} s", err=True)
                 last_line = time.monotonic()
             if progress >= total:
                 return
@@ -228,17 +226,20 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
     """Start Redis, recorder and worker; press after the pre-roll; wait for the rendered highlight."""
     redis_dir = scratch / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"starting a private Redis on 127.0.0.1:{settings.redis_url.rsplit(':', 1)[1]}", err=True)
-    box.start("redis", redis_args(int(settings.redis_url.rsplit(":", 1)[1].split("/")[0]), redis_dir))
     conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
-
-    def redis_up() -> bool:
+    port = conn.connection_pool.connection_kwargs["port"]
+    click.echo(f"starting a private Redis on 127.0.0.1:{port}", err=True)
+    box.start("redis", redis_args(port, redis_dir))
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        box.check_alive()
         try:
-            return bool(conn.ping())
+            conn.ping()
+            break
         except redis.RedisError:
-            return False
-
-    wait_until("Redis starting", redis_up, 1, STARTUP_TIMEOUT, box, unit="")
+            if time.monotonic() > deadline:
+                fail(f"the private Redis did not answer; its log is in {box.log_dir}", 1)
+            time.sleep(0.1)
     click.echo("starting the recorder and a worker with the scheduler", err=True)
     box.start("recorder", gravanois_args("recorder", "--camera", CAMERA))
     box.start("worker", gravanois_args("worker"))
