@@ -369,3 +369,13 @@ def test_press_wait_reports_a_camera_that_recorded_nothing(make_settings, redis_
     assert "camera cam1 recorded nothing since" in done.stderr
     [press_id] = [m.decode() for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)]
     assert redis_conn.hget(keys.highlight(s.device_id, press_id), "state") == b"failed"
+
+
+@pytest.mark.skipif(Path("/proc/device-tree/model").exists(), reason="a real Pi has pins")
+def test_listen_gpio_without_pins_and_bad_button_map_stop_with_one_line(make_settings):
+    s = _settings(make_settings)
+    done = run_gravanois(s, "trigger", "listen", "--input", "gpio", timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: GPIO pins [17] cannot be used") and done.stderr.count("\n") == 1
+    bad = run_gravanois(_settings(make_settings, buttons='{"17": "cam7"}'), "trigger", "listen", timeout=30)
+    assert bad.returncode == 2 and "GN_BUTTONS['17']: unknown camera 'cam7'" in bad.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,11 +33,18 @@ class GpioInput:
         self.last: dict[int, float] = {}
         self.lock = threading.Lock()
         self.buttons: list[Any] = []
-        for pin in pins:
-            button = Button(pin, pull_up=True, bounce_time=self.debounce or None)
-            button.when_pressed = self._handler(pin)
-            self.buttons.append(button)
-        self.led = LED(led_pin) if led_pin else None
+        # gpiozero warns once per pin library it could not load; say it in one line instead.
+        with warnings.catch_warnings(record=True) as tried:
+            warnings.simplefilter("always")
+            try:
+                for pin in pins:
+                    button = Button(pin, pull_up=True, bounce_time=self.debounce or None)
+                    button.when_pressed = self._handler(pin)
+                    self.buttons.append(button)
+                self.led = LED(led_pin) if led_pin else None
+            except Exception as exc:
+                notes = "; ".join(str(w.message) for w in tried)
+                raise RuntimeError(f"{exc}{' (' + notes + ')' if notes else ''}") from None
 
     def _handler(self, pin: int) -> Callable[[], None]:
         def pressed() -> None:
