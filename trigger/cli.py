@@ -19,6 +19,10 @@ from common.redisconn import SERIALIZER, connect
 from common.settings import Settings, SettingsError
 from common.timeutil import now, parse_iso
 from trigger import press as press_mod
+from trigger.inputs.enter import EnterInput
+from trigger.inputs.gpio import GpioInput
+from trigger.inputs.serial import SerialInput
+from trigger.listen import Listener
 
 log = get_logger(__name__)
 
@@ -161,8 +165,6 @@ def wait_final(conn: redis.Redis, build_id: str, deadline: float) -> str:
 @click.pass_context
 def listen(ctx: click.Context, kind: str, camera: str | None, pin: int | None, port: str | None) -> None:
     """Listen for presses until SIGTERM/SIGINT; also enqueues presses journalled while Redis was down."""
-    from trigger.listen import Listener
-
     settings = settings_from(ctx, process=f"trigger-{kind}", gpio_pin=pin, serial_port=port)
     try:
         default = press_mod.cameras_for(settings, camera) if camera else None
@@ -181,18 +183,12 @@ def listen(ctx: click.Context, kind: str, camera: str | None, pin: int | None, p
         source.close()
 
 
-def start_input(kind: str, settings: Settings, listener: object) -> object:
-    """Create and start the chosen input, wired to the listener."""
-    from trigger.listen import Listener
-
-    assert isinstance(listener, Listener)
+def start_input(kind: str, settings: Settings, listener: Listener) -> EnterInput | GpioInput | SerialInput:
+    """Create and start the chosen input, wired to the listener (each input imports its library lazily)."""
+    src: EnterInput | GpioInput | SerialInput
     if kind == "enter":
-        from trigger.inputs.enter import EnterInput
-
         src = EnterInput(sys.stdin, listener.press, listener.stop.set)
     elif kind == "gpio":
-        from trigger.inputs.gpio import GpioInput
-
         pins = sorted({int(b) for b in listener.buttons if b.isdigit()} or {settings.gpio_pin})
         try:
             src = GpioInput(pins, settings.gpio_debounce_ms, listener.press, settings.gpio_led_pin)
@@ -200,18 +196,16 @@ def start_input(kind: str, settings: Settings, listener: object) -> object:
             fail(f"GPIO pins {pins} cannot be used ({exc}): run on a Raspberry Pi, or use --input enter")
         listener.on_accept = src.accepted
     else:
-        from trigger.inputs.serial import SerialInput
-
         src = SerialInput(settings.serial_port, settings.serial_baud, listener.press, listener.stop)
     src.start()
     return src
 
 
-def _on_signals(listener: object) -> None:
+def _on_signals(listener: Listener) -> None:
     """SIGTERM/SIGINT end the listener cleanly (presses not yet in Redis stay journalled)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        listener.stop.set()  # type: ignore[attr-defined]
+        listener.stop.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
