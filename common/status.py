@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rq import worker_registration
 from rq.job import Job
 
-from common import keys
+from common import journal, keys
 from common.cli import settings_from
 from common.fsutil import free_mb
 from common.log import redact
@@ -36,6 +36,8 @@ QUEUE_BACKLOG = 20
 RECENT_HIGHLIGHTS = 10
 # Failed jobs listed (newest first) with their last error line.
 FAILED_SHOWN = 5
+# A press may sit in the journal for a moment while the trigger hands it to Redis.
+JOURNAL_GRACE = 30.0
 
 
 def snapshot(
@@ -55,6 +57,7 @@ def snapshot(
         "alarms": {},
         "counters": {name: 0 for name in keys.COUNTERS},
         "disk": _disks(settings),
+        "journal": _journal(settings, t),
     }
     try:
         conn.ping()
@@ -224,6 +227,16 @@ def _counters(settings: Settings, conn: redis.Redis) -> dict[str, int]:
     return out
 
 
+def _journal(settings: Settings, t: float) -> dict[str, Any]:
+    """Presses on disk that have not reached Redis yet (the trigger journals them while Redis is down)."""
+    presses = journal.pending(settings.journal_dir)
+    return {
+        "pending": len(presses),
+        "oldest_age": round(t - presses[0].at, 1) if presses else None,
+        "press_ids": [p.press_id for p in presses[:FAILED_SHOWN]],
+    }
+
+
 def _disks(settings: Settings) -> dict[str, Any]:
     out = {}
     for name, path, floor in (
@@ -265,6 +278,12 @@ def attention(settings: Settings, snap: dict[str, Any]) -> list[str]:
                 f"{name} disk low: {disk['free_mb']:.0f} MiB free at {disk['path']}"
                 f" (floor {disk['min_free_mb']} MiB)"
             )
+    pending = snap["journal"]
+    if pending["pending"] and (pending["oldest_age"] or 0) > JOURNAL_GRACE:
+        problems.append(
+            f"{pending['pending']} press(es) waiting in {settings.journal_dir} for Redis: "
+            "keep `gravanois trigger listen` running, it enqueues them when Redis answers"
+        )
     for name, alarm in snap["alarms"].items():
         problems.append(f"alarm {name}: {alarm.get('message', '')}")
     return problems
@@ -346,6 +365,9 @@ def render_text(snap: dict[str, Any]) -> str:
         ],
     )
     out.append("")
+    if snap["journal"]["pending"]:
+        out.append(f"journal: {snap['journal']['pending']} press(es) not yet in Redis")
+        out.append("")
     out.append("counters: " + "  ".join(f"{k}={v}" for k, v in snap["counters"].items()))
     out.append("")
     if snap["attention"]:
@@ -451,6 +473,11 @@ class BoxCollector:
         for name in snap["alarms"]:
             alarms.add_metric([snap["device"], name], 1)
         yield alarms
+        pending = GaugeMetricFamily(
+            "gravanois_journal_pending", "Presses journalled on disk, not yet in Redis", labels=dev
+        )
+        pending.add_metric(d, snap["journal"]["pending"])
+        yield pending
         attention_fam = GaugeMetricFamily(
             "gravanois_attention", "Problems `gravanois status` lists (0: all good)", labels=dev
         )

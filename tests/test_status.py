@@ -14,7 +14,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker
 
-from common import keys
+from common import journal, keys
+from common.journal import Press
 from common.redisconn import SERIALIZER, note_highlight, queue, raise_alarm
 from common.settings import Settings
 from tests.conftest import gn_env, gravanois_cmd, run_gravanois
@@ -161,6 +162,7 @@ def test_metrics_in_prometheus_format(
     assert samples[("gravanois_presses_total", (dev,))] == 0
     assert samples[("gravanois_camera_recording", (("camera", "cam1"), dev))] == 1
     assert samples[("gravanois_redis_up", (dev,))] == 1
+    assert samples[("gravanois_journal_pending", (dev,))] == 0
     assert samples[("gravanois_queue_jobs", (dev, ("stage", "build"), ("state", "failed")))] == 0
 
 
@@ -249,3 +251,18 @@ def test_status_shows_running_jobs_with_progress(
     finally:
         redis_conn.set(release, 1)
         assert worker.wait(30) == 0
+
+
+def test_status_counts_presses_stuck_in_the_journal(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings()
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    # What the trigger writes when Redis is down: a fresh press is fine, one left for minutes is not.
+    journal.write(settings.journal_dir, Press("cam1", time.time() - 1, 40, 10, "gpio"))
+    code, snap = status_json(settings)
+    assert (code, snap["journal"]["pending"]) == (0, 1)
+    journal.write(settings.journal_dir, Press("cam1", time.time() - 300, 40, 10, "gpio"))
+    code, snap = status_json(settings)
+    assert code == 1 and snap["journal"]["pending"] == 2 and snap["journal"]["oldest_age"] >= 300
+    assert any("2 press(es) waiting in" in p for p in snap["attention"])
