@@ -106,3 +106,16 @@ def test_dockerfile_builds_from_what_exists(compose: dict[str, Any]) -> None:
     # The settings the compose file relies on are documented for the .env it reads.
     example = (REPO / ".env.example").read_text()
     assert "GN_CAMERAS=" in example
+
+
+def test_image_install_includes_every_package() -> None:
+    # The image installs the project non-editable: a sub-package missing from pyproject is missing there.
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("common", "recorder", "trigger", "worker")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
