@@ -136,7 +136,7 @@ def test_rtsp_copy_mode_press_to_clip(make_settings, redis_conn: redis.Redis, tm
     try:
         s = e2e_settings(make_settings, source=server.url)
         with pipeline(s, tmp_path):
-            wait_preroll(redis_conn, s, PRE + gop, timeout=60)
+            wait_preroll(redis_conn, s, PRE + 2 * gop, timeout=60)
             p = press(s)
             data = built(redis_conn, s, p)
     finally:
