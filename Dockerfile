@@ -2,8 +2,9 @@
 # the same pieces a Raspberry Pi OS box runs. Redis runs from its own image.
 FROM python:3.11-slim-bookworm
 
+# fonts-dejavu-core: the synthetic camera draws its wall clock with DejaVu Sans.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg \
+    && apt-get install -y --no-install-recommends ffmpeg fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
