@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,15 @@ from common.sidecar import RENDER_FIELDS, SEED_FIELDS
 from tests.conftest import REPO, gravanois_cmd
 
 
-def processes_mentioning(marker: str) -> list[str]:
-    """Live processes whose command line or environment mentions `marker`."""
+def processes_mentioning(marker: str, settle: float = 5.0) -> list[str]:
+    """Live processes whose command line or environment mentions `marker` (given `settle` s to go)."""
+    deadline = time.monotonic() + settle
+    while (found := _scan(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+def _scan(marker: str) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -138,8 +138,19 @@ def test_launcher_stops_on_a_bad_setting(tmp_path: Path, name: str, value: str) 
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and name in res.stderr
 
 
-def own_processes(marker: str, exclude: set[int]) -> list[str]:
-    """Processes whose command line or environment mentions `marker` (this test's tmp dir)."""
+def own_processes(marker: str, exclude: set[int], settle: float = 5.0) -> list[str]:
+    """Processes whose command line or environment mentions `marker` (this test's tmp dir).
+
+    Waits up to `settle` s for them to go: a child killed by its parent's death signal is reaped a moment
+    after its parent.
+    """
+    deadline = time.monotonic() + settle
+    while (found := _scan(marker, exclude)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+def _scan(marker: str, exclude: set[int]) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in exclude:
