@@ -379,3 +379,24 @@ def test_listen_gpio_without_pins_and_bad_button_map_stop_with_one_line(make_set
     assert done.stderr.startswith("error: GPIO pins [17] cannot be used") and done.stderr.count("\n") == 1
     bad = run_gravanois(_settings(make_settings, buttons='{"17": "cam7"}'), "trigger", "listen", timeout=30)
     assert bad.returncode == 2 and "GN_BUTTONS['17']: unknown camera 'cam7'" in bad.stderr
+
+
+def test_replay_keeps_time_order_original_times_and_cooldown(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings, cooldown_seconds=30)
+    t = time.time() - 60  # journalled during an outage
+    presses = [
+        Press("cam1", t + 2, 5, 2, "gpio"),
+        Press("cam1", t, 5, 2, "gpio"),
+        Press("cam1", t + 40, 5, 2),
+    ]
+    for p in presses:
+        journal.write(s.journal_dir, p)
+    results = press_mod.replay(s, redis_conn)
+    assert [(r.press.at, r.state) for r in results] == [
+        (t, press_mod.SCHEDULED),
+        (t + 2, press_mod.COOLDOWN),  # 2 s after the first one: a duplicate, by the original times
+        (t + 40, press_mod.SCHEDULED),
+    ]
+    assert [d["at"] for d in job_presses(redis_conn, s)] == [t, t + 40]
+    assert not journal.pending(s.journal_dir)
+    assert press_mod.replay(s, redis_conn) == []
