@@ -129,7 +129,7 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     # unpinned, counted, noted; no temp files (concat list, partial mp4) left
     assert not any(pin.pin_id == p.press_id for pin in SegmentIndex(redis_conn, s.device_id, "cam1").pins())
     assert redis_conn.hget(keys.counters(s.device_id), "clips_built") == b"1"
-    assert redis_conn.hget(keys.highlight(s.device_id, p.press_id), "state") == b"queued"
+    assert redis_conn.hget(keys.highlight(s.device_id, p.press_id), "state") == b"built"
     assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted([clip.name, sidecar.path_for(clip).name])
 
 

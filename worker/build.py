@@ -223,7 +223,7 @@ class Build:
             incr(self.conn, self.settings, "clips_built")
         enqueue_render(self.settings, self.conn, self.sidecar_path, p.press_id)
         self.index.unpin(p.press_id)
-        note_highlight(self.conn, self.settings, p.press_id, p.at, state="queued", clip=str(self.clip))
+        note_highlight(self.conn, self.settings, p.press_id, p.at, state="built", clip=str(self.clip))
         event(log, "clip_built", camera=p.camera, press_id=p.press_id, clip=str(self.clip))
         return str(self.clip)
 
