@@ -400,3 +400,10 @@ def test_replay_keeps_time_order_original_times_and_cooldown(make_settings, redi
     assert [d["at"] for d in job_presses(redis_conn, s)] == [t, t + 40]
     assert not journal.pending(s.journal_dir)
     assert press_mod.replay(s, redis_conn) == []
+
+
+def test_press_wait_times_out_without_a_worker(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings)
+    done = run_gravanois(s, "trigger", "press", "--camera", "cam1", "--wait", "--timeout", "2", timeout=30)
+    assert done.returncode == 1 and "timed out waiting for job gn-" in done.stderr
+    assert len(scheduled(redis_conn, s)) == 1  # the press itself stands
