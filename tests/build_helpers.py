@@ -5,14 +5,10 @@ from __future__ import annotations
 import csv
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import redis
-from rq.job import Job
 
-from common.redisconn import SERIALIZER
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, gravanois_cmd
@@ -67,21 +63,6 @@ def run_build_worker(
         text=True,
         timeout=timeout,
     )
-
-
-def fetch(conn: redis.Redis, job_id: str) -> Job:
-    return Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:
-    """Poll `check` until truthy; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(every)
 
 
 def files_under(root: Path) -> set[str]:

@@ -7,14 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import redis
-from rq.job import Job
-
 from common import sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.journal import Press
-from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, gravanois_cmd
 from tests.media import make_video
@@ -93,22 +89,6 @@ def start_worker(settings: Settings, *extra: str) -> subprocess.Popen[bytes]:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.1):  # type: ignore[no-untyped-def]
-    """Poll until `predicate()` is truthy; its value, or AssertionError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def fetch(conn: redis.Redis, job_id: str) -> Job:
-    """A job, JSON-serialized."""
-    return Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
 
 
 def ffmpeg_pids(marker: str) -> list[int]:

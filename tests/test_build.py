@@ -19,7 +19,8 @@ from common.redisconn import queue
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
-from tests.build_helpers import fetch, files_under, make_segments, run_build_worker
+from tests.build_helpers import files_under, make_segments, run_build_worker
+from tests.helpers import fetch
 from trigger import press as press_mod
 from worker import build
 

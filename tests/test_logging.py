@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from common import keys
 from common.redisconn import SERIALIZER, queue
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.helpers import wait_for
 from tests.redis_server import free_port
 
 CAMERA_PASSWORD = "Pw-s3cret-4711"
@@ -35,13 +35,6 @@ def start(settings: Settings, logs: Path, name: str, *args: str) -> subprocess.P
         return subprocess.Popen(
             gravanois_cmd(*args), env=gn_env(settings), stdout=out, stderr=subprocess.STDOUT, cwd=REPO
         )
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 @pytest.mark.slow

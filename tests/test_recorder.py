@@ -17,6 +17,7 @@ from common import keys
 from common.ffmpeg import decode_errors
 from common.settings import Settings
 from tests.conftest import gn_env, gravanois_cmd, run_gravanois
+from tests.helpers import wait_for
 from tests.media import make_logo
 from tests.recorder_helpers import (
     FRAME,
@@ -29,7 +30,6 @@ from tests.recorder_helpers import (
     index_of,
     max_gap,
     on_disk,
-    wait_for,
 )
 from tests.redis_server import RedisServer
 

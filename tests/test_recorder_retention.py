@@ -14,7 +14,8 @@ from common.segments import Pin, Segment
 from common.settings import Settings
 from recorder.retention import MIB, plan, windows_from
 from recorder.segmenter import make_segment
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc, index_of, on_disk, wait_for
+from tests.helpers import wait_for
+from tests.recorder_helpers import TEST_SOURCE, RecorderProc, index_of, on_disk
 
 NOW = 10_000.0
 

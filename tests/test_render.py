@@ -15,8 +15,9 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.settings import Settings
 from tests.conftest import run_gravanois
+from tests.helpers import fetch
 from tests.media import make_logo
-from tests.render_helpers import fetch, frame, region_diff, stage_clip
+from tests.render_helpers import frame, region_diff, stage_clip
 from worker import engines, render
 from worker.render import Render, enqueue_render
 

@@ -18,8 +18,9 @@ from common import keys, sidecar
 from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, run_gravanois
+from tests.helpers import fetch, wait_for
 from tests.media import corrupt, make_logo, make_video
-from tests.render_helpers import fetch, ffmpeg_pids, stage_clip, start_worker, wait_for
+from tests.render_helpers import ffmpeg_pids, stage_clip, start_worker
 from worker import render
 from worker.render import enqueue_render
 
@@ -54,9 +55,9 @@ def test_corrupt_clip_fails_three_times_then_requeue_completes(
     worker = start_worker(settings)
     try:
         wait_for(
+            "the job in the failed registry",
             lambda: job.id in _failed(settings, redis_conn).get_job_ids(),
             40,
-            "the job in the failed registry",
         )
     finally:
         _stop(worker)
@@ -155,11 +156,11 @@ def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
     job = enqueue_render(settings, redis_conn, side, data["press_id"])
     worker = start_worker(settings, "--no-scheduler")
     try:
-        wait_for(lambda: (fetch(redis_conn, job.id).meta.get("progress") or 0) > 0, 60, "render progress")
+        wait_for("render progress", lambda: (fetch(redis_conn, job.id).meta.get("progress") or 0) > 0, 60)
         assert ffmpeg_pids(raw.name), "no ffmpeg rendering?"
         os.kill(worker.pid, signal.SIGKILL)  # the worker only; its horse and ffmpeg must die with it
         worker.wait()
-        wait_for(lambda: not ffmpeg_pids(raw.name), 5, "ffmpeg to die with the worker")
+        wait_for("ffmpeg to die with the worker", lambda: not ffmpeg_pids(raw.name), 5)
     finally:
         _stop(worker)
     # No partial output visible: only (maybe) a temp file, never the final name.

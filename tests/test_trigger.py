@@ -24,8 +24,9 @@ from common.redisconn import queue
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
-from tests.build_helpers import fetch, make_segments, wait_until
+from tests.build_helpers import make_segments
 from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois
+from tests.helpers import fetch, wait_for
 from trigger import press as press_mod
 from trigger.inputs import serial as serial_input
 from trigger.listen import Listener
@@ -202,16 +203,16 @@ def test_press_with_redis_down_is_journalled_and_replayed_by_the_listener(
         time.sleep(1.0)
         listener.proc.stdin.write(b"\n")  # a second press (ENTER) while Redis is still down
         listener.proc.stdin.flush()
-        wait_until("the ENTER press in the journal", lambda: len(journal.pending(s.journal_dir)) == 2, 15)
+        wait_for("the ENTER press in the journal", lambda: len(journal.pending(s.journal_dir)) == 2, 15)
         pressed = journal.pending(s.journal_dir)
         time.sleep(2)
         private_redis.start()
         conn = private_redis.client()
-        wait_until("both presses enqueued", lambda: len(scheduled(conn, s)) == 2, 20)
+        wait_for("both presses enqueued", lambda: len(scheduled(conn, s)) == 2, 20)
         presses = job_presses(conn, s)
         assert [d["at"] for d in presses] == [p.at for p in pressed]  # original times, time order
         assert presses[0]["at"] == journalled.at and presses[1]["source"] == "enter"
-        wait_until("the journal emptied", lambda: not journal.pending(s.journal_dir), 10)
+        wait_for("the journal emptied", lambda: not journal.pending(s.journal_dir), 10)
         assert conn.hget(keys.counters(s.device_id), "presses") == b"2"
         listener.proc.stdin.close()  # EOF ends the ENTER listener
         assert listener.proc.wait(10) == 0, listener.log()
@@ -224,7 +225,7 @@ def test_listener_stops_on_sigterm_and_keeps_unsent_presses(make_settings, priva
     s = _settings(make_settings, redis_url=private_redis.url)
     listener = Proc(s, tmp_path, "--input", "serial", "--port", str(tmp_path / "no-such-port"))
     try:
-        wait_until("the listener waiting for its device", lambda: "serial_waiting" in listener.log(), 15)
+        wait_for("the listener waiting for its device", lambda: "serial_waiting" in listener.log(), 15)
         t0 = time.monotonic()
         assert listener.stop(10) == 0
         assert time.monotonic() - t0 < 10
@@ -268,13 +269,13 @@ def test_gpio_button_one_press_per_debounce_window(make_settings, redis_conn: re
         assert listener.pending.qsize() == 2
         thread = threading.Thread(target=listener.run, daemon=True)
         thread.start()
-        wait_until("two build jobs", lambda: len(scheduled(redis_conn, s)) == 2, 10)
+        wait_for("two build jobs", lambda: len(scheduled(redis_conn, s)) == 2, 10)
         presses = job_presses(redis_conn, s)
         assert all(d["source"] == "gpio" and d["camera"] == "cam1" for d in presses)
         assert t0 <= presses[0]["at"] < presses[0]["at"] + 0.3 < presses[1]["at"]  # times taken at the pin
         # the status LED blinked for the accepted presses
         led = mock_pins.pin(27)
-        wait_until("the LED blinking", lambda: len(led.states) >= 4, 5)
+        wait_for("the LED blinking", lambda: len(led.states) >= 4, 5)
         listener.stop.set()
         thread.join(5)
         assert not thread.is_alive()
@@ -300,19 +301,19 @@ def test_serial_line_presses_and_replug_recovers(make_settings, redis_conn: redi
     master = _plug(link)
     listener = Proc(s, tmp_path, "--input", "serial", "--port", str(link))
     try:
-        wait_until("the port opened", lambda: listener.log().count("input_ready") == 1, 15)
+        wait_for("the port opened", lambda: listener.log().count("input_ready") == 1, 15)
         os.write(master, b"BTN_2\r\n")
-        wait_until("a press of cam2", lambda: len(scheduled(redis_conn, s)) == 1, 10)
+        wait_for("a press of cam2", lambda: len(scheduled(redis_conn, s)) == 1, 10)
         assert [d["camera"] for d in job_presses(redis_conn, s)] == ["cam2"]
         # unplug: the device node goes away
         link.unlink()
         os.close(master)
-        wait_until("the loss noticed", lambda: "serial_lost" in listener.log(), 10)
+        wait_for("the loss noticed", lambda: "serial_lost" in listener.log(), 10)
         time.sleep(1.5)
         master = _plug(link)  # re-plug: a new device behind the same stable name
-        wait_until("the port reopened", lambda: listener.log().count("input_ready") == 2, 15)
+        wait_for("the port reopened", lambda: listener.log().count("input_ready") == 2, 15)
         os.write(master, b"noise\nBTN_REPLAY\n")
-        wait_until("a fan-out press", lambda: len(scheduled(redis_conn, s)) == 3, 10)
+        wait_for("a fan-out press", lambda: len(scheduled(redis_conn, s)) == 3, 10)
         cams = sorted(d["camera"] for d in job_presses(redis_conn, s)[1:])
         assert cams == ["cam1", "cam2"]
         assert all(d["source"] == "serial" for d in job_presses(redis_conn, s))

@@ -21,8 +21,8 @@ from common.journal import Press, build_job_id
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
-from tests.build_helpers import fetch, wait_until
 from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois
+from tests.helpers import fetch, wait_for
 from tests.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.rtsp_server import RtspServer
 from tests.test_build import SIDECAR_FIELDS
@@ -79,7 +79,7 @@ def wait_preroll(conn: redis.Redis, s: Settings, seconds: float, timeout: float 
         segs = index.all()
         return bool(segs) and segs[-1].end - segs[0].start >= seconds
 
-    wait_until(f"{seconds} s recorded", enough, timeout)
+    wait_for(f"{seconds} s recorded", enough, timeout)
 
 
 def press(s: Settings) -> Press:
@@ -99,7 +99,7 @@ def built(conn: redis.Redis, s: Settings, p: Press, timeout: float = 60) -> dict
         assert status != "failed", fetch(conn, job_id).latest_result().exc_string
         return status == "finished"
 
-    wait_until(f"build job {job_id}", finished, timeout)
+    wait_for(f"build job {job_id}", finished, timeout)
     return json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
 
 
@@ -200,7 +200,7 @@ def test_press_while_redis_is_down_gives_clip_with_original_time(
             time.sleep(20)
             private_redis.start()
             worker = start_worker(s, tmp_path)
-            wait_until("the listener to replay the press", lambda: not journal.pending(s.journal_dir), 20)
+            wait_for("the listener to replay the press", lambda: not journal.pending(s.journal_dir), 20)
             data = built(conn, s, p, timeout=90)
     finally:
         if worker is not None:

@@ -24,6 +24,7 @@ from common.redisconn import SERIALIZER, queue
 from common.settings import Settings
 from tests.backend_server import BackendServer
 from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.helpers import wait_for
 from tests.media import make_video
 from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE, enqueue, make_highlight, upload_overrides
 
@@ -53,13 +54,6 @@ def run_burst(settings: Settings) -> subprocess.CompletedProcess[str]:
     )
     assert res.returncode == 0, res.stderr
     return res
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_worker_killed_between_put_and_finalize_resumes_at_finalize(
