@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from common.ffmpeg import base_args
+
 
 def make_video(
     path: Path,
@@ -17,12 +19,7 @@ def make_video(
 ) -> Path:
     """Write a test-pattern clip (H.264 + AAC tone) to `path`; returns it."""
     args = [
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
+        *base_args(),
         "-f",
         "lavfi",
         "-i",
@@ -41,12 +38,7 @@ def make_video(
 def make_logo(path: Path, size: str = "200x80", color: str = "red") -> Path:
     """Write an opaque-colour PNG logo with an alpha channel."""
     args = [
-        "ffmpeg",
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
+        *base_args(),
         "-f",
         "lavfi",
         "-i",
