@@ -15,6 +15,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 system_packages() {
   local missing=()
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  # The synthetic camera's clock and the demo read this font (they still run without it).
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -23,20 +25,24 @@ system_packages() {
     /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null ||
       missing+=(python3-gi gir1.2-gst-rtsp-server-1.0)
     command -v gst-inspect-1.0 >/dev/null || missing+=(gstreamer1.0-tools)
-    gst-inspect-1.0 x264enc >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-ugly)
-    gst-inspect-1.0 rtph264pay >/dev/null 2>&1 || missing+=(gstreamer1.0-plugins-good)
+    local pair
+    for pair in videotestsrc:base audiotestsrc:base audioconvert:base rtph264pay:good rtpmp4apay:good \
+                x264enc:ugly voaacenc:bad; do
+      gst-inspect-1.0 "${pair%%:*}" >/dev/null 2>&1 || missing+=("gstreamer1.0-plugins-${pair##*:}")
+    done
   fi
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing system packages: ${missing[*]}" >&2
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
 }
 
 python_env() {
-  local extras="moviepy"
-  [ "$want_test_tools" = 1 ] && extras="moviepy,test"
-  local stamp=".venv/.installed-$extras-$(sha256sum pyproject.toml | cut -c1-16)"
+  # One install for both commands (the test tools are small), so switching never reinstalls.
+  local extras="moviepy,test"
+  local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >&2
