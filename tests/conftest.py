@@ -14,7 +14,10 @@ import pytest
 import redis
 
 from common.settings import Settings, load_settings, to_env
+from tests.backend_server import BackendServer
+from tests.media import make_video
 from tests.redis_server import RedisServer
+from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,3 +104,27 @@ def run_gravanois(
         cwd=kw.pop("cwd", REPO),
         **kw,
     )
+
+
+def start_gravanois(settings: Settings, *args: str, **popen_kw: Any) -> subprocess.Popen[bytes]:
+    """Start a long-running `gravanois` command (output discarded unless `stdout`/`stderr` are given)."""
+    popen_kw.setdefault("stdout", subprocess.DEVNULL)
+    popen_kw.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(gravanois_cmd(*args), env=gn_env(settings), cwd=REPO, **popen_kw)
+
+
+@pytest.fixture(scope="module")
+def highlight_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small finished clip and thumbnail, for upload tests that need no render."""
+    d = tmp_path_factory.mktemp("media")
+    video = make_video(d / "wm.mp4", seconds=2, fps=15)
+    thumb = d / "thumb.jpg"
+    thumb.write_bytes(b"\xff\xd8\xff\xe0 test thumbnail \xff\xd9")
+    return video, thumb
+
+
+@pytest.fixture
+def backend(settings: Settings) -> Iterator[BackendServer]:
+    """The local backend (tests/backend_server.py) on loopback, knowing this test's device."""
+    with BackendServer(SECRET, settings.device_id, CLIENT, VENUE, token=TOKEN) as srv:
+        yield srv

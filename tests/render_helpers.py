@@ -12,7 +12,7 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.journal import Press
 from common.settings import Settings
-from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.conftest import start_gravanois
 from tests.media import make_video
 
 
@@ -81,13 +81,8 @@ def psnr(a: Path, b: Path) -> float:
 
 def start_worker(settings: Settings, *extra: str) -> subprocess.Popen[bytes]:
     """A long-running `gravanois worker` on the render queue, with the scheduler."""
-    return subprocess.Popen(
-        gravanois_cmd("worker", "--queues", "render", *extra),
-        env=gn_env(settings),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    return start_gravanois(
+        settings, "worker", "--queues", "render", *extra, stderr=subprocess.PIPE, start_new_session=True
     )
 
 

@@ -25,7 +25,7 @@ from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from tests.build_helpers import make_segments
-from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois
+from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois, start_gravanois
 from tests.helpers import fetch, wait_for
 from trigger import press as press_mod
 from trigger.inputs import serial as serial_input
@@ -330,13 +330,7 @@ def test_press_wait_prints_the_rendered_path_last(make_settings, redis_conn: red
     s = _settings(make_settings, pre_seconds=4, post_seconds=2)
     base = time.time() - 20
     make_segments(s, redis_conn, "cam1", base, 15)
-    worker = subprocess.Popen(
-        gravanois_cmd("worker", "--queues", "build,render"),
-        env=gn_env(s),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_gravanois(s, "worker", "--queues", "build,render")
     try:
         done = run_gravanois(
             s, "trigger", "press", "--camera", "cam1", "--at", iso(base + 9), "--wait", timeout=120
@@ -352,13 +346,7 @@ def test_press_wait_prints_the_rendered_path_last(make_settings, redis_conn: red
 
 def test_press_wait_reports_a_camera_that_recorded_nothing(make_settings, redis_conn: redis.Redis):
     s = _settings(make_settings, max_attempts=1, pre_seconds=2, post_seconds=1)
-    worker = subprocess.Popen(
-        gravanois_cmd("worker", "--queues", "build"),
-        env=gn_env(s),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_gravanois(s, "worker", "--queues", "build")
     try:
         done = run_gravanois(
             s, "trigger", "press", "--camera", "cam1", "--wait", "--timeout", "60", timeout=90

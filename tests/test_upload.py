@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from common.redisconn import SERIALIZER, queue
 from common.settings import Settings
 from tests.backend_server import BackendServer
 from tests.conftest import run_gravanois
-from tests.media import make_video
 from tests.upload_helpers import (
     CLIENT,
     SECRET,
@@ -158,29 +157,16 @@ def test_redact_masks_a_sidecar_with_its_upload_url() -> None:
 # ---- real jobs on a real RQ worker against the local backend
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("media")
-    video = make_video(d / "wm.mp4", seconds=2, fps=15)
-    thumb = d / "thumb.jpg"
-    thumb.write_bytes(b"\xff\xd8\xff\xe0 test thumbnail \xff\xd9")
-    return video, thumb
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[BackendServer]:
-    with BackendServer(SECRET, settings.device_id, CLIENT, VENUE, token=TOKEN) as srv:
-        yield srv
-
-
 Setup = Callable[..., tuple[Settings, Path]]
 
 
 @pytest.fixture
-def setup(make_settings: Callable[..., Settings], server: BackendServer, media: tuple[Path, Path]) -> Setup:
+def setup(
+    make_settings: Callable[..., Settings], backend: BackendServer, highlight_media: tuple[Path, Path]
+) -> Setup:
     def make(**extra: object) -> tuple[Settings, Path]:
-        s = make_settings(**upload_overrides(server.base, **extra))
-        return s, make_highlight(s, *media)
+        s = make_settings(**upload_overrides(backend.base, **extra))
+        return s, make_highlight(s, *highlight_media)
 
     return make
 
@@ -196,7 +182,7 @@ def highlight_state(conn: redis.Redis, s: Settings, sidecar_path: Path) -> str:
 
 
 def test_happy_path_all_three_steps_and_files_deleted(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup()
     data = sidecar.load(sc)
@@ -207,14 +193,14 @@ def test_happy_path_all_three_steps_and_files_deleted(
 
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
     assert job.get_status() == "finished"
-    (clip,) = server.clips.values()
+    (clip,) = backend.clips.values()
     assert job.return_value() == clip.clip_id and clip.status == "finalized"
     assert hashlib.sha256(clip.data).hexdigest() == digest and len(clip.data) == size
     assert clip.content_type == "video/mp4"
     reg = clip.registration
     assert reg["sha256"] == digest and reg["venue_id"] == VENUE and reg["captured_at"] == data["press_at"]
     assert reg["meta"] == {k: data["meta_wm"][k] for k in sidecar.META_FIELDS}
-    assert server.calls == {"register": 1, "put": 1, "put_stored": 1, "finalize": 1}
+    assert backend.calls == {"register": 1, "put": 1, "put_stored": 1, "finalize": 1}
     # Confirmed: local files go (GN_KEEP_AFTER_UPLOAD=false).
     assert not video.exists() and not sc.exists() and not Path(data["thumbnail_path"]).exists()
     assert counters(redis_conn, s) == {"uploads_ok": 1, "bytes_uploaded": size}
@@ -222,14 +208,14 @@ def test_happy_path_all_three_steps_and_files_deleted(
 
 
 def test_keep_after_upload_records_every_step(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
     enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     data = sidecar.load(sc)
     remote = data["remote"]
-    (clip,) = server.clips.values()
+    (clip,) = backend.clips.values()
     assert data["status"] == "uploaded" and Path(data["wm_path"]).exists()
     assert remote["clip_id"] == clip.clip_id and remote["etag"].strip('"') == clip.etag
     stamps = [remote[k] for k in ("registered_at", "uploaded_at", "finalized_at")]
@@ -238,7 +224,7 @@ def test_keep_after_upload_records_every_step(
     # A second run of the job is a no-op.
     enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
-    assert server.calls["register"] == 1 and len(server.clips) == 1
+    assert backend.calls["register"] == 1 and len(backend.clips) == 1
 
 
 @pytest.mark.parametrize(
@@ -254,33 +240,33 @@ def test_transient_faults_retry_and_resume_without_duplicates(
     fault: str,
     calls: dict[str, int],
     setup: Setup,
-    server: BackendServer,
+    backend: BackendServer,
     redis_conn: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s, sc = setup(keep_after_upload=True)
-    server.inject(fault)
+    backend.inject(fault)
     job = enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
     assert job.get_status() == "finished" and job.retries_left == 1  # one RQ retry used
-    assert {k: server.calls[k] for k in calls} == calls
-    (clip,) = server.clips.values()  # exactly one clip record
+    assert {k: backend.calls[k] for k in calls} == calls
+    (clip,) = backend.clips.values()  # exactly one clip record
     assert clip.status == "finalized"
     assert hashlib.sha256(clip.data).hexdigest() == sha256_file(Path(sidecar.load(sc)["wm_path"]))
     assert counters(redis_conn, s).get("uploads_failed") is None
 
 
 def test_transient_fault_on_every_attempt_fails_for_good(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup()
-    server.inject("put_drop", times=3)
+    backend.inject("put_drop", times=3)
     job = enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
     assert job.get_status() == "failed" and job.id in FailedJobRegistry(queue=queue(s, "upload", redis_conn))
-    assert server.calls["register"] == 1 and server.calls["put"] == 3 and len(server.clips) == 1
+    assert backend.calls["register"] == 1 and backend.calls["put"] == 3 and len(backend.clips) == 1
     data = sidecar.load(sc)  # files kept for a later requeue
     assert data["status"] == "upload_failed" and Path(data["wm_path"]).exists()
     assert (
@@ -291,10 +277,10 @@ def test_transient_fault_on_every_attempt_fails_for_good(
 
 
 def test_expired_url_registers_again_once(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
-    server.inject("expired_url")  # the storage refuses the first URL as expired
+    backend.inject("expired_url")  # the storage refuses the first URL as expired
     job = enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
@@ -302,19 +288,19 @@ def test_expired_url_registers_again_once(
     # again, never the same attempt in a loop.
     assert job.get_status() == "finished" and job.retries_left == 1
     remote = sidecar.load(sc)["remote"]
-    (done,) = server.finalized()
+    (done,) = backend.finalized()
     # A dead URL can only be replaced by a new registration: the first record stays, never uploaded.
-    assert server.calls["register"] == 2 and len(server.clips) == 2
+    assert backend.calls["register"] == 2 and len(backend.clips) == 2
     assert remote["clip_id"] == done.clip_id and remote["expired_clip_ids"] != [done.clip_id]
-    (abandoned,) = [c for c in server.clips.values() if c.clip_id != done.clip_id]
+    (abandoned,) = [c for c in backend.clips.values() if c.clip_id != done.clip_id]
     assert abandoned.data is None and remote["expired_clip_ids"] == [abandoned.clip_id]
 
 
 def test_url_older_than_an_hour_is_replaced_before_the_put(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
-    server.inject("put_drop", times=1)
+    backend.inject("put_drop", times=1)
     # One attempt only: it registers and loses its PUT; then the registration is aged.
     once = s.__class__(**{**s.__dict__, "max_attempts": 1})
     enqueue(once, redis_conn, sc)
@@ -334,15 +320,15 @@ def test_url_older_than_an_hour_is_replaced_before_the_put(
     sidecar.update(sc, remote=remote)
     enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
-    assert server.calls["register"] == 2 and server.calls["put"] == 2  # no PUT on the old URL
-    assert len(server.finalized()) == 1
+    assert backend.calls["register"] == 2 and backend.calls["put"] == 2  # no PUT on the old URL
+    assert len(backend.finalized()) == 1
 
 
 def test_closed_venue_is_rescheduled_not_failed(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
-    server.inject("closed")
+    backend.inject("closed")
     job = enqueue(s, redis_conn, sc)
     before = time.time()
     run_worker(s, redis_conn, monkeypatch)
@@ -355,19 +341,19 @@ def test_closed_venue_is_rescheduled_not_failed(
     assert before + upload.CLOSED_RETRY - 5 < at < time.time() + upload.CLOSED_RETRY + 5
     new = Job.fetch(new_id, connection=redis_conn, serializer=SERIALIZER)
     assert new.args == [str(sc)] and new.retries_left == 2  # a fresh job, no retry burned
-    assert len(server.clips) == 0 and counters(redis_conn, s).get("uploads_failed") is None
+    assert len(backend.clips) == 0 and counters(redis_conn, s).get("uploads_failed") is None
     assert sidecar.load(sc)["remote"]["next_try_at"]
     # Opening time comes: the scheduled job runs and delivers.
     scheduled.remove(new)
     q.enqueue_job(new)
     run_worker(s, redis_conn, monkeypatch)
-    assert len(server.finalized()) == 1 and len(server.clips) == 1
+    assert len(backend.finalized()) == 1 and len(backend.clips) == 1
 
 
 def test_closed_venue_waits_for_the_next_opening(
     make_settings: Callable[..., Settings],
-    server: BackendServer,
-    media: tuple[Path, Path],
+    backend: BackendServer,
+    highlight_media: tuple[Path, Path],
     redis_conn: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -375,9 +361,9 @@ def test_closed_venue_waits_for_the_next_opening(
     start = datetime.fromtimestamp(time.time() + 3 * 3600, UTC)
     end = datetime.fromtimestamp(time.time() + 4 * 3600, UTC)
     hours = f"{start:%H}:00-{end:%H}:00"
-    s = make_settings(**upload_overrides(server.base, open_hours=hours, timezone="UTC"))
-    sc = make_highlight(s, *media)
-    server.inject("closed")
+    s = make_settings(**upload_overrides(backend.base, open_hours=hours, timezone="UTC"))
+    sc = make_highlight(s, *highlight_media)
+    backend.inject("closed")
     enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     scheduled = ScheduledJobRegistry(queue=queue(s, "upload", redis_conn))
@@ -388,7 +374,7 @@ def test_closed_venue_waits_for_the_next_opening(
 
 def test_credential_error_stops_retrying_and_raises_an_alarm(
     setup: Setup,
-    server: BackendServer,
+    backend: BackendServer,
     redis_conn: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
     make_settings: Callable[..., Settings],
@@ -398,8 +384,8 @@ def test_credential_error_stops_retrying_and_raises_an_alarm(
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
     assert job.get_status() == "failed" and job.id in FailedJobRegistry(queue=queue(s, "upload", redis_conn))
-    assert server.calls["register"] == 1  # no retry burned on a refusal that retrying cannot fix
-    assert len(server.clips) == 0
+    assert backend.calls["register"] == 1  # no retry burned on a refusal that retrying cannot fix
+    assert len(backend.clips) == 0
     data = sidecar.load(sc)
     assert data["status"] == "upload_blocked" and "signature_mismatch" in data["remote"]["last_error"]
     assert Path(data["wm_path"]).exists()
@@ -408,28 +394,28 @@ def test_credential_error_stops_retrying_and_raises_an_alarm(
     assert "upload_credentials" in status.stdout and "GN_DEVICE_SECRET" in status.stdout, status.stdout
     assert status.returncode != 0
     # The operator fixes the secret and requeues: delivered, alarm gone.
-    fixed = make_settings(**upload_overrides(server.base, keep_after_upload=True))
+    fixed = make_settings(**upload_overrides(backend.base, keep_after_upload=True))
     FailedJobRegistry(queue=queue(fixed, "upload", redis_conn)).requeue(job.id)
     run_worker(fixed, redis_conn, monkeypatch)
-    assert len(server.finalized()) == 1 and len(server.clips) == 1
+    assert len(backend.finalized()) == 1 and len(backend.clips) == 1
     assert redis_conn.hget(keys.alarms(s.device_id), upload.ALARM) is None
 
 
 def test_injected_signature_mismatch_is_a_credential_error(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
-    server.inject("signature_mismatch")
+    backend.inject("signature_mismatch")
     job = enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
-    assert job.get_status() == "failed" and server.calls["register"] == 1 and len(server.clips) == 0
+    assert job.get_status() == "failed" and backend.calls["register"] == 1 and len(backend.clips) == 0
     alarm = json.loads(redis_conn.hget(keys.alarms(s.device_id), upload.ALARM))
     assert "signature_mismatch" in alarm["message"]
 
 
 def test_finalize_409_counts_as_done(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
     enqueue(s, redis_conn, sc)
@@ -441,16 +427,18 @@ def test_finalize_409_counts_as_done(
     sidecar.update(sc, remote=remote, status="watermarked")
     enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
-    assert server.calls["finalize"] == 2 and server.calls["register"] == 1 and server.calls["put"] == 1
-    assert sidecar.load(sc)["status"] == "uploaded" and len(server.clips) == 1
+    assert backend.calls["finalize"] == 2 and backend.calls["register"] == 1 and backend.calls["put"] == 1
+    assert sidecar.load(sc)["status"] == "uploaded" and len(backend.clips) == 1
 
 
 def test_uploads_off_leave_the_highlight_alone(
-    make_settings: Callable[..., Settings], media: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings],
+    highlight_media: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s = make_settings()
     assert not s.upload_enabled
-    sc = make_highlight(s, *media)
+    sc = make_highlight(s, *highlight_media)
     for k in [k for k in upload_overrides("")]:
         monkeypatch.delenv(f"GN_{k.upper()}", raising=False)
     monkeypatch.setenv("GN_DEVICE_ID", s.device_id)
@@ -464,7 +452,7 @@ def test_uploads_off_leave_the_highlight_alone(
 
 
 def test_a_second_job_on_a_highlight_being_uploaded_stands_aside(
-    setup: Setup, server: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, backend: BackendServer, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, sc = setup(keep_after_upload=True)
     press_id = sidecar.load(sc)["press_id"]
@@ -472,12 +460,12 @@ def test_a_second_job_on_a_highlight_being_uploaded_stands_aside(
     job = enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
-    assert job.return_value() == "busy" and server.calls["register"] == 0
+    assert job.return_value() == "busy" and backend.calls["register"] == 0
     # The lock's owner (or a retry of it, same job id) goes ahead.
     redis_conn.set(keys.upload_lock(s.device_id, press_id), job.id, ex=60)
     enqueue(s, redis_conn, sc)
     run_worker(s, redis_conn, monkeypatch)
-    assert len(server.finalized()) == 1
+    assert len(backend.finalized()) == 1
     assert redis_conn.get(keys.upload_lock(s.device_id, press_id)) is None
 
 

@@ -11,10 +11,9 @@ import signal
 import subprocess
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 from rq.job import Job
 
@@ -25,23 +24,7 @@ from common.settings import Settings
 from tests.backend_server import BackendServer
 from tests.conftest import REPO, gn_env, gravanois_cmd
 from tests.helpers import wait_for
-from tests.media import make_video
-from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE, enqueue, make_highlight, upload_overrides
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("media")
-    video = make_video(d / "wm.mp4", seconds=2, fps=15)
-    thumb = d / "thumb.jpg"
-    thumb.write_bytes(b"\xff\xd8\xff\xe0 test thumbnail \xff\xd9")
-    return video, thumb
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[BackendServer]:
-    with BackendServer(SECRET, settings.device_id, CLIENT, VENUE, token=TOKEN) as srv:
-        yield srv
+from tests.upload_helpers import SECRET, TOKEN, enqueue, make_highlight, upload_overrides
 
 
 def worker_cmd(*extra: str) -> list[str]:
@@ -58,19 +41,19 @@ def run_burst(settings: Settings) -> subprocess.CompletedProcess[str]:
 
 def test_worker_killed_between_put_and_finalize_resumes_at_finalize(
     make_settings: Callable[..., Settings],
-    server: BackendServer,
-    media: tuple[Path, Path],
+    backend: BackendServer,
+    highlight_media: tuple[Path, Path],
     redis_conn: redis.Redis,
 ) -> None:
-    s = make_settings(**upload_overrides(server.base, keep_after_upload=True))
-    sc = make_highlight(s, *media)
+    s = make_settings(**upload_overrides(backend.base, keep_after_upload=True))
+    sc = make_highlight(s, *highlight_media)
     job = enqueue(s, redis_conn, sc)
-    server.inject("hold_finalize")  # the finalize request arrives and waits: the PUT is done
+    backend.inject("hold_finalize")  # the finalize request arrives and waits: the PUT is done
     proc = subprocess.Popen(
         worker_cmd(), env=gn_env(s), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO
     )
     try:
-        assert server.finalize_waiting.wait(60), "the finalize request never arrived"
+        assert backend.finalize_waiting.wait(60), "the finalize request never arrived"
         remote = sidecar.load(sc)["remote"]
         assert remote["uploaded_at"] and remote["etag"] and "finalized_at" not in remote
         # The saved sidecar holds the pre-signed URL (the retry needs it); logged, it would be masked.
@@ -81,8 +64,8 @@ def test_worker_killed_between_put_and_finalize_resumes_at_finalize(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    server.release()  # the held request is dropped unanswered: nothing was finalized
-    assert not server.finalized()
+    backend.release()  # the held request is dropped unanswered: nothing was finalized
+    assert not backend.finalized()
     # RQ notices a dead worker's job when its heartbeat lapses and retries it; here time is not waited
     # for, the cleanup RQ's maintenance runs is called with a timestamp past the lapse.
     q = queue(s, "upload", redis_conn)
@@ -92,37 +75,37 @@ def test_worker_killed_between_put_and_finalize_resumes_at_finalize(
     run_burst(s)
 
     assert Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER).get_status() == "finished"
-    (clip,) = server.clips.values()
+    (clip,) = backend.clips.values()
     assert clip.status == "finalized"
-    assert server.calls["register"] == 1 and server.calls["put"] == 1 and server.calls["finalize"] == 2
+    assert backend.calls["register"] == 1 and backend.calls["put"] == 1 and backend.calls["finalize"] == 2
     assert sidecar.load(sc)["remote"]["finalized_at"]
 
 
 def test_secrets_never_reach_logs_or_redis_in_real_runs(
     make_settings: Callable[..., Settings],
-    server: BackendServer,
-    media: tuple[Path, Path],
+    backend: BackendServer,
+    highlight_media: tuple[Path, Path],
     redis_conn: redis.Redis,
 ) -> None:
-    s = make_settings(**upload_overrides(server.base, log_level="DEBUG", max_attempts=4))
+    s = make_settings(**upload_overrides(backend.base, log_level="DEBUG", max_attempts=4))
     logs: list[str] = []
     # A transient fault on each step, then success; then a closed venue.
-    first = make_highlight(s, *media, at=time.time() - 60)
-    second = make_highlight(s, *media)
+    first = make_highlight(s, *highlight_media, at=time.time() - 60)
+    second = make_highlight(s, *highlight_media)
     for fault in ("register_500", "put_drop", "finalize_422"):
-        server.inject(fault)
+        backend.inject(fault)
     enqueue(s, redis_conn, first)
     res = run_burst(s)
     logs += [res.stdout, res.stderr]
-    assert len(server.finalized()) == 1
-    server.inject("closed")
+    assert len(backend.finalized()) == 1
+    backend.inject("closed")
     enqueue(s, redis_conn, second)
     res = run_burst(s)
     logs += [res.stdout, res.stderr]
     # A wrong secret: refused, alarm, failed job with its traceback in Redis.
     wrong = "wrong-secret-5d9e1f2a3b"
-    bad = make_settings(**upload_overrides(server.base, log_level="DEBUG", device_secret=wrong))
-    third = make_highlight(bad, *media, at=time.time() - 120)
+    bad = make_settings(**upload_overrides(backend.base, log_level="DEBUG", device_secret=wrong))
+    third = make_highlight(bad, *highlight_media, at=time.time() - 120)
     enqueue(bad, redis_conn, third)
     res = run_burst(bad)
     logs += [res.stdout, res.stderr]
@@ -132,9 +115,9 @@ def test_secrets_never_reach_logs_or_redis_in_real_runs(
     events = {ln.get("event") for ln in lines}
     assert {"upload_registered", "upload_put_done", "upload_done", "upload_retry", "upload_blocked"} <= events
     assert {"backend_answer", "upload_closed_hours"} <= events
-    assert len(server.finalized()) >= 1 and server.upload_urls and server.signatures
-    secrets = {SECRET, TOKEN, wrong, *server.signatures}
-    for url in server.upload_urls:
+    assert len(backend.finalized()) >= 1 and backend.upload_urls and backend.signatures
+    secrets = {SECRET, TOKEN, wrong, *backend.signatures}
+    for url in backend.upload_urls:
         secrets |= {url, url.split("?", 1)[1], url.split("X-Sig=", 1)[1]}
     values = []
     for key in redis_conn.scan_iter("*"):
