@@ -30,6 +30,7 @@ from common import keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger, setup_logging
 from common.proc import spawn, stop
+from common.redisconn import connect
 from common.segments import SegmentIndex
 from common.settings import Settings, to_env
 
@@ -226,7 +227,7 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
     """Start Redis, recorder and worker; press after the pre-roll; wait for the rendered highlight."""
     redis_dir = scratch / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+    conn = connect(settings)
     port = conn.connection_pool.connection_kwargs["port"]
     click.echo(f"starting a private Redis on 127.0.0.1:{port}", err=True)
     box.start("redis", redis_args(port, redis_dir))

@@ -22,7 +22,7 @@ from rq.registry import FailedJobRegistry
 from common import keys, sidecar
 from common.cli import fail, settings_from
 from common.journal import Press
-from common.redisconn import SERIALIZER, connect
+from common.redisconn import SERIALIZER, connect, retry_policy
 from common.settings import Settings
 from common.timeutil import iso
 from worker import retention
@@ -168,9 +168,9 @@ def requeue(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
 
 def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: FailedJob) -> None:
     """Give a failed job a fresh attempt budget and put it back on its queue."""
-    retries = settings.max_attempts - 1
-    job.retries_left = retries or None
-    job.retry_intervals = list(settings.retry_intervals)
+    policy = retry_policy(settings)
+    job.retries_left = policy.max if policy else None
+    job.retry_intervals = policy.intervals if policy else []
     for k in ("error", "failed_at", "progress"):
         job.meta.pop(k, None)
     job.save()
