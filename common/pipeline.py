@@ -1,0 +1,129 @@
+"""The pipeline's contract: its stages, job ids, states and retry policy, each defined here once.
+
+A press becomes a highlight through three RQ jobs, one per stage:
+
+    build  (press → raw clip + sidecar)  →  render (watermark, thumbnail)  →  upload (to the backend)
+
+Every process that enqueues, runs, watches or repairs these jobs (trigger, worker, the operator
+commands, the web app) reads the table below instead of spelling a queue, a function path, a job-id
+rule, a timeout or a state name itself. Job functions are looked up only in this table: a worker runs
+nothing else, whatever a job in Redis names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from rq import Retry
+
+if TYPE_CHECKING:
+    from common.settings import Settings
+
+PREFIX = "gn"
+
+
+class Stage(StrEnum):
+    """The pipeline's stages, in order; each has its own RQ queue."""
+
+    BUILD = "build"
+    RENDER = "render"
+    UPLOAD = "upload"
+
+
+class HighlightState(StrEnum):
+    """Where a highlight is, as `status`, the web app and `trigger press --wait` show it (Redis hash)."""
+
+    SCHEDULED = "scheduled"  # pressed; the build waits for the post-roll
+    BUILDING = "building"  # the build job is joining the window's segments
+    BUILT = "built"  # the raw clip and its sidecar exist; the render is queued
+    RETRYING = "retrying"  # an attempt failed; another one is due
+    RENDERING = "rendering"  # watermark and thumbnail being made
+    UPLOADING = "uploading"  # rendered; being delivered to the backend
+    DONE = "done"  # finished (and delivered, when uploads are on)
+    FAILED = "failed"  # failed for good; see `gravanois failed list`
+
+
+class SidecarStatus(StrEnum):
+    """The `status` field of a highlight's sidecar JSON (the seed's `queued` and `watermarked`, and on)."""
+
+    QUEUED = "queued"  # the raw clip, waiting for its render
+    WATERMARKED = "watermarked"  # rendered: watermarked clip and thumbnail in the output dir
+    FAILED = "failed"  # the render failed for good (the raw clip is kept for a requeue)
+    UPLOADED = "uploaded"  # the backend confirmed the upload
+    UPLOAD_FAILED = "upload_failed"  # the upload failed for good after its retries
+    UPLOAD_BLOCKED = "upload_blocked"  # the backend refused the credentials: fix them, then requeue
+
+
+# Sidecar statuses of a highlight that is finished on the box and waits for nothing more from it.
+DELIVERED = frozenset({SidecarStatus.UPLOADED})
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: where its jobs go, what they run, how long they may take, how they are counted."""
+
+    stage: Stage
+    function: str  # the job function RQ imports (the only one a worker runs for this stage)
+    timeout: int  # job timeout, seconds (an enqueuer may raise it, e.g. for a large upload)
+    failed_counter: str  # counter incremented once when one of its jobs fails for good
+    done_counter: str  # counter incremented once per highlight this stage finishes
+
+
+STAGES: dict[Stage, StageSpec] = {
+    Stage.BUILD: StageSpec(Stage.BUILD, "worker.build.build_highlight", 900, "builds_failed", "clips_built"),
+    Stage.RENDER: StageSpec(
+        Stage.RENDER, "worker.render.render_highlight", 1800, "renders_failed", "renders_ok"
+    ),
+    Stage.UPLOAD: StageSpec(
+        Stage.UPLOAD, "worker.upload.upload_highlight", 900, "uploads_failed", "uploads_ok"
+    ),
+}
+
+# The job functions a worker may run: anything else in a queue is refused without being imported.
+ALLOWED_FUNCTIONS = frozenset(spec.function for spec in STAGES.values())
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix (a bad argument, refused credentials, a missing input).
+
+    The failure policy sends the job straight to the failed registry instead of spending its retries.
+    """
+
+
+def queue_name(device: str, stage: Stage | str) -> str:
+    """RQ queue of a stage for this device."""
+    return f"{PREFIX}.{device}.{Stage(stage).value}"
+
+
+def job_id(device: str, press_id: str, stage: Stage | str, suffix: str = "") -> str:
+    """The RQ job id of one highlight's stage job: the same press always gets the same id.
+
+    `suffix` names a deliberate second job of the same stage (an upload rescheduled to opening time).
+    """
+    return f"{PREFIX}-{device}-{press_id}-{Stage(stage).value}" + (f"-{suffix}" if suffix else "")
+
+
+def failure_ttl(settings: Settings) -> int:
+    """Seconds a failed job stays in RQ's failed registry (GN_FAILURE_TTL_DAYS)."""
+    return int(settings.failure_ttl_days * 86400)
+
+
+def retry_intervals(attempts: int, intervals: tuple[float, ...] | list[float]) -> list[int]:
+    """One wait per retry: the first retry waits the first interval, and so on; the last one repeats.
+
+    RQ picks `intervals[len - retries_left]`, so the list must have exactly one entry per retry.
+    """
+    retries = max(0, attempts - 1)
+    waits = [max(0, round(x)) for x in intervals] or [0]
+    waits += [waits[-1]] * (retries - len(waits))
+    return waits[:retries]
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    """RQ retries for every stage: GN_MAX_ATTEMPTS attempts in all, GN_RETRY_INTERVALS apart."""
+    retries = settings.max_attempts - 1
+    if retries <= 0:
+        return None
+    return Retry(max=retries, interval=retry_intervals(settings.max_attempts, settings.retry_intervals))
