@@ -39,11 +39,6 @@ class Press:
         return (self.at - self.pre, self.at + self.post)
 
 
-def build_job_id(device: str, press: Press) -> str:
-    """RQ job id of a press's build job; a second enqueue of the same press finds it already there."""
-    return f"gn-{device}-{press.press_id}"
-
-
 def write(journal_dir: Path, press: Press) -> Path:
     """Journal a press (atomic); returns its file."""
     path = journal_dir / f"{press.press_id}.json"

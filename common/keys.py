@@ -6,7 +6,6 @@ Many boxes may share one Redis server, so everything lives under `gn:{device}:`.
 from __future__ import annotations
 
 PREFIX = "gn"
-STAGES = ("build", "render", "upload")
 
 
 def ns(device: str) -> str:
@@ -64,16 +63,14 @@ def alarms(device: str) -> str:
     return f"{ns(device)}:alarms"
 
 
+def scheduler(device: str) -> str:
+    """String held (with a short expiry) by the device's one running scheduler; value = its name."""
+    return f"{ns(device)}:scheduler"
+
+
 def upload_lock(device: str, press_id: str) -> str:
     """String set with NX + expiry while one upload job works on a highlight (no two register it)."""
     return f"{ns(device)}:upload:{press_id}:lock"
-
-
-def queue_name(device: str, stage: str) -> str:
-    """RQ queue of a stage (build, render, upload) for this device."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}")
-    return f"gn.{device}.{stage}"
 
 
 # Counters kept in the `counters` hash (shown by `gravanois status` and `gravanois metrics`).

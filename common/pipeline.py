@@ -13,10 +13,16 @@ nothing else, whatever a job in Redis names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rq import Retry
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from common.redisconn import SERIALIZER, connect
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -69,15 +75,34 @@ class StageSpec:
     timeout: int  # job timeout, seconds (an enqueuer may raise it, e.g. for a large upload)
     failed_counter: str  # counter incremented once when one of its jobs fails for good
     done_counter: str  # counter incremented once per highlight this stage finishes
+    # The sidecar statuses this stage starts from, and the one its final failure leaves (build has
+    # no sidecar yet); a status outside `starts_from` (say `upload_blocked`) is left as it is.
+    starts_from: frozenset[SidecarStatus] = frozenset()
+    failed_status: SidecarStatus | None = None
+    # Where in the sidecar the stage keeps its attempts and last error ("" = top level).
+    sidecar_section: str = ""
 
 
 STAGES: dict[Stage, StageSpec] = {
     Stage.BUILD: StageSpec(Stage.BUILD, "worker.build.build_highlight", 900, "builds_failed", "clips_built"),
     Stage.RENDER: StageSpec(
-        Stage.RENDER, "worker.render.render_highlight", 1800, "renders_failed", "renders_ok"
+        Stage.RENDER,
+        "worker.render.render_highlight",
+        1800,
+        "renders_failed",
+        "renders_ok",
+        starts_from=frozenset({SidecarStatus.QUEUED, SidecarStatus.FAILED}),
+        failed_status=SidecarStatus.FAILED,
     ),
     Stage.UPLOAD: StageSpec(
-        Stage.UPLOAD, "worker.upload.upload_highlight", 900, "uploads_failed", "uploads_ok"
+        Stage.UPLOAD,
+        "worker.upload.upload_highlight",
+        900,
+        "uploads_failed",
+        "uploads_ok",
+        starts_from=frozenset({SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}),
+        failed_status=SidecarStatus.UPLOAD_FAILED,
+        sidecar_section="remote",
     ),
 }
 
@@ -95,6 +120,12 @@ class PermanentError(Exception):
 def queue_name(device: str, stage: Stage | str) -> str:
     """RQ queue of a stage for this device."""
     return f"{PREFIX}.{device}.{Stage(stage).value}"
+
+
+def stage_of_queue(name: str) -> Stage | None:
+    """The stage a queue name (`gn.<device>.<stage>`) serves, or None for a queue that is not ours."""
+    tail = name.rsplit(".", 1)[-1]
+    return Stage(tail) if name.startswith(f"{PREFIX}.") and tail in Stage.__members__.values() else None
 
 
 def job_id(device: str, press_id: str, stage: Stage | str, suffix: str = "") -> str:
@@ -127,3 +158,69 @@ def retry_policy(settings: Settings) -> Retry | None:
     if retries <= 0:
         return None
     return Retry(max=retries, interval=retry_intervals(settings.max_attempts, settings.retry_intervals))
+
+
+# A job id whose earlier job ended in one of these may be enqueued again (a deliberate retry);
+# any other status means the job is already there, and enqueueing it again is a no-op.
+RESTARTABLE = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+
+
+def queue(settings: Settings, stage: Stage | str, conn: redis.Redis | None = None) -> Queue:
+    """The RQ queue of one stage, JSON-serialized (never pickle)."""
+    return Queue(
+        queue_name(settings.device_id, stage),
+        connection=conn or connect(settings),
+        serializer=SERIALIZER,
+        default_timeout=STAGES[Stage(stage)].timeout,
+    )
+
+
+def enqueue(
+    settings: Settings,
+    conn: redis.Redis,
+    stage: Stage | str,
+    arg: Any,
+    *,
+    press_id: str,
+    at: float,
+    when: float | None = None,
+    timeout: int | None = None,
+    suffix: str = "",
+) -> tuple[Job, bool]:
+    """Put one highlight's stage job on its queue (at `when`, epoch s, if given); idempotent by job id.
+
+    Returns (job, created): a job with the same id that is queued, scheduled, running or finished is
+    returned as it is (created=False), like arq; one that failed or was stopped is replaced.
+    The job carries its highlight in `meta` (stage, press_id, at), which the failure policy reads.
+    """
+    stage = Stage(stage)
+    spec = STAGES[stage]
+    q = queue(settings, stage, conn)
+    jid = job_id(settings.device_id, press_id, stage, suffix)
+    try:
+        old = Job.fetch(jid, connection=conn, serializer=SERIALIZER)
+    except NoSuchJobError:
+        old = None
+    if old is not None:
+        if old.get_status(refresh=False) not in RESTARTABLE:
+            return old, False
+        old.delete()
+    job = q.create_job(
+        spec.function,
+        args=(arg,),
+        job_id=jid,
+        timeout=timeout or spec.timeout,
+        retry=retry_policy(settings),
+        failure_ttl=failure_ttl(settings),
+        description=f"{stage} {press_id}" + (f" ({suffix})" if suffix else ""),
+        meta={"stage": stage.value, "press_id": press_id, "at": at},
+        status=JobStatus.SCHEDULED if when is not None else JobStatus.QUEUED,
+    )
+    try:
+        if when is not None:
+            q.schedule_job(job, datetime.fromtimestamp(when, tz=UTC), unique=True)
+        else:
+            q.enqueue_job(job, unique=True)
+    except DuplicateJobError:  # another process enqueued it in between
+        return Job.fetch(jid, connection=conn, serializer=SERIALIZER), False
+    return job, True

@@ -7,7 +7,6 @@ import json
 import time
 
 import redis
-from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from common import keys
@@ -40,16 +39,6 @@ def wait_for_redis(conn: redis.Redis, timeout: float, interval: float = 0.5) -> 
             time.sleep(interval)
 
 
-def queue(settings: Settings, stage: str, conn: redis.Redis | None = None) -> Queue:
-    """The RQ queue of one stage (build, render, upload), JSON-serialized."""
-    return Queue(
-        keys.queue_name(settings.device_id, stage),
-        connection=conn or connect(settings),
-        serializer=SERIALIZER,
-        default_timeout=900,
-    )
-
-
 def incr(conn: redis.Redis, settings: Settings, counter: str, amount: int = 1) -> None:
     """Add to one of the device's counters (presses, clips_built, renders_ok, …); Redis errors ignored."""
     with contextlib.suppress(redis.RedisError):
@@ -68,14 +57,8 @@ def clear_alarm(conn: redis.Redis, settings: Settings, name: str) -> None:
     conn.hdel(keys.alarms(settings.device_id), name)
 
 
-def retry_policy(settings: Settings) -> Retry | None:
-    """RQ retries for build/render/upload jobs: GN_MAX_ATTEMPTS in all, GN_RETRY_INTERVALS apart."""
-    retries = settings.max_attempts - 1
-    return Retry(max=retries, interval=list(settings.retry_intervals)) if retries else None
-
-
 def note_highlight(conn: redis.Redis, settings: Settings, press_id: str, at: float, **state: str) -> None:
-    """Record a highlight's state (scheduled, building, rendering, uploading, done, failed) for `status`."""
+    """Record a highlight's fields for `status` and the web app (`state` is a pipeline.HighlightState)."""
     key = keys.highlight(settings.device_id, press_id)
     pipe = conn.pipeline()
     pipe.hset(key, mapping={**{k: str(v) for k, v in state.items()}, "updated_at": iso()})

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
+from assets import default_logo
+
 ENV_PREFIX = "GN_"
 SYNTHETIC_SOURCE = "testsrc"
 RECORD_MODES = ("copy", "encode")
@@ -138,8 +140,8 @@ class Settings:
     serial_baud: int = field(default=115200, metadata=_meta("Serial trigger baud rate."))
     # --- render
     wm_logo: Path = field(
-        default=Path(__file__).resolve().parent.parent / "assets" / "logo.png",
-        metadata=_meta("Watermark logo (PNG with alpha)."),
+        default_factory=default_logo,
+        metadata=_meta("Watermark logo (PNG with alpha); the default ships with the package."),
     )
     wm_logo2: Path | None = field(
         default=None, metadata=_meta("Optional second logo, placed in the opposite corner.")

@@ -14,8 +14,8 @@ import redis
 from common import journal, keys, sidecar
 from common.ffmpeg import decode_errors, probe
 from common.fsutil import sha256_file
-from common.journal import Press, build_job_id
-from common.redisconn import queue
+from common.journal import Press
+from common.pipeline import STAGES, Stage, job_id, queue, retry_policy
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
@@ -99,7 +99,7 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
 
     done = run_build_worker(s)
     assert done.returncode == 0, done.stderr
-    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
     assert job.get_status() == "finished", reason(job)
     clip = s.clips_dir / sidecar.clip_name(p)
     assert job.return_value() == str(clip)
@@ -120,12 +120,10 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     assert abs(info.duration_sec - (last - first)) < 0.25
     assert p.pre + p.post - 0.1 <= info.duration_sec <= p.pre + p.post + 2 * s.seg_time + 0.25
     assert decode_errors(clip) == ""
-    # render job: deterministic id, one arg = sidecar path, on the render queue
-    render_job = fetch(redis_conn, build_job_id(s.device_id, p) + "-render")
+    # render job: deterministic id, one arg = the sidecar's name, on the render queue
+    render_job = fetch(redis_conn, job_id(s.device_id, p.press_id, "render"))
     assert render_job.func_name == "worker.render.render_highlight"
-    assert render_job.args == [str(sidecar.path_for(clip))] or render_job.args == (
-        str(sidecar.path_for(clip)),
-    )
+    assert render_job.args == [sidecar.path_for(clip).name]
     assert render_job.id in queue(s, "render", redis_conn).job_ids
     # unpinned, counted, noted; no temp files (concat list, partial mp4) left
     assert not any(pin.pin_id == p.press_id for pin in SegmentIndex(redis_conn, s.device_id, "cam1").pins())
@@ -147,7 +145,7 @@ def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn:
         (s.camera_buffer_dir("cam1") / x.name).unlink()
     assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
     assert run_build_worker(s).returncode == 0
-    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
     assert job.get_status() == "finished", reason(job)
     data = json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
     assert len(data["gaps"]) == 1
@@ -169,7 +167,7 @@ def test_camera_that_recorded_nothing_is_a_failed_highlight(make_settings, redis
     assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
     t0 = time.monotonic()
     run_build_worker(s)
-    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
     assert job.get_status() == "failed"
     assert "camera cam1 recorded nothing since" in reason(job)
     state = redis_conn.hgetall(keys.highlight(s.device_id, p.press_id))
@@ -226,7 +224,8 @@ def test_hostile_job_arguments_fail_clearly_and_touch_nothing(
         arg = {**arg, "at": time.time() + 3600}
     before = files_under(tmp_path)
     q = queue(s, "build", redis_conn)
-    job = q.enqueue(build.FUNCTION, arg, job_id=f"hostile-{s.device_id}", retry=press_mod.retry_policy(s))
+    build_function = STAGES[Stage.BUILD].function
+    job = q.enqueue(build_function, arg, job_id=f"hostile-{s.device_id}", retry=retry_policy(s))
     assert run_build_worker(s).returncode == 0
     job = fetch(redis_conn, job.id)
     assert job.get_status() == "failed", job.get_status()
@@ -242,6 +241,6 @@ def test_double_enqueue_of_the_same_press_is_a_noop(make_settings, redis_conn: r
     p = Press(camera="cam1", at=time.time(), pre=5, post=2)
     assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
     assert press_mod.hand_over(s, redis_conn, p).state == press_mod.DUPLICATE
-    job = fetch(redis_conn, build_job_id(s.device_id, p))
+    job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
     assert job.args[0] == asdict(p)
     assert job.func_name == "worker.build.build_highlight"

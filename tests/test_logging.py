@@ -18,7 +18,8 @@ import redis
 from rq.job import Job
 
 from common import keys
-from common.redisconn import SERIALIZER, queue
+from common.pipeline import queue
+from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, gravanois_cmd
 from tests.helpers import wait_for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,17 +14,18 @@ import redis
 from common import keys, sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
+from common.pipeline import enqueue, job_id, queue_name
 from common.settings import Settings
 from tests.conftest import run_gravanois
 from tests.helpers import fetch
 from tests.media import make_logo
 from tests.render_helpers import frame, region_diff, stage_clip
-from worker import engines, render
-from worker.render import Render, enqueue_render
+from worker import engines, files, render
+from worker.render import Render
 
 
 def _job_id(settings: Settings, side: Path) -> str:
-    return render.job_id_for(settings, sidecar.load(side)["press_id"], "render")
+    return job_id(settings.device_id, sidecar.load(side)["press_id"], "render")
 
 
 def test_render_job_watermarks_thumbnails_and_moves_the_sidecar(
@@ -41,7 +43,7 @@ def test_render_job_watermarks_thumbnails_and_moves_the_sidecar(
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     leftover = settings.output_dir / f".tmp-999999-{stem}.mp4"
     leftover.write_bytes(b"half a file")
-    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    job = enqueue(settings, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())[0]
 
     done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -85,7 +87,7 @@ def test_render_job_watermarks_thumbnails_and_moves_the_sidecar(
 
     # Idempotent: running the same job again only fixes up; nothing is re-encoded or counted twice.
     before = wm.stat().st_mtime_ns
-    assert Render(settings, redis_conn, side, None).run() == str(wm)
+    assert Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run() == str(wm)
     assert wm.stat().st_mtime_ns == before
     assert redis_conn.hget(keys.counters(settings.device_id), "renders_ok") == b"1"
 
@@ -101,12 +103,12 @@ def test_rerun_after_crash_between_outputs_and_cleanup(
     keep.mkdir()
     for f in (side, settings.clips_dir / raw_name):
         (keep / f.name).write_bytes(f.read_bytes())
-    Render(settings, redis_conn, side, None).run()
+    Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run()
     for f in keep.iterdir():  # the crash: as if the removal had not happened
         (settings.clips_dir / f.name).write_bytes(f.read_bytes())
     wm = settings.output_dir / raw_name
     before = wm.stat().st_mtime_ns
-    Render(settings, redis_conn, side, None).run()
+    Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run()
     assert wm.stat().st_mtime_ns == before
     assert not list(settings.clips_dir.iterdir())
     assert sidecar.load(settings.output_dir / side.name)["status"] == "watermarked"
@@ -131,7 +133,7 @@ def test_hardware_encoder_falls_back_to_libx264(
     hw = subprocess.run(engines.ffmpeg_args(spec), capture_output=True)
     assert hw.returncode != 0
     # … and the render still succeeds, with libx264.
-    out = Render(settings, redis_conn, side, None).run()
+    out = Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run()
     assert probe(Path(out)).codec == "h264"
     assert sidecar.load(settings.output_dir / f"{stem}.json")["status"] == "watermarked"
 
@@ -144,7 +146,7 @@ def test_watermark_at_record_skips_the_reencode(
     side = stage_clip(settings, seconds=2)
     raw = settings.clips_dir / sidecar.load(side)["file_name"]
     digest = sha256_file(raw)
-    out = Path(Render(settings, redis_conn, side, None).run())
+    out = Path(Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run())
     assert sha256_file(out) == digest  # the clip itself is final, byte for byte
     new = sidecar.load(settings.output_dir / side.name)
     assert new["status"] == "watermarked" and new["wm_engine"] == "record"
@@ -156,7 +158,7 @@ def test_vertical_crop_is_a_second_output(
 ) -> None:
     settings = make_settings(wm_logo=make_logo(tmp_path / "logo.png"), wm_vertical=True)
     side = stage_clip(settings, seconds=2, size="640x360")
-    Render(settings, redis_conn, side, None).run()
+    Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run()
     new = sidecar.load(settings.output_dir / side.name)
     v = probe(Path(new["wm_vertical_path"]))
     assert (v.width, v.height) == (202, 360)
@@ -174,12 +176,14 @@ def test_upload_job_is_enqueued_once_when_uploads_are_on(
     )
     side = stage_clip(settings, seconds=2)
     press_id = sidecar.load(side)["press_id"]
-    Render(settings, redis_conn, side, None).run()
-    job = fetch(redis_conn, render.job_id_for(settings, press_id, "upload"))
+    Render(settings, redis_conn, files.from_job_arg(settings, side.name), None).run()
+    job = fetch(redis_conn, job_id(settings.device_id, press_id, "upload"))
     assert job.func_name == "worker.upload.upload_highlight"
-    assert job.args == [str(settings.output_dir / side.name)]
-    assert job.origin == keys.queue_name(settings.device_id, "upload")
-    Render(settings, redis_conn, side, None).run()  # a re-run does not enqueue a second upload
+    assert job.args == [side.name]
+    assert job.origin == queue_name(settings.device_id, "upload")
+    Render(
+        settings, redis_conn, files.from_job_arg(settings, side.name), None
+    ).run()  # a re-run does not enqueue a second upload
     assert redis_conn.llen(f"rq:queue:{job.origin}") == 1
 
 

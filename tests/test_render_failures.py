@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from common import keys, sidecar
+from common.pipeline import enqueue, queue_name
 from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.conftest import REPO, gn_env, run_gravanois
@@ -22,13 +24,10 @@ from tests.helpers import fetch, wait_for
 from tests.media import corrupt, make_logo, make_video
 from tests.render_helpers import ffmpeg_pids, stage_clip, start_worker
 from worker import render
-from worker.render import enqueue_render
 
 
 def _failed(settings: Settings, conn: redis.Redis) -> FailedJobRegistry:
-    return FailedJobRegistry(
-        keys.queue_name(settings.device_id, "render"), connection=conn, serializer=SERIALIZER
-    )
+    return FailedJobRegistry(queue_name(settings.device_id, "render"), connection=conn, serializer=SERIALIZER)
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:
@@ -51,7 +50,7 @@ def test_corrupt_clip_fails_three_times_then_requeue_completes(
     good = tmp_path / "good.mp4"
     good.write_bytes(raw.read_bytes())
     corrupt(good, raw)
-    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    job = enqueue(settings, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())[0]
     worker = start_worker(settings)
     try:
         wait_for(
@@ -88,14 +87,14 @@ def test_corrupt_clip_fails_three_times_then_requeue_completes(
             "-S",
             "rq.serializers.JSONSerializer",
             "-R",
-            keys.queue_name(settings.device_id, "render"),
+            queue_name(settings.device_id, "render"),
         ],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert rq.returncode == 0, rq.stderr
-    assert keys.queue_name(settings.device_id, "render") in rq.stdout
+    assert queue_name(settings.device_id, "render") in rq.stdout
 
     good.replace(raw)  # the operator fixes the cause
     again = run_gravanois(settings, "failed", "requeue", "--all")
@@ -117,7 +116,7 @@ def test_failed_purge_removes_jobs_and_files(
     data = sidecar.load(side)
     raw = settings.clips_dir / data["file_name"]
     raw.write_bytes(b"not a video at all")
-    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    job = enqueue(settings, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())[0]
     done = run_gravanois(settings, "worker", "--burst", "--queues", "render", timeout=60)
     assert done.returncode == 0
     assert job.id in _failed(settings, redis_conn).get_job_ids()
@@ -127,7 +126,7 @@ def test_failed_purge_removes_jobs_and_files(
         "-S",
         "rq.serializers.JSONSerializer",
         "--queue",
-        keys.queue_name(settings.device_id, "render"),
+        queue_name(settings.device_id, "render"),
         "--all",
     ]
     assert subprocess.run(rq, capture_output=True, timeout=30).returncode == 0
@@ -154,7 +153,7 @@ def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
     data = sidecar.load(side)
     raw = settings.clips_dir / data["file_name"]
     make_video(raw, seconds=20, size="640x360", fps=30)  # long enough to be killed mid-render
-    job = enqueue_render(settings, redis_conn, side, data["press_id"])
+    job = enqueue(settings, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())[0]
     worker = start_worker(settings, "--no-scheduler")
     try:
         wait_for("render progress", lambda: (fetch(redis_conn, job.id).meta.get("progress") or 0) > 0, 60)
@@ -168,7 +167,7 @@ def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
     assert not (settings.output_dir / raw.name).exists()
     assert all(p.name.startswith(".tmp-") for p in settings.output_dir.iterdir())
     started = StartedJobRegistry(
-        keys.queue_name(settings.device_id, "render"), connection=redis_conn, serializer=SERIALIZER
+        queue_name(settings.device_id, "render"), connection=redis_conn, serializer=SERIALIZER
     )
     assert job.id in started.get_job_ids()  # abandoned: RQ still believes it runs
     # RQ's own cleanup, as the next worker maintenance runs it once the heartbeat TTL (~90 s) has
@@ -216,11 +215,11 @@ def test_failed_list_shows_build_jobs_too(
         id=f"gn-{settings.device_id}-{press.press_id}",
         connection=redis_conn,
         serializer=SERIALIZER,
-        origin=keys.queue_name(settings.device_id, "build"),
+        origin=queue_name(settings.device_id, "build"),
     )
     job.save()
     reg = FailedJobRegistry(
-        keys.queue_name(settings.device_id, "build"), connection=redis_conn, serializer=SERIALIZER
+        queue_name(settings.device_id, "build"), connection=redis_conn, serializer=SERIALIZER
     )
     with redis_conn.pipeline() as pipe:  # what RQ does when a job fails for good
         job._handle_failure(

@@ -16,7 +16,8 @@ from rq import SimpleWorker
 
 from common import journal, keys
 from common.journal import Press
-from common.redisconn import SERIALIZER, note_highlight, queue, raise_alarm
+from common.pipeline import queue
+from common.redisconn import SERIALIZER, note_highlight, raise_alarm
 from common.settings import Settings
 from tests.conftest import gn_env, gravanois_cmd, run_gravanois
 from tests.redis_server import RedisServer, free_port

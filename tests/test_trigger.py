@@ -19,8 +19,8 @@ import redis
 from rq.registry import ScheduledJobRegistry
 
 from common import journal, keys, sidecar
-from common.journal import Press, build_job_id
-from common.redisconn import queue
+from common.journal import Press
+from common.pipeline import job_id, queue
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
@@ -39,7 +39,8 @@ def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
 
 
 def scheduled(conn: redis.Redis, s: Settings) -> list[str]:
-    return ScheduledJobRegistry(queue=queue(s, "build", conn)).get_job_ids()
+    """The build jobs of accepted presses (queued at once; each waits for its own post-roll)."""
+    return queue(s, "build", conn).get_job_ids()
 
 
 def job_presses(conn: redis.Redis, s: Settings) -> list[dict]:
@@ -117,7 +118,7 @@ def test_serial_tokens_and_port_detection(tmp_path):
 # ---- the CLI press
 
 
-def test_press_cli_schedules_build_due_at_t_plus_post(make_settings, redis_conn: redis.Redis):
+def test_press_cli_queues_the_build_at_once(make_settings, redis_conn: redis.Redis):
     s = _settings(make_settings)
     before = time.time()
     done = run_gravanois(s, "trigger", "press", "--camera", "cam1")
@@ -127,11 +128,12 @@ def test_press_cli_schedules_build_due_at_t_plus_post(make_settings, redis_conn:
     job = fetch(redis_conn, jid)
     p = Press(**job.args[0])
     assert before <= p.at <= after and p.pre == 5 and p.post == 2 and p.camera == "cam1"
-    assert jid == build_job_id(s.device_id, p) and jid in done.stdout
+    assert jid == job_id(s.device_id, p.press_id, "build") and jid in done.stdout
     assert str(s.clips_dir / sidecar.clip_name(p)) in done.stdout
     assert job.func_name == "worker.build.build_highlight" and job.retries_left == s.max_attempts - 1
-    due = ScheduledJobRegistry(queue=queue(s, "build", redis_conn)).get_scheduled_time(jid)
-    assert abs(due.timestamp() - (p.at + p.post)) < 1.01  # RQ stores whole seconds
+    # Queued, not scheduled: no scheduler stands between a press and its clip.
+    assert job.get_status() == "queued" and not ScheduledJobRegistry(queue=queue(s, "build", redis_conn))
+    assert job.meta == {"stage": "build", "press_id": p.press_id, "at": p.at}
     pins = SegmentIndex(redis_conn, s.device_id, "cam1").pins()
     assert [(x.pin_id, round(x.start, 3), round(x.end, 3)) for x in pins] == [
         (p.press_id, round(p.at - 5, 3), round(p.at + 2, 3))

@@ -17,7 +17,8 @@ import redis
 from common import journal, sidecar
 from common.ffmpeg import decode_errors, probe
 from common.fsutil import sha256_file
-from common.journal import Press, build_job_id
+from common.journal import Press
+from common.pipeline import job_id
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
@@ -92,14 +93,14 @@ def press(s: Settings) -> Press:
 
 def built(conn: redis.Redis, s: Settings, p: Press, timeout: float = 60) -> dict:
     """Wait for the press's build job; its sidecar."""
-    job_id = build_job_id(s.device_id, p)
+    build_id = job_id(s.device_id, p.press_id, "build")
 
     def finished() -> bool:
-        status = fetch(conn, job_id).get_status(refresh=True)
-        assert status != "failed", fetch(conn, job_id).latest_result().exc_string
+        status = fetch(conn, build_id).get_status(refresh=True)
+        assert status != "failed", fetch(conn, build_id).latest_result().exc_string
         return status == "finished"
 
-    wait_for(f"build job {job_id}", finished, timeout)
+    wait_for(f"build job {build_id}", finished, timeout)
     return json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
 
 

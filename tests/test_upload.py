@@ -19,7 +19,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from common import keys, sidecar
 from common.fsutil import sha256_file
 from common.log import redact
-from common.redisconn import SERIALIZER, queue
+from common.pipeline import queue
+from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.backend_server import BackendServer
 from tests.conftest import run_gravanois
@@ -446,7 +447,7 @@ def test_uploads_off_leave_the_highlight_alone(
     monkeypatch.setenv("GN_REDIS_URL", s.redis_url)
     from worker import context
 
-    context.settings.cache_clear()
+    context.install(s)
     assert upload.upload_highlight(str(sc)) == "disabled"
     assert sidecar.load(sc)["status"] == "watermarked" and Path(sidecar.load(sc)["wm_path"]).exists()
 

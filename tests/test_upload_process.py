@@ -19,7 +19,8 @@ from rq.job import Job
 
 from common import keys, sidecar
 from common.log import redact
-from common.redisconn import SERIALIZER, queue
+from common.pipeline import queue
+from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.backend_server import BackendServer
 from tests.conftest import REPO, gn_env, gravanois_cmd

@@ -13,11 +13,11 @@ from rq.job import Job
 from common import sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
-from common.journal import Press, build_job_id
-from common.redisconn import SERIALIZER, queue, retry_policy
+from common.journal import Press
+from common.pipeline import job_id, queue, retry_policy
+from common.redisconn import SERIALIZER
 from common.settings import Settings, to_env
 from common.timeutil import parse_iso
-from worker import context
 from worker.rqworker import BoxWorker
 
 SECRET = "dev-secret-7f3a9c1e5b"
@@ -73,7 +73,7 @@ def job_id_for(settings: Settings, sidecar_path: Path) -> str:
     """The upload job id the render stage uses."""
     data = sidecar.load(sidecar_path)
     press = Press(data["camera"], parse_iso(data["press_at"]), data["pre_seconds"], data["post_seconds"])
-    return build_job_id(settings.device_id, press) + "-upload"
+    return job_id(settings.device_id, press.press_id, "upload")
 
 
 def enqueue(settings: Settings, conn: redis.Redis, sidecar_path: Path) -> Job:
@@ -90,6 +90,5 @@ def run_worker(settings: Settings, conn: redis.Redis, monkeypatch: pytest.Monkey
     """A real RQ worker (BoxWorker, forking work-horse) in burst mode on the upload queue."""
     for key, value in to_env(settings).items():
         monkeypatch.setenv(key, value)
-    context.settings.cache_clear()
     q = queue(settings, "upload", conn)
-    BoxWorker([q], connection=conn, serializer=SERIALIZER).work(burst=True, with_scheduler=False)
+    BoxWorker([q], connection=conn, serializer=SERIALIZER, settings=settings).work(burst=True)

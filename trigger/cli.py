@@ -12,9 +12,10 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from common import journal
+from common import journal, pipeline
 from common.cli import fail, settings_from
 from common.log import event, get_logger
+from common.pipeline import Stage
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings, SettingsError
 from common.timeutil import now, parse_iso
@@ -102,7 +103,7 @@ def press(
     paths, errors = [], []
     for o in waited:
         try:
-            paths.append(wait_final(conn, o.job_id, deadline))
+            paths.append(wait_final(conn, settings.device_id, o.press.press_id, deadline))
         except WaitError as exc:
             errors.append(f"{o.press.camera}: {exc}")
     if errors:
@@ -116,7 +117,9 @@ class WaitError(RuntimeError):
 
 
 def job_reason(job: Job) -> str:
-    """The last line of a failed job's traceback, without the exception's module path."""
+    """Why a job failed: the failure policy's reason, else the last line of its traceback."""
+    if job.meta.get("error"):
+        return str(job.meta["error"])
     result = job.latest_result()
     text = (result.exc_string if result is not None and result.exc_string else "").strip()
     last = text.splitlines()[-1] if text else f"job {job.id} failed"
@@ -124,9 +127,9 @@ def job_reason(job: Job) -> str:
     return tail if sep and " " not in head else last
 
 
-def wait_final(conn: redis.Redis, build_id: str, deadline: float) -> str:
-    """Poll the build job, then its render job (deterministic id); the rendered path, or WaitError."""
-    for job_id in (build_id, build_id + "-render"):
+def wait_final(conn: redis.Redis, device: str, press_id: str, deadline: float) -> str:
+    """Poll the press's build job, then its render job; the rendered path, or WaitError."""
+    for job_id in (pipeline.job_id(device, press_id, stage) for stage in (Stage.BUILD, Stage.RENDER)):
         result = None
         while result is None:
             if time.monotonic() > deadline:

@@ -1,8 +1,9 @@
-"""A press → journal → pin → scheduled build job: the one path every input (CLI, ENTER, GPIO, serial) takes.
+"""A press → journal → pin → build job: the one path every input (CLI, ENTER, GPIO, serial) takes.
 
 Order matters: the press time is taken at the button by the caller; the press is journalled (atomic file)
 before Redis is tried, so neither a dead Redis nor a crash loses it; Redis then gets the cooldown check,
-the pin, and the build job due at t+post (deterministic id, so a replay is a no-op); only then is the
+the pin, and the build job (deterministic id, so a replay is a no-op), enqueued at once: the build waits
+for its post-roll itself, so no scheduler stands between a press and its clip; only then is the
 journal file removed. A press journalled while Redis was down is replayed, oldest first and with its
 original time, by `replay` (the listener calls it until the journal is empty).
 """
@@ -14,36 +15,40 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import redis
-from rq.exceptions import DuplicateJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from common import journal, keys, sidecar
-from common.journal import Press, build_job_id
+from common.journal import Press
 from common.log import event, get_logger
-from common.redisconn import incr, note_highlight, queue, retry_policy
+from common.pipeline import HighlightState, Stage, enqueue, job_id
+from common.redisconn import incr, note_highlight
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError, parse_open_hours
 from common.timeutil import iso, now
 
 log = get_logger(__name__)
 
-BUILD_FUNCTION = "worker.build.build_highlight"
-BUILD_TIMEOUT = 900
 # Pins outlive t+post by this much: the build's wait, its retries, a worker restart.
 PIN_MARGIN_SECONDS = 3600.0
 ALL = "all"
 
-SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE = (
-    "scheduled",
-    "journalled",
-    "cooldown",
-    "closed",
-    "duplicate",
-)
+
+class Result(StrEnum):
+    """What became of one press, as the presser is told."""
+
+    SCHEDULED = HighlightState.SCHEDULED.value  # accepted: the build job is queued
+    JOURNALLED = "journalled"  # Redis is down: kept on disk, enqueued when it is back
+    COOLDOWN = "cooldown"  # within the camera's cooldown after another press
+    CLOSED = "closed"  # outside opening hours
+    DUPLICATE = "duplicate"  # this very press is already queued
+
+
+SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE = Result
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Outcome:
     """What became of one press."""
 
     press: Press
-    state: str  # scheduled | journalled | cooldown | closed | duplicate
+    state: Result
     job_id: str
     clip: Path
     detail: str = ""
@@ -119,12 +124,12 @@ def make_presses(settings: Settings, cameras: list[str], at: float, source: str)
     ]
 
 
-def outcome(settings: Settings, press: Press, state: str, detail: str = "") -> Outcome:
+def outcome(settings: Settings, press: Press, state: Result, detail: str = "") -> Outcome:
     """An Outcome with the job id and clip path the press will produce."""
     return Outcome(
         press,
         state,
-        build_job_id(settings.device_id, press),
+        job_id(settings.device_id, press.press_id, Stage.BUILD),
         settings.clips_dir / sidecar.clip_name(press),
         detail,
     )
@@ -198,8 +203,8 @@ def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
 
 def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     """Cooldown, pin and scheduled build job in Redis (RedisError propagates: the journal keeps it)."""
-    job_id = build_job_id(settings.device_id, press)
-    if Job.exists(job_id, connection=conn):
+    build_id = job_id(settings.device_id, press.press_id, Stage.BUILD)
+    if Job.exists(build_id, connection=conn):
         return outcome(settings, press, DUPLICATE, "this press is already queued")
     if not cooldown_ok(settings, conn, press):
         detail = f"within the {settings.cooldown_seconds:g} s cooldown of camera {press.camera}"
@@ -210,29 +215,25 @@ def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     SegmentIndex(conn, settings.device_id, press.camera).pin(
         press.press_id, a, b, max(0.0, b - now()) + PIN_MARGIN_SECONDS
     )
-    q = queue(settings, "build", conn)
-    job = q.create_job(
-        BUILD_FUNCTION,
-        args=(asdict(press),),
-        job_id=job_id,
-        status=JobStatus.SCHEDULED,
-        retry=retry_policy(settings),
-        timeout=BUILD_TIMEOUT,
-        failure_ttl=int(settings.failure_ttl_days * 86400),
-        description=f"build {press.press_id}",
-    )
-    try:
-        q.schedule_job(job, datetime.fromtimestamp(b, tz=UTC), unique=True)
-    except DuplicateJobError:
+    _, created = enqueue(settings, conn, Stage.BUILD, asdict(press), press_id=press.press_id, at=press.at)
+    if not created:
         return outcome(settings, press, DUPLICATE, "this press is already queued")
     incr(conn, settings, "presses")
-    note_highlight(conn, settings, press.press_id, press.at, state=SCHEDULED, camera=press.camera, job=job_id)
+    note_highlight(
+        conn,
+        settings,
+        press.press_id,
+        press.at,
+        state=HighlightState.SCHEDULED,
+        camera=press.camera,
+        job=build_id,
+    )
     event(
         log,
         "press_scheduled",
         camera=press.camera,
         at=iso(press.at),
-        job=job_id,
+        job=build_id,
         due=iso(b),
         source=press.source,
     )

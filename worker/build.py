@@ -1,9 +1,10 @@
 """Build stage: a press → the raw highlight clip (concat of the segments covering its window) + sidecar.
 
-The job is due at t+post. It waits (bounded) for a closed segment reaching t+post, selects segments by
-wall-clock overlap with [t-pre, t+post], joins them with the concat demuxer and `-c copy` into the clips
-dir (atomically), writes the sidecar, enqueues the render job and releases the pin. Missing segments
-inside the window become `gaps` in the sidecar; only a window that nothing covers fails the highlight.
+The job is enqueued at the press. It waits (bounded) for a closed segment reaching t+post, selects
+segments by wall-clock overlap with [t-pre, t+post], checks each file (a zero-byte or garbage segment is
+left out), joins them with the concat demuxer and `-c copy` into the clips dir (atomically), writes the
+sidecar, enqueues the render job and releases the pin. Missing or bad segments inside the window become
+`gaps` in the sidecar; only a window that nothing covers fails the highlight.
 """
 
 from __future__ import annotations
@@ -18,23 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rq import get_current_job
 
 from common import keys, sidecar
-from common.ffmpeg import FFmpegError, base_args, probe, run
+from common.ffmpeg import base_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_file
 from common.journal import Press
 from common.log import event, get_logger
+from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.redisconn import incr, note_highlight
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, now
 from worker import context
-from worker.render import enqueue_render
 
 log = get_logger(__name__)
 
-FUNCTION = "worker.build.build_highlight"
 # Longest pre or post a press may ask for (the buffer must hold the window anyway).
 MAX_SIDE_SECONDS = 900.0
 # A press time this far ahead of the worker's clock is refused (clock skew between processes is tiny).
@@ -44,13 +43,17 @@ GAP_TOLERANCE = 0.25
 POLL_SECONDS = 0.2
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
+# MPEG-TS: 188-byte packets, each starting with this sync byte.
+TS_PACKET, TS_SYNC = 188, 0x47
+# A clip this much shorter than the segments it joins lost some of them on the way.
+DURATION_SLACK = 0.5
 
 
 class BuildFailed(RuntimeError):
     """The highlight cannot be built; the message is the reason shown to the operator."""
 
 
-class BadPress(BuildFailed):
+class BadPress(BuildFailed, PermanentError):
     """The job's argument is not a valid press: retrying cannot help."""
 
 
@@ -151,48 +154,13 @@ def wait_seconds(settings: Settings, keyframe_interval: float = 0.0) -> float:
 
 
 def build_highlight(press: dict) -> str:
-    """RQ job: build the raw clip and sidecar for one press, enqueue its render; returns the clip path."""
+    """RQ job: build the raw clip and sidecar for one press, enqueue its render; returns the clip path.
+
+    Failures go through the worker's failure policy (worker.failures): a BadPress is not retried.
+    """
     settings = context.settings()
-    conn = context.connection()
-    job = get_current_job()
-    started = now()
-    try:
-        p = parse_press(press, settings, started)
-    except BadPress as exc:
-        _no_retry(job)
-        _failed(conn, settings, press, str(exc), final=True)
-        raise
-    try:
-        return Build(settings, conn, p).run()
-    except (BuildFailed, FFmpegError, OSError) as exc:
-        final = isinstance(exc, BadPress) or job is None or not job.should_retry
-        if isinstance(exc, BadPress):
-            _no_retry(job)
-        _failed(conn, settings, press, str(exc), final=final)
-        raise
-
-
-def _no_retry(job: Any) -> None:
-    """A bad argument will be just as bad next time: fail for good now."""
-    if job is not None:
-        job.retries_left = 0
-
-
-def _failed(conn: redis.Redis, settings: Settings, raw: Any, reason: str, final: bool) -> None:
-    """Record a failed attempt (for `status`); the last one counts the highlight as failed."""
-    event(log, "build_failed", level=40 if final else 30, reason=reason, final=final)
-    if not isinstance(raw, dict):
-        return
-    camera, at = raw.get("camera"), raw.get("at")
-    if not isinstance(camera, str) or not _CAMERA_ID.fullmatch(camera) or not isinstance(at, int | float):
-        return
-    with contextlib.suppress(redis.RedisError, ValueError, OverflowError, OSError):
-        press_id = Press(camera, float(at), 0, 0).press_id
-        note_highlight(
-            conn, settings, press_id, float(at), state="failed" if final else "retrying", error=reason
-        )
-        if final:
-            incr(conn, settings, "builds_failed")
+    p = parse_press(press, settings, now())
+    return Build(settings, context.connection(), p).run()
 
 
 class Build:
@@ -208,7 +176,7 @@ class Build:
     def run(self) -> str:
         """Wait for the window's end, concat, sidecar, enqueue render, unpin."""
         p = self.press
-        note_highlight(self.conn, self.settings, p.press_id, p.at, state="building")
+        note_highlight(self.conn, self.settings, p.press_id, p.at, state=HighlightState.BUILDING)
         a, b = p.window
         if self.sidecar_path.is_file() and self.clip.is_file():
             # An earlier attempt finished the clip but died before the render was enqueued.
@@ -220,10 +188,12 @@ class Build:
                 raise BuildFailed(self.nothing_reason(a))
             self.concat(segments)
             self.write_sidecar(segments, a, b)
-            incr(self.conn, self.settings, "clips_built")
-        enqueue_render(self.settings, self.conn, self.sidecar_path, p.press_id)
+            incr(self.conn, self.settings, STAGES[Stage.BUILD].done_counter)
+        enqueue(self.settings, self.conn, Stage.RENDER, self.sidecar_path.name, press_id=p.press_id, at=p.at)
         self.index.unpin(p.press_id)
-        note_highlight(self.conn, self.settings, p.press_id, p.at, state="built", clip=str(self.clip))
+        note_highlight(
+            self.conn, self.settings, p.press_id, p.at, state=HighlightState.BUILT, clip=str(self.clip)
+        )
         event(log, "clip_built", camera=p.camera, press_id=p.press_id, clip=str(self.clip))
         return str(self.clip)
 
@@ -253,19 +223,23 @@ class Build:
             time.sleep(POLL_SECONDS)
 
     def usable(self, segments: list[Segment]) -> list[Segment]:
-        """Segments whose files exist; a name that is not a plain file name is never opened."""
+        """Segments whose files exist and look like MPEG-TS; a name that is not a plain file name is
+        never opened. A bad one is logged and left out, so the sidecar shows its time as a gap."""
         out = []
         for seg in segments:
             if Path(seg.name).name != seg.name or seg.name.startswith(".") or not seg.name:
                 event(log, "segment_name_refused", level=30, name=seg.name[:80])
                 continue
-            if (self.buffer / seg.name).is_file():
-                out.append(seg)
+            problem = ts_problem(self.buffer / seg.name)
+            if problem:
+                event(log, "segment_bad", level=30, segment=seg.name, problem=problem)
+                continue
+            out.append(seg)
         return sorted(out)
 
     def nothing_reason(self, a: float) -> str:
-        """Why nothing covers the window: the camera's newest segment, if any."""
-        latest = self.index.latest()
+        """Why nothing covers the window: what the camera recorded last before it, if anything."""
+        latest = self.index.latest_before(a)
         since = iso(latest.end) if latest is not None else "the recorder started (no segment at all)"
         return (
             f"camera {self.press.camera} recorded nothing since {since}: "
@@ -291,10 +265,11 @@ class Build:
         """The raw clip's sidecar: seed fields, the press and its window, what was really recorded."""
         first, last = segments[0], segments[-1]
         gaps = find_gaps(segments, a, b)
+        covered = sum(s.duration for s in segments)
         data = sidecar.new(
             self.press,
             self.clip,
-            status="queued",
+            status=SidecarStatus.QUEUED,
             size_bytes=self.clip.stat().st_size,
             sha256=sha256_file(self.clip),
             meta=probe(self.clip).as_dict(),
@@ -305,5 +280,30 @@ class Build:
             last_segment={"name": last.name, "start": iso(last.start), "end": iso(last.end)},
             actual_window={"start": iso(first.start), "end": iso(last.end)},
             gaps=[{"start": iso(x), "end": iso(y), "seconds": round(y - x, 3)} for x, y in gaps],
+            covered_seconds=round(covered, 3),
         )
+        if data["meta"]["duration_sec"] < covered - DURATION_SLACK:
+            # ffmpeg dropped part of a segment that looked fine: say so rather than trust the gaps.
+            data["duration_short_by"] = round(covered - data["meta"]["duration_sec"], 3)
+            event(log, "clip_short", level=30, clip=self.clip.name, **{"covered": covered, **data["meta"]})
         sidecar.save(self.sidecar_path, data)
+
+
+def ts_problem(path: Path) -> str:
+    """Why a segment file cannot be joined ('' when it looks fine): missing, empty, or not MPEG-TS.
+
+    Reads two packet headers, not the file: the recorder's own closing record says the rest.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(TS_PACKET + 1)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if size < TS_PACKET:
+        return f"{size} bytes"
+    if head[0] != TS_SYNC or (len(head) > TS_PACKET and head[TS_PACKET] != TS_SYNC):
+        return "not MPEG-TS"
+    return ""

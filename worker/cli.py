@@ -1,22 +1,31 @@
-"""`gravanois worker`: RQ's worker on this device's queues, JSON-serialized, scheduler on."""
+"""`gravanois worker` (RQ's worker on this device's queues) and `gravanois scheduler` (one per device)."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
 
 import click
 
-from common import keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger
-from common.redisconn import SERIALIZER, connect, queue, wait_for_redis
-from common.settings import Settings
+from common.pipeline import Stage, queue
+from common.proc import spawn, stop
+from common.redisconn import SERIALIZER, connect, wait_for_redis
+from common.settings import Settings, to_env
 from worker.rqworker import BoxWorker
+from worker.scheduler import Scheduler
 
 log = get_logger(__name__)
 
-# Seconds between the worker's clean-ups of jobs abandoned by dead workers (RQ's default: 600).
+# Seconds between a worker's own registry clean-ups (RQ's default: 600); the scheduler takes back
+# abandoned jobs within seconds anyway, this is the fallback when no scheduler runs.
 MAINTENANCE_SECONDS = 60
+REDIS_WAIT_HELP = "Seconds to wait for Redis at start."
 
 
 @click.command()
@@ -32,9 +41,10 @@ MAINTENANCE_SECONDS = 60
     "--scheduler/--no-scheduler",
     default=True,
     show_default=True,
-    help="Also run RQ's scheduler (needed for due-at-t+post builds and retry intervals).",
+    help="Also run the device's scheduler as a child (retries, reclaiming dead workers' jobs); "
+    "supervisord runs one `gravanois scheduler` instead.",
 )
-@click.option("--redis-wait", default=60.0, show_default=True, help="Seconds to wait for Redis at start.")
+@click.option("--redis-wait", default=60.0, show_default=True, help=REDIS_WAIT_HELP)
 @click.option("--name", default=None, help="Worker name (default: RQ's).")
 @click.pass_context
 def worker(
@@ -42,17 +52,18 @@ def worker(
 ) -> None:
     """Run jobs: build clips, render highlights, upload them.
 
-    The equivalent plain RQ command (same queues, serializer and scheduler):
+    The equivalent plain RQ command (same queues, serializer, job functions and failure policy; it
+    reads settings from the environment and .env only):
 
     \b
-      rq worker -u $GN_REDIS_URL -S rq.serializers.JSONSerializer --with-scheduler \\
+      rq worker -u $GN_REDIS_URL -S rq.serializers.JSONSerializer \\
         -w worker.rqworker.BoxWorker gn.<device>.build gn.<device>.render gn.<device>.upload
     """
     settings = settings_from(ctx, process="worker")
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in keys.STAGES]
+    unknown = [s for s in wanted if s not in Stage.__members__.values()]
     if unknown or not wanted:
-        fail(f"--queues {stages!r}: use stages from {', '.join(keys.STAGES)}, like build,render")
+        fail(f"--queues {stages!r}: use stages from {', '.join(Stage)}, like build,render")
     conn = connect(settings)
     if not wait_for_redis(conn, redis_wait):
         fail(
@@ -62,13 +73,49 @@ def worker(
         )
     preflight(settings, wanted)
     queues = [queue(settings, stage, conn) for stage in wanted]
-    # RQ re-runs a job whose worker died (SIGKILL, power cut) at a maintenance pass after its heartbeat
-    # lapses; RQ's default pass every 10 min would leave a press waiting that long.
     box = BoxWorker(
-        queues, connection=conn, serializer=SERIALIZER, name=name, maintenance_interval=MAINTENANCE_SECONDS
+        queues,
+        connection=conn,
+        serializer=SERIALIZER,
+        name=name,
+        maintenance_interval=MAINTENANCE_SECONDS,
+        settings=settings,
     )
+    child = start_scheduler(settings) if scheduler else None
     event(log, "worker_start", queues=[q.name for q in queues], scheduler=scheduler)
-    box.work(with_scheduler=scheduler, burst=burst, logging_level=settings.log_level.upper())
+    try:
+        box.work(burst=burst, logging_level=settings.log_level.upper())
+    finally:
+        if child is not None:
+            stop(child, grace=5.0, first=signal.SIGTERM)
+
+
+def start_scheduler(settings: Settings) -> subprocess.Popen[bytes]:
+    """`gravanois scheduler` as a child with this worker's settings; it dies with the worker."""
+    env = {**os.environ, **to_env(settings)}
+    return spawn([sys.executable, "-m", "common.cli", "scheduler"], env=env)
+
+
+@click.command()
+@click.option("--redis-wait", default=60.0, show_default=True, help=REDIS_WAIT_HELP)
+@click.pass_context
+def scheduler(ctx: click.Context, redis_wait: float) -> None:
+    """Move due jobs (retries, uploads at opening time) onto their queues; take back dead workers' jobs.
+
+    One runs per device (a lock that lapses within seconds elects it); it survives Redis restarts.
+    """
+    settings = settings_from(ctx, process="scheduler")
+    conn = connect(settings)
+    if not wait_for_redis(conn, redis_wait):
+        event(log, "scheduler_redis_wait", 30, seconds=redis_wait)  # it keeps trying in its loop
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    Scheduler(settings, conn).run(lambda: bool(stopping))
 
 
 def preflight(settings: Settings, stages: list[str]) -> None:
@@ -78,10 +125,7 @@ def preflight(settings: Settings, stages: list[str]) -> None:
     failing every job.
     """
     for stage in stages:
-        try:
-            module = importlib.import_module(f"worker.{stage}")
-        except ModuleNotFoundError:
-            continue
+        module = importlib.import_module(f"worker.{stage}")
         check = getattr(module, "check_config", None)
         if check is not None:
             try:

@@ -1,20 +1,35 @@
-"""What a job needs from its process: the settings (loaded once) and the job's Redis connection."""
+"""What a job needs from the worker process that runs it: that process's settings and Redis connection.
+
+`gravanois worker` installs the settings it was started with (flags > environment > `.env` > defaults)
+before it takes a job, and the work-horse RQ forks for each job inherits them; so a job writes exactly
+where its worker was told to. Nothing here reads the environment on its own.
+"""
 
 from __future__ import annotations
-
-import functools
 
 import redis
 from rq import get_current_job
 
 from common.redisconn import connect
-from common.settings import Settings, load_settings
+from common.settings import Settings
+
+_installed: Settings | None = None
 
 
-@functools.cache
+def install(settings: Settings) -> None:
+    """Make `settings` the settings of every job this process (and the work-horses it forks) runs."""
+    global _installed
+    _installed = settings
+
+
 def settings() -> Settings:
-    """The worker process's settings (environment and `.env`), loaded on first use."""
-    return load_settings()
+    """The settings of the worker running the current job."""
+    if _installed is None:
+        raise RuntimeError(
+            "no worker settings installed: job functions run inside `gravanois worker` "
+            "(or call worker.context.install(settings) first)"
+        )
+    return _installed
 
 
 def connection() -> redis.Redis:

@@ -3,9 +3,8 @@
 Crash-safe order: outputs are written under temp names and renamed; the new sidecar (with the
 output's sha256) is written next; only then the raw clip and the old sidecar are removed. A re-run
 finds finished outputs by that sha256 and only fixes what is left; temp files of a crash are removed
-and the work redone. Failures are recorded by `on_render_failure`, RQ's failure callback, which runs
-on EVERY failed attempt (and for a job abandoned by a killed worker); the last attempt marks the
-sidecar failed and counts it once.
+and the work redone. Every path comes from the highlight's name (worker.files), never from the
+sidecar's contents. Failed attempts are recorded by the worker's failure policy (worker.failures).
 """
 
 from __future__ import annotations
@@ -16,31 +15,26 @@ import os
 import shutil
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import redis
-from rq import Callback, get_current_job
+from rq import get_current_job
 from rq.job import Job
 
 from common import sidecar
 from common.ffmpeg import FFmpegError, probe
 from common.fsutil import TMP_MARK, atomic_output, sha256_file
 from common.log import event, get_logger
-from common.redisconn import incr, note_highlight, queue, retry_policy
+from common.pipeline import STAGES, HighlightState, SidecarStatus, Stage, enqueue
+from common.redisconn import incr, note_highlight
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from common.watermark import Watermark
-from worker import context, engines, retention
+from worker import context, engines, files, retention
 
 log = get_logger(__name__)
 
-FUNCTION = "worker.render.render_highlight"
-FAILURE_CALLBACK = "worker.render.on_render_failure"
-JOB_TIMEOUT = 1800
+JOB_TIMEOUT = STAGES[Stage.RENDER].timeout
 PROGRESS_EVERY = 1.0  # seconds between job.meta saves
-WATERMARKED, FAILED = "watermarked", "failed"
-VERTICAL_SUFFIX = "_vertical"
 IMAGE_CODECS = ("png", "mjpeg", "webp", "bmp", "gif", "tiff", "qoi")
 
 
@@ -88,64 +82,37 @@ class RenderFailed(RuntimeError):
     """A render attempt failed; the message is the reason shown by `gravanois failed list`."""
 
 
-def job_id_for(settings: Settings, press_id: str, stage: str) -> str:
-    """The RQ job id of a highlight's stage job (`build_job_id` + `-render`/`-upload`)."""
-    return f"gn-{settings.device_id}-{press_id}-{stage}"
+def render_highlight(sidecar_name: str) -> str:
+    """RQ job: watermark, thumbnail and sidecar into the output dir; returns the watermarked clip's path.
 
-
-def enqueue_render(settings: Settings, conn: redis.Redis, sidecar_path: Path, press_id: str) -> Job:
-    """Enqueue a render job with the retry policy, failure callback and failure TTL (for the build stage)."""
-    return queue(settings, "render", conn).enqueue(
-        FUNCTION,
-        str(sidecar_path),
-        job_id=job_id_for(settings, press_id, "render"),
-        retry=retry_policy(settings),
-        on_failure=Callback(FAILURE_CALLBACK),
-        failure_ttl=int(settings.failure_ttl_days * 86400),
-        job_timeout=JOB_TIMEOUT,
-    )
-
-
-def render_highlight(sidecar_path: str) -> str:
-    """RQ job: watermark, thumbnail and sidecar into the output dir; returns the watermarked clip's path."""
-    settings = context.settings()
-    conn = context.connection()
-    job = get_current_job()
-    if job is not None:
-        adopt_failure_handling(job, settings)
-    return Render(settings, conn, Path(sidecar_path), job).run()
-
-
-def adopt_failure_handling(job: Job, settings: Settings) -> None:
-    """Make sure this job has our failure callback and failure TTL, however it was enqueued.
-
-    Written to the job's hash too, so a retry or an abandoned-job cleanup (another process) sees them.
+    `sidecar_name` is the raw clip's sidecar file name (a path is accepted only inside the box's dirs).
     """
-    ttl = int(settings.failure_ttl_days * 86400)
-    job.failure_ttl = ttl
-    mapping: dict[str, Any] = {"failure_ttl": ttl}
-    if job._failure_callback_name != FAILURE_CALLBACK:  # RQ keeps the name in this private field
-        job._failure_callback_name = FAILURE_CALLBACK
-        mapping["failure_callback_name"] = FAILURE_CALLBACK
-    with contextlib.suppress(redis.RedisError):
-        job.connection.hset(job.key, mapping=mapping)
+    settings = context.settings()
+    highlight = files.from_job_arg(settings, sidecar_name)
+    return Render(settings, context.connection(), highlight, get_current_job()).run()
 
 
 class Render:
     """One attempt at one highlight."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis, path: Path, job: Job | None) -> None:
+    def __init__(
+        self, settings: Settings, conn: redis.Redis, highlight: files.HighlightFiles, job: Job | None
+    ) -> None:
         self.settings, self.conn, self.job = settings, conn, job
         self.out_dir = settings.output_dir
-        self.old_path = path
-        self.path = locate_sidecar(settings, path)
+        path = highlight.current_sidecar()
+        if path is None:
+            raise RenderFailed(
+                f"the sidecar {highlight.stem}.json is missing from {settings.clips_dir} and {self.out_dir}"
+            )
+        self.old_path = self.path = path
         self.data = sidecar.load(self.path)
-        self.stem = Path(self.data["file_name"]).stem
-        self.raw = self.old_path.parent / self.data["file_name"]
-        self.wm_path = self.out_dir / f"{self.stem}.mp4"
-        self.thumb_path = self.out_dir / f"{self.stem}.jpg"
-        self.vertical_path = self.out_dir / f"{self.stem}{VERTICAL_SUFFIX}.mp4"
-        self.new_path = self.out_dir / f"{self.stem}.json"
+        self.stem = highlight.stem
+        self.raw = highlight.raw
+        self.wm_path = highlight.video
+        self.thumb_path = highlight.thumbnail
+        self.vertical_path = highlight.vertical
+        self.new_path = highlight.sidecar
         self.press_id = str(self.data.get("press_id") or self.stem)
         self.at = parse_iso(self.data["press_at"]) if self.data.get("press_at") else time.time()
         self.last_save = 0.0
@@ -153,7 +120,7 @@ class Render:
     def run(self) -> str:
         """Finish the highlight (or just fix the sidecar if it is already finished)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.note("rendering")
+        self.note(HighlightState.RENDERING)
         self.clean_leftovers()
         already = self.finished()
         if already:
@@ -228,7 +195,7 @@ class Render:
                 raise RenderFailed(str(exc)) from None
         self.data.update(
             type="highlight_wm",
-            status=WATERMARKED,
+            status=SidecarStatus.WATERMARKED,
             wm_path=str(self.wm_path),
             thumbnail_path=str(self.thumb_path),
             meta_wm=meta_wm,
@@ -254,17 +221,18 @@ class Render:
         if self.old_path.resolve() != self.new_path.resolve():
             with contextlib.suppress(FileNotFoundError):
                 self.old_path.unlink()
-        if self.data.get("status") != WATERMARKED and self.data.get("status") in (FAILED, "queued"):
-            self.data = sidecar.update(self.new_path, status=WATERMARKED)
+        if self.data.get("status") in STAGES[Stage.RENDER].starts_from:
+            self.data = sidecar.update(self.new_path, status=SidecarStatus.WATERMARKED)
 
     def after_success(self, count: bool = True) -> None:
         """Count (once per highlight), note, enqueue the upload, and keep the output dir bounded."""
         if count:
-            incr(self.conn, self.settings, "renders_ok")
+            incr(self.conn, self.settings, STAGES[Stage.RENDER].done_counter)
         uploading = self.settings.upload_enabled
         if uploading:
             self.enqueue_upload()
-        self.note("uploading" if uploading else "done", wm_path=str(self.wm_path))
+        state = HighlightState.UPLOADING if uploading else HighlightState.DONE
+        self.note(state, wm_path=str(self.wm_path))
         event(log, "render_done", press_id=self.press_id, clip=self.wm_path.name, upload=uploading)
         try:
             retention.enforce(self.settings, protect={self.stem})
@@ -272,22 +240,19 @@ class Render:
             event(log, "retention_error", logging.WARNING, error=str(exc))
 
     def enqueue_upload(self) -> None:
-        """The upload job for the new sidecar, unless one with its id is already waiting or done."""
+        """The upload job for the finished sidecar (a no-op when one is already waiting or done)."""
         from worker.upload import job_timeout
 
-        job_id = job_id_for(self.settings, self.press_id, "upload")
-        q = queue(self.settings, "upload", self.conn)
-        with contextlib.suppress(Exception):
-            existing = Job.fetch(job_id, connection=self.conn, serializer=q.serializer)
-            if existing.get_status(refresh=False) not in ("failed", "stopped", "canceled"):
-                return
-        q.enqueue(
-            "worker.upload.upload_highlight",
-            str(self.new_path),
-            job_id=job_id,
-            retry=retry_policy(self.settings),
-            failure_ttl=int(self.settings.failure_ttl_days * 86400),
-            job_timeout=job_timeout(self.settings, int(self.data.get("wm_size_bytes") or 0)),
+        size = int(self.data.get("wm_size_bytes") or 0)
+        timeout = job_timeout(self.settings, size)
+        enqueue(
+            self.settings,
+            self.conn,
+            Stage.UPLOAD,
+            self.new_path.name,
+            press_id=self.press_id,
+            at=self.at,
+            timeout=timeout,
         )
 
     # ---- helpers
@@ -312,64 +277,7 @@ class Render:
         with contextlib.suppress(redis.RedisError):
             self.job.save_meta()
 
-    def note(self, state: str, **fields: str) -> None:
+    def note(self, state: HighlightState, **fields: str) -> None:
         """The highlight's state for `gravanois status` (Redis trouble must not fail the render)."""
         with contextlib.suppress(redis.RedisError):
             note_highlight(self.conn, self.settings, self.press_id, self.at, state=state, **fields)
-
-
-def locate_sidecar(settings: Settings, path: Path) -> Path:
-    """The sidecar as given, or, when a finished earlier attempt moved it, its copy in the output dir."""
-    if path.is_file():
-        return path
-    moved = settings.output_dir / path.name
-    if moved.is_file():
-        return moved
-    raise RenderFailed(f"the sidecar {path.name} is missing from {path.parent} and {settings.output_dir}")
-
-
-def failure_reason(exc_type: type[BaseException] | None, exc: BaseException | None) -> str:
-    """One line saying why an attempt failed."""
-    name = exc_type.__name__ if exc_type else "error"
-    if name == "AbandonedJobError":
-        return "the worker died during the render (killed or crashed); RQ's cleanup took the job back"
-    if name == "JobTimeoutException":
-        return f"the render took longer than its job timeout: {exc}"
-    text = str(exc).strip().splitlines()[-1] if exc is not None and str(exc).strip() else name
-    return text if isinstance(exc, RenderFailed) else f"{name}: {text}"
-
-
-def on_render_failure(
-    job: Job,
-    connection: redis.Redis,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | Any,
-) -> None:
-    """RQ failure callback: runs on every failed attempt (and for an abandoned job) before RQ decides.
-
-    `job.retries_left` is not yet decremented here, so no retries left means this was the last attempt.
-    """
-    settings = context.settings()
-    reason = failure_reason(exc_type, exc)
-    final = not job.should_retry
-    failures = [*job.meta.get("failures", []), round(time.time(), 3)][-20:]
-    job.meta.update(error=reason, failed_at=iso(), failures=failures)
-    with contextlib.suppress(redis.RedisError):
-        job.save_meta()
-    data: dict[str, Any] = {}
-    with contextlib.suppress(RenderFailed, OSError, ValueError, IndexError):
-        path = locate_sidecar(settings, Path(str(job.args[0])))
-        data = sidecar.load(path)
-        changes: dict[str, Any] = {"last_error": reason, "attempts": int(data.get("attempts") or 0) + 1}
-        if final and data.get("status") != WATERMARKED:
-            changes["status"] = FAILED
-        data = sidecar.update(path, **changes)
-    press_id = str(data.get("press_id") or job.id)
-    at = parse_iso(data["press_at"]) if data.get("press_at") else time.time()
-    level = logging.ERROR if final else logging.WARNING
-    event(log, "render_failed" if final else "render_retry", level, press_id=press_id, error=reason)
-    if final:
-        incr(connection, settings, "renders_failed")
-        with contextlib.suppress(redis.RedisError):
-            note_highlight(connection, settings, press_id, at, state="failed", error=reason)

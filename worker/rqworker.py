@@ -1,24 +1,83 @@
-"""RQ's worker, adapted to the box: a work-horse that dies with its worker, so no orphan ffmpeg."""
+"""RQ's worker, adapted to the box: only the pipeline's job functions, one failure policy, no orphans.
+
+- `BoxJob` refuses to import any function but the pipeline's own (common.pipeline.ALLOWED_FUNCTIONS):
+  JSON keeps a job's arguments inert, this keeps a job from naming `os.system`.
+- `BoxWorker`'s work-horse dies with its worker (PR_SET_PDEATHSIG), so no ffmpeg outlives a killed
+  worker; it heartbeats every few seconds with a short TTL, so a job abandoned by a dead worker is
+  taken back within seconds, not minutes; and it installs its settings for the jobs it runs.
+"""
 
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
 
+from common.pipeline import ALLOWED_FUNCTIONS, PermanentError
 from common.proc import set_parent_death_signal
+from common.settings import Settings, load_settings
+from worker import context
+from worker.failures import FailurePolicy
+
+# Seconds between the worker's heartbeats while a job runs (RQ's default: 30).
+JOB_MONITORING_INTERVAL = 5
+# A running job whose heartbeat is older than this is abandoned (RQ's default: interval + 60).
+HEARTBEAT_SLACK = 10
+# A worker's own key lives this long without a heartbeat; an idle worker blocks on its queues for
+# this minus 15 s (RQ's default 420 s kept dead workers listed for 7 minutes).
+WORKER_TTL = 35
+
+
+class BoxJob(Job):
+    """A job that runs only the pipeline's own functions; anything else fails for good, unimported."""
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name not in ALLOWED_FUNCTIONS:
+            raise PermanentError(f"refused: {str(name)[:120]!r} is not one of this box's job functions")
+        return super().func
+
+    # RQ imports a job's callbacks by the names stored with it; the pipeline uses none, and a name
+    # written into Redis by someone else must not be imported either.
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
 
 
 class BoxWorker(Worker):
-    """RQ's forking worker whose work-horse is SIGKILLed by the kernel if the worker dies.
+    """RQ's forking worker with the box's job class, failure policy, heartbeat and death signal."""
 
-    RQ puts the work-horse in its own process group, so killing the worker (even with SIGKILL) would
-    leave the horse, and the ffmpeg it runs, alive. With PR_SET_PDEATHSIG the horse dies with its
-    worker, and every ffmpeg started with `common.proc.spawn` dies with the horse.
-    """
+    job_class = BoxJob
+
+    def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
+        # The plain `rq worker -w worker.rqworker.BoxWorker` has no flags: the environment and .env.
+        self.settings = settings if settings is not None else load_settings()
+        context.install(self.settings)
+        kwargs.setdefault("job_class", BoxJob)
+        kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        self.policy = FailurePolicy(self.settings)
+        kwargs.setdefault("exception_handlers", [self.policy.on_exception])
+        kwargs.setdefault("work_horse_killed_handler", self.policy.on_horse_killed)
+        super().__init__(*args, **kwargs)
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        """A short heartbeat TTL: the scheduler takes a dead worker's job back soon after it lapses."""
+        return self.job_monitoring_interval + HEARTBEAT_SLACK
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """RQ puts the horse in its own process group; the death signal still takes it (and ffmpeg) down."""
         set_parent_death_signal(signal.SIGKILL)
         super().main_work_horse(job, queue)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -27,15 +25,15 @@ from common import keys, sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.log import event, get_logger, register_secret
-from common.redisconn import clear_alarm, incr, note_highlight, queue, raise_alarm, retry_policy
+from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
+from common.redisconn import clear_alarm, incr, note_highlight, raise_alarm
 from common.settings import Settings, parse_open_hours
 from common.timeutil import compact, iso, now, parse_iso
-from worker import context
+from worker import context, files
 from worker.backend import Answer, BackendClient, BodyAborted, Outcome
 
 log = get_logger(__name__)
 
-FUNCTION = "worker.upload.upload_highlight"
 ALARM = "upload_credentials"
 # The pre-signed URL really expires 1 h after registration, whatever `expires_hint_hours` says.
 URL_LIFETIME = 3600.0
@@ -49,16 +47,14 @@ OPENING_SLACK = 60.0
 PUT_BASE_SECONDS = 60.0
 PUT_MIN_RATE = 32 * 1024
 CHUNK = 64 * 1024
-DEFAULT_JOB_TIMEOUT = 900
-# Sidecar statuses this stage writes.
-UPLOADED, UPLOAD_FAILED, UPLOAD_BLOCKED = "uploaded", "upload_failed", "upload_blocked"
+DEFAULT_JOB_TIMEOUT = STAGES[Stage.UPLOAD].timeout
 
 
 class UploadError(Exception):
     """A transient failure: RQ's Retry (GN_MAX_ATTEMPTS, GN_RETRY_INTERVALS) tries again later."""
 
 
-class UploadBlocked(Exception):
+class UploadBlocked(PermanentError):
     """A failure retrying cannot fix (credentials, missing file): the job fails without more retries."""
 
 
@@ -73,8 +69,8 @@ def check_config(settings: Settings) -> None:
         )
 
 
-def upload_highlight(sidecar_path: str) -> str:
-    """RQ job: upload the highlight of `sidecar_path` (in the output dir); returns the backend clip id.
+def upload_highlight(sidecar_name: str) -> str:
+    """RQ job: upload the finished highlight whose sidecar is `sidecar_name`; returns the backend clip id.
 
     Returns "rescheduled" when the venue is closed, and "missing"/"disabled"/"busy" when there is
     nothing to do here.
@@ -83,7 +79,8 @@ def upload_highlight(sidecar_path: str) -> str:
     conn = context.connection()
     for secret in settings.secrets():
         register_secret(secret)
-    path = Path(sidecar_path)
+    highlight = files.from_job_arg(settings, sidecar_name)
+    path = highlight.sidecar
     if not path.is_file():
         event(log, "upload_missing", sidecar=path.name)
         return "missing"
@@ -104,7 +101,7 @@ def upload_highlight(sidecar_path: str) -> str:
     conn.expire(lock, int(timeout) + 60)
     client = BackendClient(settings)
     try:
-        return Upload(settings, conn, path, client).run()
+        return Upload(settings, conn, highlight, client).run()
     finally:
         client.close()
         with contextlib.suppress(redis.RedisError):
@@ -115,19 +112,22 @@ def upload_highlight(sidecar_path: str) -> str:
 class Upload:
     """One attempt at one highlight: the three steps, each persisted in the sidecar as it completes."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis, path: Path, client: BackendClient) -> None:
-        self.settings, self.conn, self.path, self.client = settings, conn, path, client
-        self.data = sidecar.load(path)
+    def __init__(
+        self, settings: Settings, conn: redis.Redis, highlight: files.HighlightFiles, client: BackendClient
+    ) -> None:
+        self.settings, self.conn, self.client = settings, conn, client
+        self.highlight, self.path = highlight, highlight.sidecar
+        self.data = sidecar.load(self.path)
         self.remote: dict[str, Any] = dict(self.data.get("remote") or {})
-        self.press_id = str(self.data.get("press_id") or path.stem)
+        self.press_id = str(self.data.get("press_id") or self.path.stem)
         self.at = parse_iso(self.data["press_at"]) if self.data.get("press_at") else now()
-        self.video = _local(path, self.data.get("wm_path"), ".mp4")
+        self.video = highlight.video
         if self.remote.get("upload_url"):
             register_secret(self.remote["upload_url"])
 
     def run(self) -> str:
         """Resume at the first step not done; returns the clip id once finalized."""
-        self.note("uploading")
+        self.note(HighlightState.UPLOADING)
         if not self.video.is_file():
             return self.block(
                 f"the highlight video {self.video.name} is missing from the output dir", alarm=False
@@ -248,15 +248,14 @@ class Upload:
         self.remote["finalized_at"] = iso()
         self.remote.pop("upload_url", None)  # useless now, and it grants write access until it expires
         self.remote.pop("last_error", None)
-        self.save(status=UPLOADED)
-        incr(self.conn, self.settings, "uploads_ok")
+        self.save(status=SidecarStatus.UPLOADED)
+        incr(self.conn, self.settings, STAGES[Stage.UPLOAD].done_counter)
         clear_alarm(self.conn, self.settings, ALARM)
         kept = self.settings.keep_after_upload
-        self.note("done", clip_id=clip_id, kept=str(kept).lower())
+        self.note(HighlightState.DONE, clip_id=clip_id, kept=str(kept).lower())
         event(log, "upload_done", press_id=self.press_id, clip_id=clip_id, kept=kept)
         if not kept:
-            thumb = _local(self.path, self.data.get("thumbnail_path"), ".jpg")
-            for f in (self.video, thumb, self.path):
+            for f in (self.video, self.highlight.thumbnail, self.highlight.vertical, self.path):
                 with contextlib.suppress(FileNotFoundError):
                     f.unlink()
         return clip_id
@@ -278,55 +277,35 @@ class Upload:
         return self.stop_transient(answer.describe())
 
     def stop_transient(self, error: str) -> NoReturn:
-        """Raise for RQ's Retry; on the last attempt, count the failure and mark the highlight failed."""
-        job = get_current_job()
-        last = job is None or not job.should_retry
-        self.remote["last_error"] = error
-        self.remote["attempts"] = int(self.remote.get("attempts") or 0) + 1
-        self.save(**({"status": UPLOAD_FAILED} if last else {}))
-        event(
-            log,
-            "upload_retry" if not last else "upload_failed",
-            logging.ERROR if last else logging.WARNING,
-            press_id=self.press_id,
-            error=error,
-        )
-        if last:
-            incr(self.conn, self.settings, "uploads_failed")
-            self.note("failed", error=error)
+        """Raise for RQ's Retry; the failure policy records the attempt (and the last one)."""
         raise UploadError(error)
 
     def block(self, reason: str, alarm: bool, error: str = "") -> NoReturn:
         """Fail without retrying (retries would fail the same way); the files stay where they are."""
-        self.remote["last_error"] = error or reason
-        self.save(status=UPLOAD_BLOCKED)
+        self.save(status=SidecarStatus.UPLOAD_BLOCKED)
         if alarm:
             raise_alarm(self.conn, self.settings, ALARM, f"Uploads stopped: {reason}.")
-        incr(self.conn, self.settings, "uploads_failed")
-        self.note("failed", error=error or reason)
-        event(log, "upload_blocked", logging.ERROR, press_id=self.press_id, error=error or reason)
-        job = get_current_job()
-        if job is not None:
-            job.retries_left = 0  # RQ reads this when the exception reaches it: straight to failed
-        raise UploadBlocked(f"upload of {self.path.name} stopped: {reason}")
+        raise UploadBlocked(f"upload of {self.path.name} stopped: {error or reason}")
 
     def reschedule(self, answer: Answer) -> str:
         """The venue is closed: a new job at the next opening time (not a failure, no retry used)."""
         when = next_opening(self.settings, now()) or now() + CLOSED_RETRY
-        job_id = f"gn-{self.settings.device_id}-{self.press_id}-upload-open{compact(when)}"
-        queue(self.settings, "upload", self.conn).enqueue_at(
-            datetime.fromtimestamp(when, UTC),
-            FUNCTION,
-            str(self.path),
-            job_id=job_id,
-            retry=retry_policy(self.settings),
-            job_timeout=job_timeout(self.settings, int(self.remote.get("size_bytes") or 0)),
-            failure_ttl=int(self.settings.failure_ttl_days * 86400),
+        job, _ = enqueue(
+            self.settings,
+            self.conn,
+            Stage.UPLOAD,
+            self.path.name,
+            press_id=self.press_id,
+            at=self.at,
+            when=when,
+            timeout=job_timeout(self.settings, int(self.remote.get("size_bytes") or 0)),
+            suffix=f"open{compact(when)}",
         )
+        job_id = job.id
         self.remote["next_try_at"] = iso(when)
         self.remote["last_error"] = answer.describe()
         self.save()
-        self.note("uploading", next_try_at=iso(when))
+        self.note(HighlightState.UPLOADING, next_try_at=iso(when))
         event(log, "upload_closed_hours", press_id=self.press_id, next_try_at=iso(when), job_id=job_id)
         return "rescheduled"
 
@@ -351,7 +330,7 @@ class Upload:
         """Persist `remote` (and top-level fields) in the sidecar, atomically."""
         self.data = sidecar.update(self.path, remote=self.remote, **top)
 
-    def note(self, state: str, **fields: str) -> None:
+    def note(self, state: HighlightState, **fields: str) -> None:
         """The highlight's state for `gravanois status` (Redis trouble must not fail the upload)."""
         with contextlib.suppress(redis.RedisError):
             note_highlight(self.conn, self.settings, self.press_id, self.at, state=state, **fields)
@@ -446,14 +425,6 @@ def next_opening(settings: Settings, ts: float) -> float | None:
     ]
     future = [s for s in starts if s > ts]
     return min(future) + OPENING_SLACK if future else None
-
-
-def _local(sidecar_path: Path, value: Any, suffix: str) -> Path:
-    """A file named in the sidecar (absolute, or relative to the sidecar), else the sidecar's twin."""
-    if value:
-        p = Path(str(value))
-        return p if p.is_absolute() else sidecar_path.parent / p
-    return sidecar_path.with_suffix(suffix)
 
 
 def _progress(job: Any) -> Callable[[int, int], None] | None:

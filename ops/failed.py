@@ -8,6 +8,7 @@ attempt budget: a job requeued that way gets one attempt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,13 +20,14 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from common import keys, sidecar
+from common import sidecar
 from common.cli import fail, settings_from
 from common.journal import Press
-from common.redisconn import SERIALIZER, connect, retry_policy
+from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, queue_name, retry_policy
+from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso
-from worker import retention
+from worker import files, retention
 
 
 @dataclass
@@ -42,47 +44,43 @@ class FailedJob:
     sidecar: str
 
 
-def registries(settings: Settings, conn: redis.Redis) -> dict[str, FailedJobRegistry]:
+def registries(settings: Settings, conn: redis.Redis) -> dict[Stage, FailedJobRegistry]:
     """The failed registry of each stage's queue."""
     return {
         stage: FailedJobRegistry(
-            keys.queue_name(settings.device_id, stage), connection=conn, serializer=SERIALIZER
+            queue_name(settings.device_id, stage), connection=conn, serializer=SERIALIZER
         )
-        for stage in keys.STAGES
+        for stage in Stage
     }
 
 
-def describe(stage: str, job: Job, settings: Settings) -> FailedJob:
-    """What the operator needs to know about one failed job."""
+def describe(stage: Stage, job: Job, settings: Settings) -> FailedJob:
+    """What the operator needs to know about one failed job (whatever a hostile or corrupt job holds)."""
     clip = camera = press_at = side = ""
-    arg: Any = job.args[0] if job.args else None
+    try:
+        arg: Any = job.args[0] if job.args else None
+    except Exception:  # a job whose data cannot even be decoded is still listed, to be purged
+        arg = None
     if isinstance(arg, dict):  # build: the press
-        with_press = Press(**{k: arg[k] for k in ("camera", "at", "pre", "post") if k in arg})
-        clip, camera, press_at = sidecar.clip_name(with_press), with_press.camera, iso(with_press.at)
-    elif isinstance(arg, str):  # render/upload: the sidecar path
-        path = find_sidecar(settings, Path(arg))
-        side = str(path or arg)
-        data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                data = sidecar.load(path)
-            except (OSError, ValueError):
-                data = {}
-        clip = str(data.get("file_name") or Path(arg).with_suffix(".mp4").name)
-        camera, press_at = str(data.get("camera") or ""), str(data.get("press_at") or "")
+        with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
+            with_press = Press(**{k: arg[k] for k in ("camera", "at", "pre", "post") if k in arg})
+            camera = str(with_press.camera)
+            clip, press_at = sidecar.clip_name(with_press), iso(float(with_press.at))
+    elif isinstance(arg, str):  # render/upload: the sidecar's name
+        with contextlib.suppress(PermanentError):
+            highlight = files.from_job_arg(settings, arg)
+            clip = highlight.raw.name
+            path = highlight.current_sidecar()
+            side = str(path or "")
+            data: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):
+                data = sidecar.load(path) if path is not None else {}
+            camera, press_at = str(data.get("camera") or ""), str(data.get("press_at") or "")
     return FailedJob(job.id, stage, clip, camera, press_at, reason_of(job), failed_at_of(job), side)
 
 
-def find_sidecar(settings: Settings, path: Path) -> Path | None:
-    """The sidecar where the job left it, or its moved copy in the output dir."""
-    for candidate in (path, settings.output_dir / path.name, settings.clips_dir / path.name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def reason_of(job: Job) -> str:
-    """The one-line reason: the failure callback's, else the last line of RQ's traceback."""
+    """The one-line reason: the failure policy's, else the last line of RQ's traceback."""
     if job.meta.get("error"):
         return str(job.meta["error"])
     result = job.latest_result()
@@ -108,18 +106,20 @@ def failed_jobs(settings: Settings, conn: redis.Redis) -> list[tuple[FailedJobRe
             except NoSuchJobError:
                 reg.remove(job_id)  # its hash expired: nothing left to show or retry
                 continue
+            except Exception:  # a corrupt job hash: list it by id, so it can still be purged
+                job = Job(id=job_id, connection=conn, serializer=SERIALIZER)
             rows.append((reg, job, describe(stage, job, settings)))
     return rows
 
 
 def select(rows: list[Any], ids: tuple[str, ...], all_: bool) -> list[Any]:
-    """The rows named by job id or press id (a job id contains its press id), or all of them."""
+    """The rows whose job ids are exactly `ids`, or all of them with --all (never by a partial id)."""
     if all_:
         return rows
     if not ids:
         fail("name the failed job(s) to act on (ids from `gravanois failed list`) or pass --all")
-    chosen = [r for r in rows if any(i == r[1].id or i in r[1].id for i in ids)]
-    missing = [i for i in ids if not any(i == r[1].id or i in r[1].id for r in rows)]
+    chosen = [r for r in rows if r[1].id in ids]
+    missing = [i for i in ids if not any(i == r[1].id for r in rows)]
     if missing:
         fail(f"no failed job matches {', '.join(missing)}: see `gravanois failed list`")
     return chosen
@@ -174,10 +174,13 @@ def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: Faile
     for k in ("error", "failed_at", "progress"):
         job.meta.pop(k, None)
     job.save()
-    if row.stage == "render" and row.sidecar and Path(row.sidecar).is_file():
+    spec = STAGES[row.stage]
+    if spec.failed_status is not None and row.sidecar and Path(row.sidecar).is_file():
         data = sidecar.load(Path(row.sidecar))
-        if data.get("status") == "failed":
-            sidecar.update(Path(row.sidecar), status="queued", attempts=0)
+        if data.get("status") == spec.failed_status:
+            # Back to the status the stage starts from, with a fresh count of attempts.
+            start = SidecarStatus.QUEUED if row.stage is Stage.RENDER else SidecarStatus.WATERMARKED
+            sidecar.update(Path(row.sidecar), status=start, attempts=0)
     try:
         reg.requeue(job)
     except InvalidJobOperation:
@@ -186,14 +189,14 @@ def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: Faile
 
 @failed.command()
 @click.argument("ids", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Purge every failed job (the default with no ids).")
+@click.option("--all", "all_", is_flag=True, help="Purge every failed job of this device.")
 @click.pass_context
 def purge(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
-    """Remove failed jobs and their files (raw clip, sidecar, outputs), then apply retention."""
+    """Remove failed jobs (by exact id, or --all) and their files (raw clip, sidecar, outputs)."""
     settings = settings_from(ctx, process="failed")
     conn = _conn(settings)
     rows = failed_jobs(settings, conn)
-    chosen = select(rows, ids, all_ or not ids)
+    chosen = select(rows, ids, all_)
     files = 0
     for reg, job, row in chosen:
         if row.clip:

@@ -26,7 +26,8 @@ from common import journal, keys
 from common.cli import settings_from
 from common.fsutil import free_mb
 from common.log import redact
-from common.redisconn import SERIALIZER, connect, queue
+from common.pipeline import Stage, queue
+from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso, now
 
@@ -38,6 +39,8 @@ RECENT_HIGHLIGHTS = 10
 FAILED_SHOWN = 5
 # A press may sit in the journal for a moment while the trigger hands it to Redis.
 JOURNAL_GRACE = 30.0
+# A scheduled job (a retry, an upload at opening time) this late means nothing is moving due jobs.
+OVERDUE_SECONDS = 10.0
 
 
 def snapshot(
@@ -68,6 +71,7 @@ def snapshot(
     else:
         try:
             snap["cameras"] = _cameras(settings, conn, t)
+            snap["scheduler"] = _scheduler(settings, conn)
             snap["queues"], snap["failed_jobs"] = _queues(settings, conn, t)
             snap["highlights"] = _highlights(settings, conn, highlights)
             snap["alarms"] = _alarms(settings, conn)
@@ -148,14 +152,34 @@ def _cameras(settings: Settings, conn: redis.Redis, t: float) -> list[dict[str, 
     return out
 
 
+def _scheduler(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
+    """Which process holds the device's scheduler lock (none: retries and reclaiming stall)."""
+    holder = conn.get(keys.scheduler(settings.device_id))
+    return {"running": holder is not None, "name": _text(holder) if holder is not None else None}
+
+
+def _live_workers(conn: redis.Redis, q: Any) -> int:
+    """Workers registered on the queue whose own key still exists (a dead worker's key lapses)."""
+    names = list(worker_registration.get_keys(queue=q, connection=conn))
+    if not names:
+        return 0
+    with conn.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(name)
+        return sum(1 for alive in pipe.execute() if alive)
+
+
 def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Per stage: queued, scheduled, running (with render progress), failed, workers listening."""
+    """Per stage: queued, scheduled (and overdue), running (and orphaned), failed, live workers."""
     stages: dict[str, Any] = {}
     failed: list[dict[str, Any]] = []
-    for stage in keys.STAGES:
+    for stage in Stage:
         q = queue(settings, stage, conn)
-        # cleanup=False: looking must not change anything (RQ's workers do their own clean-up).
+        # cleanup=False: looking must not change anything (the scheduler does the clean-up).
         running_ids = q.started_job_registry.get_job_ids(cleanup=False)
+        # A running job whose heartbeat lapsed: its worker is gone (killed, power cut).
+        orphaned = q.started_job_registry.get_expired_job_ids(t)
+        overdue = conn.zrangebyscore(q.scheduled_job_registry.key, 0, t - OVERDUE_SECONDS, withscores=True)
         failed_ids = q.failed_job_registry.get_job_ids(desc=True, cleanup=False)
         queued_ids = q.get_job_ids()
         oldest = None
@@ -172,17 +196,20 @@ def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, 
             "queued": len(queued_ids),
             "oldest_queued_age": oldest,
             "scheduled": q.scheduled_job_registry.get_job_count(cleanup=False),
+            "overdue": len(overdue),
+            "overdue_by": round(t - overdue[0][1], 1) if overdue else None,
             "running": len(running_ids),
             "running_jobs": running,
+            "orphaned": orphaned,
             "failed": len(failed_ids),
-            "workers": len(worker_registration.get_keys(queue=q, connection=conn)),
+            "workers": _live_workers(conn, q),
         }
         for job in Job.fetch_many(failed_ids[:FAILED_SHOWN], connection=conn, serializer=SERIALIZER):
             if job is None:
                 continue
             result = job.latest_result()
             exc = (result.exc_string or "") if result is not None else ""
-            last = exc.strip().splitlines()[-1] if exc.strip() else ""
+            last = str(job.meta.get("error") or "") or (exc.strip().splitlines()[-1] if exc.strip() else "")
             failed.append(
                 {
                     "id": job.id,
@@ -265,7 +292,19 @@ def attention(settings: Settings, snap: dict[str, Any]) -> list[str]:
             if cam["state"] == "absent":
                 why = "no recorder has reported"
             problems.append(f"camera {cam['id']} is not recording ({why})")
+    if snap["redis"]["ok"] and not snap.get("scheduler", {}).get("running"):
+        problems.append(
+            "no scheduler is running: start `gravanois scheduler` (supervisord runs one); "
+            "retries and jobs of dead workers wait until one runs"
+        )
     for stage, q in snap["queues"].items():
+        if q["overdue"]:
+            problems.append(
+                f"{q['overdue']} scheduled {stage} job(s) overdue by {q['overdue_by']:g} s: "
+                "no scheduler is moving them to the queue"
+            )
+        for job_id in q["orphaned"]:
+            problems.append(f"{stage} job {job_id} is running on a worker that is gone (killed?)")
         if q["failed"]:
             problems.append(f"{q['failed']} failed {stage} job(s): see `gravanois failed`")
         if q["queued"] and not q["workers"]:
