@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -19,7 +20,8 @@ from common.journal import Press
 from common.pipeline import queue
 from common.redisconn import SERIALIZER, note_highlight, raise_alarm
 from common.settings import Settings
-from tests.conftest import gn_env, gravanois_cmd, run_gravanois
+from tests.conftest import gn_env, gravanois_cmd, run_gravanois, start_gravanois
+from tests.helpers import wait_for
 from tests.redis_server import RedisServer, free_port
 
 RQ_JSON = ("-S", "rq.serializers.JSONSerializer")
@@ -44,6 +46,18 @@ def report_health(conn: redis.Redis, settings: Settings, cam: str, state: str, s
             "last_error": "",
         },
     )
+
+
+@contextmanager
+def running_scheduler(settings: Settings, conn: redis.Redis) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `gravanois scheduler` for the device, holding its lock, stopped at the end."""
+    proc = start_gravanois(settings, "scheduler")
+    try:
+        wait_for("the scheduler's lock", lambda: conn.exists(keys.scheduler(settings.device_id)), 20)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 def status_json(settings: Settings) -> tuple[int, dict]:
@@ -113,12 +127,13 @@ def test_status_exit_code_is_a_health_check(
 ) -> None:
     settings = make_settings()
     report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
-    code, snap = status_json(settings)
-    assert (code, snap["attention"]) == (0, [])
+    with running_scheduler(settings, redis_conn):
+        code, snap = status_json(settings)
+        assert (code, snap["attention"]) == (0, [])
     raise_alarm(redis_conn, settings, "upload_credentials", "the backend refuses this device's secret")
     code, snap = status_json(settings)
     assert code == 1 and snap["alarms"]["upload_credentials"]["message"].startswith("the backend refuses")
-    assert snap["attention"] == ["alarm upload_credentials: the backend refuses this device's secret"]
+    assert snap["attention"][-1] == "alarm upload_credentials: the backend refuses this device's secret"
     # The text form for people says the same.
     res = run_gravanois(settings, "status")
     assert res.returncode == 1 and "NEEDS ATTENTION" in res.stdout and "upload_credentials" in res.stdout
@@ -261,7 +276,8 @@ def test_status_counts_presses_stuck_in_the_journal(
     report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
     # What the trigger writes when Redis is down: a fresh press is fine, one left for minutes is not.
     journal.write(settings.journal_dir, Press("cam1", time.time() - 1, 40, 10, "gpio"))
-    code, snap = status_json(settings)
+    with running_scheduler(settings, redis_conn):
+        code, snap = status_json(settings)
     assert (code, snap["journal"]["pending"]) == (0, 1)
     journal.write(settings.journal_dir, Press("cam1", time.time() - 300, 40, 10, "gpio"))
     code, snap = status_json(settings)

@@ -341,7 +341,7 @@ def test_closed_venue_is_rescheduled_not_failed(
     at = scheduled.get_scheduled_time(new_id).timestamp()
     assert before + upload.CLOSED_RETRY - 5 < at < time.time() + upload.CLOSED_RETRY + 5
     new = Job.fetch(new_id, connection=redis_conn, serializer=SERIALIZER)
-    assert new.args == [str(sc)] and new.retries_left == 2  # a fresh job, no retry burned
+    assert new.args == [sc.name] and new.retries_left == 2  # a fresh job, no retry burned
     assert len(backend.clips) == 0 and counters(redis_conn, s).get("uploads_failed") is None
     assert sidecar.load(sc)["remote"]["next_try_at"]
     # Opening time comes: the scheduled job runs and delivers.

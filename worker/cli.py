@@ -81,19 +81,42 @@ def worker(
         maintenance_interval=MAINTENANCE_SECONDS,
         settings=settings,
     )
-    child = start_scheduler(settings) if scheduler else None
+    child = SchedulerChild(settings) if scheduler else None
+    if child is not None:
+        child.start()
+        box.on_maintenance = child.keep_alive
     event(log, "worker_start", queues=[q.name for q in queues], scheduler=scheduler)
     try:
         box.work(burst=burst, logging_level=settings.log_level.upper())
     finally:
         if child is not None:
-            stop(child, grace=5.0, first=signal.SIGTERM)
+            child.stop()
 
 
-def start_scheduler(settings: Settings) -> subprocess.Popen[bytes]:
-    """`gravanois scheduler` as a child with this worker's settings; it dies with the worker."""
-    env = {**os.environ, **to_env(settings)}
-    return spawn([sys.executable, "-m", "common.cli", "scheduler"], env=env)
+class SchedulerChild:
+    """`gravanois scheduler` as a child of a worker, with the worker's settings; it dies with the worker.
+
+    Every worker started this way runs one; the scheduler's own lock makes one of them lead.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.env = {**os.environ, **to_env(settings)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or restart) the child."""
+        self.proc = spawn([sys.executable, "-m", "common.cli", "scheduler"], env=self.env)
+
+    def keep_alive(self) -> None:
+        """Restart the child if it died (a bug, the OOM killer): a worker never runs without one."""
+        if self.proc is not None and self.proc.poll() is not None:
+            event(log, "scheduler_restart", 30, exit_code=self.proc.returncode)
+            self.start()
+
+    def stop(self) -> None:
+        """Stop the child at the worker's exit (it gives its lock up)."""
+        if self.proc is not None:
+            stop(self.proc, grace=5.0, first=signal.SIGTERM)
 
 
 @click.command()

@@ -60,7 +60,7 @@ class HighlightFiles:
         return self.output_dir / f"{self.stem}.json"
 
     def current_sidecar(self) -> Path | None:
-        """The sidecar where it is now: beside the raw clip until the render is done, then in the output dir."""
+        """The sidecar where it is now: beside the raw clip until rendered, then in the output dir."""
         for path in (self.raw_sidecar, self.sidecar):
             if path.is_file():
                 return path

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from rq import Worker
@@ -69,9 +70,17 @@ class BoxWorker(Worker):
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         self.policy = FailurePolicy(self.settings)
+        # Called at each maintenance pass (e.g. to restart this worker's scheduler child if it died).
+        self.on_maintenance: Callable[[], None] | None = None
         kwargs.setdefault("exception_handlers", [self.policy.on_exception])
         kwargs.setdefault("work_horse_killed_handler", self.policy.on_horse_killed)
         super().__init__(*args, **kwargs)
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance, then the box's own (see `on_maintenance`)."""
+        super().run_maintenance_tasks()
+        if self.on_maintenance is not None:
+            self.on_maintenance()
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """A short heartbeat TTL: the scheduler takes a dead worker's job back soon after it lapses."""

@@ -66,7 +66,7 @@ class Scheduler:
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Tick until `should_stop()`; Redis errors never end the loop."""
-        event(log, "scheduler_start", name=self.name, lock=self.lock_key)
+        event(log, "scheduler_start", scheduler=self.name, lock=self.lock_key)
         while not should_stop():
             try:
                 self.tick()
@@ -81,7 +81,7 @@ class Scheduler:
                 continue
             time.sleep(TICK)
         self.release()
-        event(log, "scheduler_stop", name=self.name)
+        event(log, "scheduler_stop", scheduler=self.name)
 
     def tick(self) -> bool:
         """One pass: due jobs, and clean-ups when it is time; False when another scheduler leads."""
@@ -101,7 +101,7 @@ class Scheduler:
         """Take the device's scheduler lock, or renew it if it is ours."""
         held = int(self.conn.eval(_HOLD, 1, self.lock_key, self.name, LOCK_TTL))
         if held == 2:
-            event(log, "scheduler_lock_taken", name=self.name)
+            event(log, "scheduler_lock_taken", scheduler=self.name)
         return held > 0
 
     def release(self) -> None:

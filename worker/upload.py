@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -285,6 +286,7 @@ class Upload:
         self.save(status=SidecarStatus.UPLOAD_BLOCKED)
         if alarm:
             raise_alarm(self.conn, self.settings, ALARM, f"Uploads stopped: {reason}.")
+        event(log, "upload_blocked", logging.ERROR, press_id=self.press_id, error=error or reason)
         raise UploadBlocked(f"upload of {self.path.name} stopped: {error or reason}")
 
     def reschedule(self, answer: Answer) -> str:
