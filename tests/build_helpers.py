@@ -11,7 +11,7 @@ import redis
 
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
-from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.helpers import REPO, gn_env, gravanois_cmd
 
 
 def make_segments(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,13 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from common.settings import Settings, load_settings, to_env
+from common.settings import Settings, load_settings
 from tests.backend_server import BackendServer
 from tests.media import make_video
 from tests.redis_server import RedisServer
 from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -75,42 +71,6 @@ def _clean_gn_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("GN_"):
             monkeypatch.delenv(key)
-
-
-def gn_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """An environment for a `gravanois` child process with these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
-    env.update(to_env(settings))
-    env.update(extra)
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-def gravanois_cmd(*args: str) -> list[str]:
-    """Command line running the `gravanois` CLI from this checkout."""
-    return [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", *args]
-
-
-def run_gravanois(
-    settings: Settings, *args: str, timeout: float = 60, **kw: Any
-) -> subprocess.CompletedProcess[str]:
-    """Run one `gravanois` command to completion and capture its output."""
-    return subprocess.run(
-        gravanois_cmd(*args),
-        env=gn_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=kw.pop("cwd", REPO),
-        **kw,
-    )
-
-
-def start_gravanois(settings: Settings, *args: str, **popen_kw: Any) -> subprocess.Popen[bytes]:
-    """Start a long-running `gravanois` command (output discarded unless `stdout`/`stderr` are given)."""
-    popen_kw.setdefault("stdout", subprocess.DEVNULL)
-    popen_kw.setdefault("stderr", subprocess.DEVNULL)
-    return subprocess.Popen(gravanois_cmd(*args), env=gn_env(settings), cwd=REPO, **popen_kw)
 
 
 @pytest.fixture(scope="module")

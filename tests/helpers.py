@@ -1,15 +1,61 @@
-"""Small helpers every test module may use: polling with a deadline, fetching RQ jobs."""
+"""Helpers every test module may use: running `gravanois`, polling with a deadline, fetching RQ jobs.
+
+Plain functions live here, fixtures in conftest.py (pytest's advice: conftest is for fixtures).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 from rq.job import Job
 
 from common.redisconn import SERIALIZER
+from common.settings import Settings, to_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def gn_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """An environment for a `gravanois` child process with these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
+    env.update(to_env(settings))
+    env.update(extra)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def gravanois_cmd(*args: str) -> list[str]:
+    """Command line running the `gravanois` CLI from this checkout."""
+    return [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", *args]
+
+
+def run_gravanois(
+    settings: Settings, *args: str, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run one `gravanois` command to completion and capture its output."""
+    return subprocess.run(
+        gravanois_cmd(*args),
+        env=gn_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kw.pop("cwd", REPO),
+        **kw,
+    )
+
+
+def start_gravanois(settings: Settings, *args: str, **popen_kw: Any) -> subprocess.Popen[bytes]:
+    """Start a long-running `gravanois` command (output discarded unless `stdout`/`stderr` are given)."""
+    popen_kw.setdefault("stdout", subprocess.DEVNULL)
+    popen_kw.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(gravanois_cmd(*args), env=gn_env(settings), cwd=REPO, **popen_kw)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:

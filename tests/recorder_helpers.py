@@ -14,7 +14,7 @@ import redis
 from common import keys
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
-from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.helpers import REPO, gn_env, gravanois_cmd
 
 # Small, cheap synthetic camera for tests.
 TEST_SOURCE = "testsrc:320x240@15"

@@ -12,7 +12,7 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.journal import Press
 from common.settings import Settings
-from tests.conftest import start_gravanois
+from tests.helpers import start_gravanois
 from tests.media import make_video
 
 

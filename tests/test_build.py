@@ -18,7 +18,7 @@ from common.journal import Press
 from common.pipeline import STAGES, Stage, job_id, queue, retry_policy
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
-from common.timeutil import parse_iso
+from common.timeutil import iso, parse_iso
 from tests.build_helpers import files_under, make_segments, run_build_worker
 from tests.helpers import fetch
 from trigger import press as press_mod
@@ -159,17 +159,65 @@ def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn:
     assert data["meta"]["duration_sec"] < p.pre + p.post - 1
 
 
+@pytest.mark.parametrize("bad", ["zero-byte", "garbage"])
+def test_a_bad_segment_in_the_window_is_a_gap_not_a_silently_short_clip(
+    make_settings, redis_conn: redis.Redis, bad: str
+):
+    s = _settings(make_settings)
+    base = time.time() - 30
+    segs = make_segments(s, redis_conn, "cam1", base, 20)
+    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    a, b = p.window
+    # Two segments in the middle of the window are damaged on disk (still indexed): a full SD card's
+    # empty file, or bytes that are not MPEG-TS at all.
+    damaged = [x for x in segs if x.start >= a + 2][:2]
+    for x in damaged:
+        path = s.camera_buffer_dir("cam1") / x.name
+        path.write_bytes(b"" if bad == "zero-byte" else bytes(range(256)) * 200)
+    assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
+    assert run_build_worker(s).returncode == 0
+    job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
+    assert job.get_status() == "finished", reason(job)
+    clip = s.clips_dir / sidecar.clip_name(p)
+    data = json.loads(sidecar.path_for(clip).read_text())
+    [gap] = data["gaps"]
+    assert abs(parse_iso(gap["start"]) - damaged[0].start) < 0.01
+    assert abs(parse_iso(gap["end"]) - damaged[-1].end) < 0.01
+    # The sidecar's duration is the clip's real one, and it matches the segments that were joined.
+    used = [x for x in segs if x.overlaps(a, b) and x not in damaged]
+    assert data["segments"] == len(used)
+    assert abs(data["meta"]["duration_sec"] - probe(clip).duration_sec) < 0.01
+    assert abs(data["covered_seconds"] - sum(x.duration for x in used)) < 0.01
+    assert abs(data["meta"]["duration_sec"] - data["covered_seconds"]) < 0.3
+    assert "duration_short_by" not in data
+    assert decode_errors(clip) == ""
+
+
+def test_ts_problem_names_what_is_wrong(tmp_path):
+    empty, junk, short = tmp_path / "e.ts", tmp_path / "j.ts", tmp_path / "s.ts"
+    empty.write_bytes(b"")
+    junk.write_bytes(b"\x00" * 1000)
+    short.write_bytes(b"\x47" * 10)
+    assert build.ts_problem(empty) == "0 bytes"
+    assert build.ts_problem(junk) == "not MPEG-TS"
+    assert build.ts_problem(short) == "10 bytes"
+    assert build.ts_problem(tmp_path / "gone.ts") == "missing"
+
+
 def test_camera_that_recorded_nothing_is_a_failed_highlight(make_settings, redis_conn: redis.Redis):
     s = _settings(make_settings, max_attempts=1)
     base = time.time() - 60
-    make_segments(s, redis_conn, "cam1", base, 5)  # old segments only: the camera stopped 55 s ago
+    old = make_segments(s, redis_conn, "cam1", base, 5)  # the camera stopped 55 s ago...
     p = Press(camera="cam1", at=time.time() - 10, pre=3, post=1)
+    make_segments(s, redis_conn, "cam1", p.window[1] + 2, 3)  # ...and came back after the window
     assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
     t0 = time.monotonic()
     run_build_worker(s)
     job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
     assert job.get_status() == "failed"
     assert "camera cam1 recorded nothing since" in reason(job)
+    # The reason names what the camera recorded last before the window, not anything after it.
+    assert iso(max(x.end for x in old)) in reason(job)
     state = redis_conn.hgetall(keys.highlight(s.device_id, p.press_id))
     assert state[b"state"] == b"failed" and b"recorded nothing since" in state[b"error"]
     assert redis_conn.hget(keys.counters(s.device_id), "builds_failed") == b"1"

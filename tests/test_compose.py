@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, gn_env, gravanois_cmd
+from tests.helpers import REPO, gn_env, gravanois_cmd
 
-BOX_SERVICES = ("recorder", "trigger", "worker")
+BOX_SERVICES = ("recorder", "trigger", "scheduler", "worker")
 
 
 @pytest.fixture(scope="module")

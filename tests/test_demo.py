@@ -13,7 +13,7 @@ import pytest
 
 from common.ffmpeg import probe
 from common.sidecar import RENDER_FIELDS, SEED_FIELDS
-from tests.conftest import REPO, gravanois_cmd
+from tests.helpers import REPO, gravanois_cmd
 
 
 def processes_mentioning(marker: str, settle: float = 5.0) -> list[str]:

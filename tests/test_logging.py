@@ -21,8 +21,7 @@ from common import keys
 from common.pipeline import queue
 from common.redisconn import SERIALIZER
 from common.settings import Settings
-from tests.conftest import REPO, gn_env, gravanois_cmd
-from tests.helpers import wait_for
+from tests.helpers import REPO, gn_env, gravanois_cmd, wait_for
 from tests.redis_server import free_port
 
 CAMERA_PASSWORD = "Pw-s3cret-4711"

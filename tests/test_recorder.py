@@ -16,8 +16,7 @@ import redis
 from common import keys
 from common.ffmpeg import decode_errors
 from common.settings import Settings
-from tests.conftest import gn_env, gravanois_cmd, run_gravanois
-from tests.helpers import wait_for
+from tests.helpers import gn_env, gravanois_cmd, run_gravanois, wait_for
 from tests.media import make_logo
 from tests.recorder_helpers import (
     FRAME,

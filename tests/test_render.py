@@ -16,8 +16,7 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.pipeline import enqueue, job_id, queue_name
 from common.settings import Settings
-from tests.conftest import run_gravanois
-from tests.helpers import fetch
+from tests.helpers import fetch, run_gravanois
 from tests.media import make_logo
 from tests.render_helpers import frame, region_diff, stage_clip
 from worker import engines, files, render

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import SettingsError, describe, load_settings, parse_open_hours
-from tests.conftest import REPO, run_gravanois
+from tests.helpers import REPO, run_gravanois
 
 
 def test_precedence_flag_beats_env_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,8 +20,7 @@ from common.journal import Press
 from common.pipeline import queue
 from common.redisconn import SERIALIZER, note_highlight, raise_alarm
 from common.settings import Settings
-from tests.conftest import gn_env, gravanois_cmd, run_gravanois, start_gravanois
-from tests.helpers import wait_for
+from tests.helpers import gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
 from tests.redis_server import RedisServer, free_port
 
 RQ_JSON = ("-S", "rq.serializers.JSONSerializer")

@@ -17,7 +17,7 @@ import pytest
 import redis
 from supervisor.options import ServerOptions
 
-from tests.conftest import REPO, gravanois_cmd
+from tests.helpers import REPO, gravanois_cmd
 from tests.redis_server import free_port
 
 LAUNCHER = REPO / "deploy" / "supervise.py"
@@ -76,9 +76,11 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         "upload-0",
         "upload-1",
         "trigger",
+        "scheduler",
     }
     prio = {name: g.priority for name, (g, _) in procs.items()}
     assert prio["redis"] < prio["recorder-court1"] < prio["worker-0"] < prio["upload-0"] < prio["trigger"]
+    assert prio["redis"] < prio["scheduler"] < prio["worker-0"]
     data = tmp_path / "data"
     for name, (_, p) in procs.items():
         assert p.autorestart and p.killasgroup, name
@@ -91,6 +93,8 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         ), exe
         if name.startswith(("recorder", "worker", "upload")):
             assert p.stopwaitsecs >= 15 and p.stopsignal == signal.SIGTERM, name
+        if name == "scheduler":
+            assert p.stopwaitsecs >= 5 and p.stopsignal == signal.SIGTERM, name
     redis_cmd = procs["redis"][1].command
     assert f"--dir {data / 'redis'}" in redis_cmd and "deploy/redis.conf" in redis_cmd
     redis_conf = (REPO / "deploy" / "redis.conf").read_text()
@@ -98,7 +102,10 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         assert line in redis_conf.splitlines()
     assert procs["recorder-court2"][1].command.endswith("recorder --camera court2")
     worker_cmd = procs["worker-0"][1].command
-    assert "--queues build,render" in worker_cmd and "--scheduler" in worker_cmd
+    # One scheduler per device, its own program; the workers run none.
+    assert "--queues build,render" in worker_cmd and "--no-scheduler" in worker_cmd
+    assert procs["scheduler"][1].command.endswith("gravanois scheduler")
+    assert all("--no-scheduler" in p.command for n, (_, p) in procs.items() if n.startswith("upload"))
     assert "--queues upload" in procs["upload-1"][1].command
     assert procs["trigger"][1].command.endswith("trigger listen --input gpio")
     # Uploads are not configured here, so their workers do not start; Redis is local, so it does.
@@ -205,8 +212,8 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
             time.sleep(0.5)
             n_segments = conn.zcard(f"gn:{device}:cam:cam1:segments")
         status = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True, timeout=30)
-        # redis, recorder-cam1, worker-0, trigger (uploads are not configured, so no upload worker)
-        assert status.stdout.count("RUNNING") == 4, status.stdout
+        # redis, recorder-cam1, scheduler, worker-0, trigger (uploads are not configured: no upload worker)
+        assert status.stdout.count("RUNNING") == 5, status.stdout
 
         press = subprocess.run(
             gravanois_cmd("trigger", "press", "--camera", "cam1", "--wait"),

@@ -25,8 +25,7 @@ from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from tests.build_helpers import make_segments
-from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois, start_gravanois
-from tests.helpers import fetch, wait_for
+from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
 from trigger import press as press_mod
 from trigger.inputs import serial as serial_input
 from trigger.listen import Listener

@@ -22,8 +22,7 @@ from common.pipeline import job_id
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
-from tests.conftest import REPO, gn_env, gravanois_cmd, run_gravanois
-from tests.helpers import fetch, wait_for
+from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, wait_for
 from tests.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.rtsp_server import RtspServer
 from tests.test_build import SIDECAR_FIELDS

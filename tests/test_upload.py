@@ -23,7 +23,7 @@ from common.pipeline import queue
 from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.backend_server import BackendServer
-from tests.conftest import run_gravanois
+from tests.helpers import run_gravanois
 from tests.upload_helpers import (
     CLIENT,
     SECRET,

@@ -23,8 +23,7 @@ from common.pipeline import queue
 from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.backend_server import BackendServer
-from tests.conftest import REPO, gn_env, gravanois_cmd
-from tests.helpers import wait_for
+from tests.helpers import REPO, gn_env, gravanois_cmd, wait_for
 from tests.upload_helpers import SECRET, TOKEN, enqueue, make_highlight, upload_overrides
 
 

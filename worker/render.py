@@ -235,7 +235,7 @@ class Render:
         self.note(state, wm_path=str(self.wm_path))
         event(log, "render_done", press_id=self.press_id, clip=self.wm_path.name, upload=uploading)
         try:
-            retention.enforce(self.settings, protect={self.stem})
+            retention.enforce(self.settings, protect={self.stem}, conn=self.conn)
         except OSError as exc:
             event(log, "retention_error", logging.WARNING, error=str(exc))
 

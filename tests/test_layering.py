@@ -1,0 +1,55 @@
+"""The package layering DESIGN.md fixes, checked on the source: who may import whom."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+PROCESSES = ("recorder", "trigger", "worker")
+PROJECT = ("common", *PROCESSES, "ops", "assets")
+# What each package may import from the project (besides itself).
+ALLOWED = {
+    "assets": set(),
+    "common": {"assets"},
+    "recorder": {"common", "assets"},
+    "trigger": {"common", "assets"},
+    "worker": {"common", "assets"},
+    "ops": {"common", "assets", *PROCESSES},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level project packages a module imports (at module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {n.split(".")[0] for n in names if n.split(".")[0] in PROJECT}
+    return found
+
+
+@pytest.mark.parametrize("package", PROJECT)
+def test_package_imports_only_what_the_layering_allows(package: str) -> None:
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files, f"{package}/ has no Python files"
+    wrong = {
+        str(f.relative_to(REPO)): sorted(bad)
+        for f in files
+        if (bad := imported_packages(f) - ALLOWED[package] - {package})
+    }
+    assert wrong == {}, f"{package} may import only {sorted(ALLOWED[package])}"
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    """The rule is not vacuous: an import of a sibling process package is found, even inside a function."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from worker.render import Render\n    import trigger.press\n")
+    assert imported_packages(module) == {"worker", "trigger"}
