@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,35 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: fl
 def fetch(conn: redis.Redis, job_id: str) -> Job:
     """An RQ job of this project (JSON-serialized)."""
     return Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+
+
+@contextmanager
+def small_disk(path: Path, size_mb: int) -> Iterator[Path]:
+    """A real, size-limited file system (tmpfs) mounted at `path`; skips the test where mounting is denied."""
+    import pytest  # a test helper: only tests use this
+
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0777", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(path: Path, leave_mb: float) -> Path:
+    """Write a filler file into `path` until about `leave_mb` MiB stay free; returns the filler."""
+    filler = path / ".filler"
+    stat = os.statvfs(path)
+    free = stat.f_bavail * stat.f_frsize
+    size = max(0, int(free - leave_mb * 1024 * 1024))
+    block = b"\0" * (1024 * 1024)
+    with open(filler, "wb") as fh:  # written for real: tmpfs allocates on write, not on truncate
+        for _ in range(size // len(block)):
+            fh.write(block)
+    return filler

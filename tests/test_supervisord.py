@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -17,10 +16,8 @@ import pytest
 import redis
 from supervisor.options import ServerOptions
 
+from tests.box import LAUNCHER, box_env, own_processes
 from tests.helpers import REPO, gravanois_cmd
-from tests.redis_server import free_port
-
-LAUNCHER = REPO / "deploy" / "supervise.py"
 
 
 def load_launcher() -> ModuleType:
@@ -29,20 +26,6 @@ def load_launcher() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def box_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """GN_* settings of a small box living entirely under tmp_path, with its own Redis port."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
-    env.update(
-        GN_DEVICE_ID=f"sv-{uuid.uuid4().hex[:8]}",
-        GN_DATA_DIR=str(tmp_path / "data"),
-        GN_BUFFER_DIR=str(tmp_path / "buffer"),
-        GN_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        GN_LOG_FORMAT="json",
-    )
-    env.update(extra)
-    return env
 
 
 def realize(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **extra: str) -> ServerOptions:
@@ -143,33 +126,6 @@ def test_launcher_stops_on_a_bad_setting(tmp_path: Path, name: str, value: str) 
     )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and name in res.stderr
-
-
-def own_processes(marker: str, exclude: set[int], settle: float = 5.0) -> list[str]:
-    """Processes whose command line or environment mentions `marker` (this test's tmp dir).
-
-    Waits up to `settle` s for them to go: a child killed by its parent's death signal is reaped a moment
-    after its parent.
-    """
-    deadline = time.monotonic() + settle
-    while (found := _scan(marker, exclude)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return found
-
-
-def _scan(marker: str, exclude: set[int]) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (entry / "environ").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline or marker in environ:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 @pytest.mark.slow
