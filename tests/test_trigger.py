@@ -41,8 +41,8 @@ def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
     return make_settings(**base)
 
 
-@pytest.fixture
-def recording() -> Iterator[Callable[..., None]]:
+@pytest.fixture(name="recording")
+def recording_fixture() -> Iterator[Callable[..., None]]:
     """`recording(settings, conn, *cameras)`: publish, as a recording recorder does every second (with
     the recorder's own Health code), until the test ends; so presses in tests without ffmpeg are taken."""
     stop = threading.Event()
