@@ -214,7 +214,7 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
     refused = run_gravanois(s, "trigger", "press", "--camera", "cam1")
     assert refused.returncode == 1
     assert refused.stderr.splitlines()[-1] == (
-        f"error: press refused: camera cam1 is not recording (its recorder is stopped); "
+        f"error: press refused: camera cam1 is not recording (its recorder reports stopped); "
         f"nothing recorded since {iso(last.end)}"
     )
     [failed] = [

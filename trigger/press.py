@@ -233,7 +233,7 @@ def camera_problem(
         why = f"no recorder has reported for it: start `gravanois recorder --camera {press.camera}`"
     elif state != "recording":
         error = health.get("last_error", "")
-        why = f"its recorder is {state or 'in an unknown state'}" + (f": {error}" if error else "")
+        why = f"its recorder reports {state or 'no state'}" + (f": {error}" if error else "")
     else:
         why = f"no new segment for {t - newest_end:.0f} s"
     return f"camera {press.camera} is not recording ({why}); nothing recorded since {since}"
