@@ -408,8 +408,7 @@ def test_press_without_a_recorder_is_refused_at_once(make_settings, redis_conn: 
         assert done.returncode == 1, done.stdout + done.stderr
         assert done.stderr.splitlines()[-1] == (
             "error: press refused: camera cam1 is not recording (no recorder has reported for it: start "
-            "`gravanois recorder --camera cam1`); nothing recorded since the recorder started (no segment "
-            "at all)"
+            "`gravanois recorder --camera cam1`); it has no segment at all"
         )
         assert done.stdout.startswith("refused camera=cam1")
     assert scheduled(redis_conn, s) == [] and not journal.pending(s.journal_dir)

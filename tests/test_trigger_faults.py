@@ -215,7 +215,7 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
     assert refused.returncode == 1
     assert refused.stderr.splitlines()[-1] == (
         f"error: press refused: camera cam1 is not recording (its recorder reports stopped); "
-        f"nothing recorded since {iso(last.end)}"
+        f"its last segment before the press ended {iso(last.end)}"
     )
     [failed] = [
         m.decode()
@@ -240,8 +240,8 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
     assert newest.end > at + 1
     assert late.returncode == 1
     assert late.stderr.splitlines()[-1] == (
-        f"error: press refused: camera cam1 recorded nothing since {iso(last.end)}: no segment covers "
-        f"the window {iso(at - 2)} to {iso(at + 1)}"
+        f"error: press refused: camera cam1 recorded nothing in the window {iso(at - 2)} to {iso(at + 1)}; "
+        f"its last segment before the press ended {iso(last.end)}"
     )
 
 

@@ -222,13 +222,16 @@ def camera_problem(
         return None
     if not live and (index.covering(a, b) or (b > t and recording)):
         return None
+    # The time to name is the end of what the camera last recorded before the press, not its newest
+    # segment: for a press given later with --at, the newest one is after the window.
     before = index.last_before(press.at)
-    since = iso(before.end) if before is not None else "the recorder started (no segment at all)"
+    last = (
+        f"its last segment before the press ended {iso(before.end)}"
+        if before is not None
+        else "it has no segment at all"
+    )
     if not live:
-        return (
-            f"camera {press.camera} recorded nothing since {since}: "
-            f"no segment covers the window {iso(a)} to {iso(b)}"
-        )
+        return f"camera {press.camera} recorded nothing in the window {iso(a)} to {iso(b)}; {last}"
     if not health:
         why = f"no recorder has reported for it: start `gravanois recorder --camera {press.camera}`"
     elif state != "recording":
@@ -236,7 +239,7 @@ def camera_problem(
         why = f"its recorder reports {state or 'no state'}" + (f": {error}" if error else "")
     else:
         why = f"no new segment for {t - newest_end:.0f} s"
-    return f"camera {press.camera} is not recording ({why}); nothing recorded since {since}"
+    return f"camera {press.camera} is not recording ({why}); {last}"
 
 
 def _number(text: str | None) -> float:
