@@ -1,8 +1,9 @@
-"""The press journal: presses not yet handed to Redis, one small JSON file each, written atomically.
+"""The press journal: presses Redis could not take, one small JSON file each, written atomically.
 
-A press is journalled *before* Redis is tried, so that neither a dead Redis nor a crash loses it.
-The trigger removes the file once the build job is enqueued; the recorder's retention treats every
-journalled press as a pin on its window (Redis may be down, so it cannot rely on Redis pins then).
+The trigger hands a press to Redis first and journals it only when Redis does not answer (a full data
+disk must not stop a press while Redis is up). The trigger removes the file once the build job is
+enqueued; the recorder's retention treats every journalled press as a pin on its window (Redis may be
+down, so it cannot rely on Redis pins then).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.fsutil import is_tmp, read_json, write_json_atomic
-from common.timeutil import compact
+from common.timeutil import compact, iso
 
 # A journalled press older than this is given up by retention (its segments may then go).
 MAX_AGE_SECONDS = 24 * 3600
+# A press time before this is a clock that was never set, or garbage (2000-01-01T00:00:00Z).
+EARLIEST_PRESS = 946684800.0
+# A press time this far past now is a typo or a wrong clock, not clock skew between processes.
+FUTURE_SLACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,19 @@ class Press:
     def window(self) -> tuple[float, float]:
         """The wall-clock window the highlight must cover."""
         return (self.at - self.pre, self.at + self.post)
+
+
+def press_time_problem(at: float, at_now: float) -> str | None:
+    """Why `at` cannot be a press time (before 2000, or in the future), or None; the build job's bounds."""
+    try:
+        shown = iso(at)
+    except (ValueError, OverflowError, OSError):  # beyond what a date can hold
+        shown = repr(at)
+    if at > at_now + FUTURE_SLACK_SECONDS:
+        return f"press time {shown} is in the future (now {iso(at_now)}): a press can only be now or past"
+    if at < EARLIEST_PRESS:
+        return f"press time {shown} is before 2000: not a plausible press (is the clock set?)"
+    return None
 
 
 def write(journal_dir: Path, press: Press) -> Path:

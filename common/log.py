@@ -17,27 +17,44 @@ from typing import Any
 from common.timeutil import iso
 
 _SECRETS: set[str] = set()
+# The registered secrets as one alternation (longest first), rebuilt when one is added: one pass over
+# the text whatever the number of secrets.
+_SECRETS_RE: list[re.Pattern[str] | None] = [None]
 _PROCESS = {"name": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "gravanois"}
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-_URL_CREDS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<creds>[^/@\s]+)@", re.I)
-_URL_QUERY = re.compile(r"(?P<url>https?://[^\s?\"']+)\?[^\s\"']*", re.I)
+# Every pattern below scans each character a bounded number of times (possessive `*+`/`++`, and no
+# match that can fail after a long scan and be retried one character later), so `redact` is linear in
+# the text: a job argument of megabytes must not block a worker. A URL's scheme is matched only from
+# the start of a run of scheme characters (the look-behind), then checked in Python (`_creds`):
+# matching `[a-z][a-z0-9+.-]*://` directly restarts at every letter of a long run (40 KB took 16 s).
+_URL_CREDS = re.compile(r"(?<![a-z0-9+.-])(?P<run>[a-z0-9+.-]++)://(?P<creds>[^/@\s]++)@", re.I)
+_SCHEME_START = re.compile(r"[a-z]", re.I)
+_URL_QUERY = re.compile(r"(?P<url>https?://[^\s?\"']++)(?P<query>\?[^\s\"']*+)?", re.I)
 _HEADERS = re.compile(r"(?i)(X-Signature|Authorization)(['\"]?\s*[:=]\s*['\"]?)([^'\",\s]+(?: [^'\",\s]+)?)")
 
 
 def register_secret(value: str | None) -> None:
     """Never let `value` appear in a log line from now on."""
-    if value and len(value) >= 4:
+    if value and len(value) >= 4 and value not in _SECRETS:
         _SECRETS.add(value)
+        ordered = sorted(_SECRETS, key=len, reverse=True)
+        _SECRETS_RE[0] = re.compile("|".join(re.escape(x) for x in ordered))
 
 
 def redact(text: str) -> str:
     """Mask credentials in URLs, query strings (pre-signed URLs), auth headers and registered secrets."""
-    text = _URL_CREDS.sub(lambda m: f"{m['scheme']}***@", text)
-    text = _URL_QUERY.sub(lambda m: f"{m['url']}?***", text)
+    text = _URL_CREDS.sub(_creds, text)
+    text = _URL_QUERY.sub(lambda m: f"{m['url']}?***" if m["query"] is not None else m[0], text)
     text = _HEADERS.sub(lambda m: f"{m[1]}{m[2]}***", text)
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
-    return text
+    secrets = _SECRETS_RE[0]
+    return secrets.sub("***", text) if secrets is not None else text
+
+
+def _creds(m: re.Match[str]) -> str:
+    """`scheme://user:pass@` → `scheme://***@`; a scheme starts with a letter (`1http` → `http`)."""
+    if _SCHEME_START.search(m["run"]) is None:
+        return m[0]
+    return f"{m['run']}://***@"
 
 
 def fields(**kw: Any) -> dict[str, Any]:

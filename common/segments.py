@@ -100,9 +100,9 @@ class SegmentIndex:
         found = self.conn.zrange(self.seg_key, -1, -1)
         return Segment.from_member(found[0]) if found else None
 
-    def latest_before(self, t: float) -> Segment | None:
-        """The newest closed segment that started before `t` (what was recorded last before then)."""
-        found = self.conn.zrevrangebyscore(self.seg_key, f"({t}", "-inf", start=0, num=1)
+    def last_before(self, t: float) -> Segment | None:
+        """The newest segment that started at or before `t` (what a camera last recorded by then)."""
+        found = self.conn.zrevrangebyscore(self.seg_key, t, "-inf", start=0, num=1)
         return Segment.from_member(found[0]) if found else None
 
     def covering(self, a: float, b: float) -> list[Segment]:

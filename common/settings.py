@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import socket
@@ -43,6 +44,10 @@ X264_PRESETS = (
     "veryslow",
 )
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+# Longest pre-roll or post-roll a highlight may ask for (the build job refuses more, too).
+MAX_SIDE_SECONDS = 900.0
+# Longest segment a recorder may be asked for (the index looks this far back for an overlapping one).
+MAX_SEG_TIME = 60.0
 
 
 class SettingsError(ValueError):
@@ -256,10 +261,17 @@ def load_settings(
     for f in dataclasses.fields(Settings):
         name = env_name(f.name)
         raw = os.environ.get(name, file_values.get(name))
-        if raw is not None and raw != "":
+        if raw is not None and raw.strip() != "":
             values[f.name] = _parse(f, raw)
-        elif raw == "" and _optional(f):
+        elif raw is not None and _optional(f):
             values[f.name] = None
+        elif raw is not None and f.default != "":
+            # `GN_X=` with nothing after it is a mistake, not a wish for the default: say so rather
+            # than silently becoming e.g. the host name (which changes every Redis key of the box).
+            raise SettingsError(
+                f"{name} is set but empty: give it a value, or remove the line to use the default "
+                f"({_default_text(f)})"
+            )
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -278,6 +290,13 @@ def _field(name: str) -> dataclasses.Field[Any]:
         if f.name == name:
             return f
     raise SettingsError(f"unknown setting {name!r}")
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    """The default of a setting in words, for an error message."""
+    if f.name == "device_id":
+        return "the host name"
+    return next(text for name, text, _ in describe() if name == env_name(f.name)) or "empty"
 
 
 def _optional(f: dataclasses.Field[Any]) -> bool:
@@ -303,7 +322,10 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
         if hint is int:
             return int(raw)
         if hint is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # float() takes nan and inf; no setting means either
+                raise ValueError
+            return value
         if hint is Path:
             return Path(raw).expanduser()
         if f.name == "retry_intervals":
@@ -314,7 +336,9 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     except SettingsError:
         raise
     except ValueError:
-        kind = {bool: "true or false", int: "a whole number", float: "a number"}.get(hint, "a valid value")
+        kind = {bool: "true or false", int: "a whole number", float: "a finite number"}.get(
+            hint, "a valid value"
+        )
         if f.name == "retry_intervals":
             kind = "whole seconds separated by commas, like 10,30,90"
         raise SettingsError(f"{name}={raw!r} is not valid: set it to {kind}") from None
@@ -364,9 +388,23 @@ def validate(s: Settings) -> None:
         "redis_url",
         "use a URL like redis://127.0.0.1:6379/0",
     )
-    _check(s.seg_time > 0, "seg_time", "it must be more than 0 seconds")
-    _check(s.pre_seconds >= 0, "pre_seconds", "it cannot be negative")
-    _check(s.post_seconds >= 0, "post_seconds", "it cannot be negative")
+    for f in dataclasses.fields(Settings):
+        value = getattr(s, f.name)
+        # Flags hand floats over already parsed (click takes "nan"); a NaN passes every `<` check.
+        _check(not isinstance(value, float) or math.isfinite(value), f.name, "it must be a finite number")
+    # Each bound is checked on its own setting before the rules that combine them, so that an
+    # out-of-range value is blamed on itself, not on GN_BUFFER_SECONDS.
+    _check(
+        0 < s.seg_time <= MAX_SEG_TIME,
+        "seg_time",
+        f"it must be more than 0 and at most {MAX_SEG_TIME:g} seconds",
+    )
+    for side in ("pre_seconds", "post_seconds"):
+        _check(
+            0 <= getattr(s, side) <= MAX_SIDE_SECONDS,
+            side,
+            f"it must be from 0 to {MAX_SIDE_SECONDS:g} seconds",
+        )
     _check(s.pre_seconds + s.post_seconds > 0, "post_seconds", "pre + post must be more than 0 seconds")
     margin = buffer_margin(s)
     _check(

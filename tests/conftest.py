@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 import redis
 
 from common.settings import Settings, load_settings
+from recorder.health import Health
 from tests.backend_server import BackendServer
 from tests.media import make_video
 from tests.redis_server import RedisServer
@@ -88,3 +92,31 @@ def backend(settings: Settings) -> Iterator[BackendServer]:
     """The local backend (tests/backend_server.py) on loopback, knowing this test's device."""
     with BackendServer(SECRET, settings.device_id, CLIENT, VENUE, token=TOKEN) as srv:
         yield srv
+
+
+@pytest.fixture(name="recording")
+def recording_fixture() -> Iterator[Callable[..., None]]:
+    """`recording(settings, conn, *cameras)`: publish, as a recording recorder does every second (with
+    the recorder's own Health code), until the test ends; so presses in tests without ffmpeg are taken."""
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def start(s: Settings, conn: redis.Redis, *cameras: str) -> None:
+        reporters = [Health(conn, s, cam, "testsrc", "copy") for cam in cameras or ("cam1",)]
+
+        def beat() -> None:
+            while not stop.is_set():
+                for h in reporters:
+                    with contextlib.suppress(redis.RedisError):  # the test may stop its Redis
+                        h.publish(time.time(), state="recording", last_segment_end=time.time())
+                stop.wait(0.5)
+
+        for h in reporters:  # the first report before the test presses
+            h.publish(time.time(), state="recording", last_segment_end=time.time())
+        threads.append(threading.Thread(target=beat, daemon=True))
+        threads[-1].start()
+
+    yield start
+    stop.set()
+    for t in threads:
+        t.join(5)

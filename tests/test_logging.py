@@ -8,6 +8,8 @@ run beside a synthetic camera whose press goes through build and render.
 from __future__ import annotations
 
 import json
+import random
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -18,6 +20,7 @@ import redis
 from rq.job import Job
 
 from common import keys
+from common.log import redact, register_secret
 from common.pipeline import queue
 from common.redisconn import SERIALIZER
 from common.settings import Settings
@@ -135,3 +138,93 @@ def test_secrets_never_reach_logs_sidecars_or_redis(
     assert any(ln["level"] in ("warning", "error") for ln in lines)
     health = redis_conn.hgetall(keys.camera_health(device, "cam2"))
     assert CAMERA_PASSWORD.encode() not in health.get(b"source", b"") and health.get(b"source")
+
+
+# ---- redact: linear in the text, same masking as before
+
+
+def _redact_reference(text: str, secrets: list[str]) -> str:
+    """The former, quadratic `redact`, kept as the reference for what must be masked (small texts only)."""
+    text = re.sub(
+        r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<creds>[^/@\s]+)@",
+        lambda m: f"{m['scheme']}***@",
+        text,
+        flags=re.I,
+    )
+    text = re.sub(r"(?P<url>https?://[^\s?\"']+)\?[^\s\"']*", lambda m: f"{m['url']}?***", text, flags=re.I)
+    text = re.sub(
+        r"(?i)(X-Signature|Authorization)(['\"]?\s*[:=]\s*['\"]?)([^'\",\s]+(?: [^'\",\s]+)?)",
+        lambda m: f"{m[1]}{m[2]}***",
+        text,
+    )
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def test_redact_masks_what_it_always_masked() -> None:
+    secret = "zq-Device-Secret-77"
+    register_secret(secret)
+    # Pieces chosen to sit at every boundary the patterns care about: schemes after digits and
+    # underscores, `://` without credentials, query strings, quoted and unquoted headers, the secret.
+    pieces = [
+        "rtsp://admin:hunter2@10.0.0.5:554/s",
+        "1http://u:p@h",
+        "x_ftp://a@b",
+        "12://u@h",
+        "a://b://c@d",
+        "https://b.s3.amazonaws.com/a.mp4?X-Amz-Signature=abc&e=1",
+        "http://?x",
+        "http://h/p",
+        "?",
+        "@",
+        "X-Signature: Zm9v",
+        "authorization='Bearer tok1 x'",
+        '"Authorization": "Bearer abc"',
+        secret,
+        "://",
+        "http",
+        "a",
+        "1",
+        "-",
+        " ",
+        "\n",
+        '"',
+        "'",
+        "/",
+        ":",
+        "=",
+        "é",
+    ]
+    rng = random.Random(10)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        assert redact(text) == _redact_reference(text, [secret]), text
+
+
+def test_redact_a_5_mb_job_argument() -> None:
+    """The text that blocked a worker: megabytes, with long runs of letters (each a would-be URL scheme)."""
+    secret = "zq-Device-Secret-77"
+    register_secret(secret)
+    chunk = (
+        "a" * 100_000
+        + " rtsp://admin:hunter2@cam/s https://b/x.mp4?X-Amz-Signature=abc "
+        + "b1" * 50_000
+        + f" Authorization: Bearer tok9 {secret} "
+        + "http://" * 5_000
+        + " "
+    )
+    text = chunk * (5_000_000 // len(chunk) + 1)
+    assert len(text) >= 5_000_000
+    out = redact(text)
+    for leaked in ("hunter2", "X-Amz-Signature", "tok9", secret):
+        assert leaked not in out
+    expected_chunk = (
+        "a" * 100_000
+        + " rtsp://***@cam/s https://b/x.mp4?*** "
+        + "b1" * 50_000
+        + " Authorization: *** *** "
+        + "http://" * 5_000
+        + " "
+    )
+    assert out == expected_chunk * (5_000_000 // len(chunk) + 1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from common.pipeline import retry_intervals, retry_policy
 from common.settings import SettingsError, describe, load_settings, parse_open_hours
-from tests.helpers import REPO, run_gravanois
+from tests.helpers import REPO, gn_env, gravanois_cmd, run_gravanois
 
 
 def test_precedence_flag_beats_env_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,3 +85,66 @@ def test_cli_help_lists_every_process(settings) -> None:
     listed = result.stdout.split("Commands:")[1].split()
     for command in ("recorder", "trigger", "worker", "status", "failed", "metrics", "demo"):
         assert command in listed, f"`gravanois {command}` is not available"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"GN_DEVICE_ID": ""},
+            "GN_DEVICE_ID is set but empty: give it a value, or remove the line to use the default "
+            "(the host name)",
+        ),
+        ({"GN_SEG_TIME": "  "}, "GN_SEG_TIME is set but empty"),
+        ({"GN_PRE_SECONDS": "nan"}, "GN_PRE_SECONDS='nan' is not valid: set it to a finite number"),
+        ({"GN_POST_SECONDS": "-inf"}, "GN_POST_SECONDS='-inf' is not valid: set it to a finite number"),
+        ({"GN_PRE_SECONDS": "1e9"}, "GN_PRE_SECONDS is not valid: it must be from 0 to 900 seconds"),
+        ({"GN_POST_SECONDS": "901"}, "GN_POST_SECONDS is not valid: it must be from 0 to 900 seconds"),
+        (
+            {"GN_SEG_TIME": "1e9"},
+            "GN_SEG_TIME is not valid: it must be more than 0 and at most 60 seconds",
+        ),
+    ],
+)
+def test_out_of_range_values_blame_their_own_setting(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SettingsError) as info:
+        load_settings(None if "GN_DEVICE_ID" in env else {"device_id": "box1"}, env_file=None)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "GN_BUFFER_SECONDS" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_empty_values_that_mean_something_stay_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GN_OPEN_HOURS", "GN_API_BASE", "GN_BUTTONS", "GN_WM_LOGO2"):
+        monkeypatch.setenv(name, "")
+    s = load_settings({"device_id": "box1"}, env_file=None)
+    assert s.open_hours == "" and s.api_base == "" and s.wm_logo2 is None
+
+
+def test_a_nan_from_a_flag_is_refused_too() -> None:
+    with pytest.raises(SettingsError, match="GN_PRE_SECONDS is not valid: it must be a finite number"):
+        load_settings({"device_id": "box1", "pre_seconds": float("nan")}, env_file=None)
+
+
+def test_device_id_empty_stops_a_process_with_one_line(settings) -> None:
+    env = {**gn_env(settings), "GN_DEVICE_ID": ""}
+    done = subprocess.run(
+        gravanois_cmd("trigger", "press"), env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: GN_DEVICE_ID is set but empty: give it a value, or remove the line to use the default "
+        "(the host name)\n"
+    )
+
+
+def test_retry_intervals_one_wait_per_retry_first_interval_first() -> None:
+    # GN_RETRY_INTERVALS=10,30,90 with 3 attempts: two retries, after 10 s then 30 s.
+    assert retry_intervals(3, (10, 30, 90)) == [10, 30]
+    assert retry_intervals(5, (10, 30)) == [10, 30, 30, 30]  # the last interval repeats
+    assert retry_intervals(1, (10, 30, 90)) == []
+    policy = retry_policy(load_settings({"device_id": "box1", "retry_intervals": "10,30,90"}, env_file=None))
+    assert policy is not None and policy.max == 2 and policy.intervals == [10, 30]

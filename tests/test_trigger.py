@@ -1,5 +1,6 @@
 """The trigger: CLI press, cooldown, opening hours, journal + replay with Redis down, GPIO (mock pins),
-serial (pty, unplug and re-plug), ENTER, clean shutdown, `press --wait`."""
+serial (pty, unplug and re-plug), ENTER, clean shutdown, `press --wait`, a camera that is not recording
+(refused at once, LED error pattern), a full data disk (a real 2 MiB tmpfs) and an input that dies."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from rq.registry import ScheduledJobRegistry
 from common import journal, keys, sidecar
 from common.journal import Press
 from common.pipeline import job_id, queue
-from common.segments import SegmentIndex
+from common.segments import Segment, SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from tests.build_helpers import make_segments
@@ -117,8 +118,9 @@ def test_serial_tokens_and_port_detection(tmp_path):
 # ---- the CLI press
 
 
-def test_press_cli_queues_the_build_at_once(make_settings, redis_conn: redis.Redis):
+def test_press_cli_queues_the_build_at_once(make_settings, redis_conn: redis.Redis, recording):
     s = _settings(make_settings)
+    recording(s, redis_conn, "cam1")
     before = time.time()
     done = run_gravanois(s, "trigger", "press", "--camera", "cam1")
     after = time.time()
@@ -130,6 +132,10 @@ def test_press_cli_queues_the_build_at_once(make_settings, redis_conn: redis.Red
     assert jid == job_id(s.device_id, p.press_id, "build") and jid in done.stdout
     assert str(s.clips_dir / sidecar.clip_name(p)) in done.stdout
     assert job.func_name == "worker.build.build_highlight" and job.retries_left == s.max_attempts - 1
+    # GN_RETRY_INTERVALS=10,30,90 with 3 attempts: RQ's own choice for this job is 10 s, then 30 s
+    assert job.get_retry_interval() == 10
+    job.retries_left = 1
+    assert job.get_retry_interval() == 30
     # Queued, not scheduled: no scheduler stands between a press and its clip.
     assert job.get_status() == "queued" and not ScheduledJobRegistry(queue=queue(s, "build", redis_conn))
     assert job.meta == {"stage": "build", "press_id": p.press_id, "at": p.at}
@@ -145,6 +151,10 @@ def test_press_cli_queues_the_build_at_once(make_settings, redis_conn: redis.Red
 def test_press_at_a_past_time_and_all_cameras(make_settings, redis_conn: redis.Redis):
     s = _settings(make_settings, cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}))
     at = iso(time.time() - 30)
+    for cam in ("cam1", "cam2"):  # what both cameras recorded then (a past press needs its window)
+        SegmentIndex(redis_conn, s.device_id, cam).add(
+            Segment(parse_iso(at) - 6, parse_iso(at) + 3, f"{cam}.ts")
+        )
     done = run_gravanois(s, "trigger", "press", "--at", at)
     assert done.returncode == 0, done.stderr
     presses = job_presses(redis_conn, s)
@@ -152,13 +162,21 @@ def test_press_at_a_past_time_and_all_cameras(make_settings, redis_conn: redis.R
     assert all(abs(d["at"] - parse_iso(at)) < 0.001 for d in presses)
     future = run_gravanois(s, "trigger", "press", "--at", iso(time.time() + 3600))
     assert future.returncode == 2 and "in the future" in future.stderr
+    # the worker's bounds, at once: a clock that was never set is not a press
+    old = run_gravanois(s, "trigger", "press", "--at", "1990-01-01T00:00:00Z")
+    assert old.returncode == 2 and old.stderr == (
+        "error: --at 1990-01-01T00:00:00Z: press time 1990-01-01T00:00:00.000Z is before 2000: "
+        "not a plausible press (is the clock set?)\n"
+    )
+    assert len(scheduled(redis_conn, s)) == 2
     unknown = run_gravanois(s, "trigger", "press", "--camera", "cam9")
     assert unknown.returncode == 2 and "unknown camera 'cam9'" in unknown.stderr
 
 
 @pytest.mark.parametrize(("cooldown", "jobs"), [(0, 2), (30, 1)])
-def test_cooldown(make_settings, redis_conn: redis.Redis, cooldown: float, jobs: int):
+def test_cooldown(make_settings, redis_conn: redis.Redis, cooldown: float, jobs: int, recording):
     s = _settings(make_settings, cooldown_seconds=cooldown)
+    recording(s, redis_conn, "cam1", "cam2")
     t = time.time()
     first = press_mod.submit(s, redis_conn, Press("cam1", t - 2, 5, 2))
     second = press_mod.submit(s, redis_conn, Press("cam1", t, 5, 2))
@@ -172,7 +190,12 @@ def test_cooldown(make_settings, redis_conn: redis.Redis, cooldown: float, jobs:
     other = make_settings(
         cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}), cooldown_seconds=cooldown
     )
+    recording(other, redis_conn, "cam2")
     assert press_mod.submit(other, redis_conn, Press("cam2", t, 5, 2)).state == press_mod.SCHEDULED
+    # the same press handed over again (Redis cut the first hand-over short after the cooldown was
+    # set; the journal replays it) is not its own duplicate
+    again = Press("cam1", t - 60, 5, 2)
+    assert press_mod.cooldown_ok(s, redis_conn, again) and press_mod.cooldown_ok(s, redis_conn, again)
 
 
 def test_press_outside_opening_hours_is_refused(make_settings, redis_conn: redis.Redis):
@@ -249,10 +272,13 @@ def mock_pins():
     Device.pin_factory = None
 
 
-def test_gpio_button_one_press_per_debounce_window(make_settings, redis_conn: redis.Redis, mock_pins):
+def test_gpio_button_one_press_per_debounce_window(
+    make_settings, redis_conn: redis.Redis, mock_pins, recording
+):
     from trigger.inputs.gpio import GpioInput
 
     s = _settings(make_settings, gpio_debounce_ms=300, gpio_led_pin=27)
+    recording(s, redis_conn, "cam1")
     listener = Listener(s, redis_conn)
     gpio = GpioInput([17], s.gpio_debounce_ms, listener.press, led_pin=27)
     listener.on_accept = gpio.accepted
@@ -296,8 +322,9 @@ def _plug(link: Path) -> int:
     return master
 
 
-def test_serial_line_presses_and_replug_recovers(make_settings, redis_conn: redis.Redis, tmp_path):
+def test_serial_line_presses_and_replug_recovers(make_settings, redis_conn: redis.Redis, tmp_path, recording):
     s = _settings(make_settings, cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}))
+    recording(s, redis_conn, "cam1", "cam2")
     link = tmp_path / "usb-Pico-if00"
     master = _plug(link)
     listener = Proc(s, tmp_path, "--input", "serial", "--port", str(link))
@@ -345,20 +372,23 @@ def test_press_wait_prints_the_rendered_path_last(make_settings, redis_conn: red
     assert Path(last).is_file()
 
 
-def test_press_wait_reports_a_camera_that_recorded_nothing(make_settings, redis_conn: redis.Redis):
-    s = _settings(make_settings, max_attempts=1, pre_seconds=2, post_seconds=1)
-    worker = start_gravanois(s, "worker", "--queues", "build")
-    try:
-        done = run_gravanois(
-            s, "trigger", "press", "--camera", "cam1", "--wait", "--timeout", "60", timeout=90
+def test_press_without_a_recorder_is_refused_at_once(make_settings, redis_conn: redis.Redis):
+    s = _settings(make_settings, cooldown_seconds=30)
+    for args in (("--camera", "cam1"), ("--camera", "cam1", "--wait", "--timeout", "60")):
+        done = run_gravanois(s, "trigger", "press", *args, timeout=30)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            "error: press refused: camera cam1 is not recording (no recorder has reported for it: start "
+            "`gravanois recorder --camera cam1`); it has no segment at all"
         )
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(15)
-    assert done.returncode == 1
-    assert "camera cam1 recorded nothing since" in done.stderr
-    [press_id] = [m.decode() for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)]
-    assert redis_conn.hget(keys.highlight(s.device_id, press_id), "state") == b"failed"
+        assert done.stdout.startswith("refused camera=cam1")
+    assert scheduled(redis_conn, s) == [] and not journal.pending(s.journal_dir)
+    assert redis_conn.get(keys.cooldown(s.device_id, "cam1")) is None  # a refused press starts no cooldown
+    press_ids = [m.decode() for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)]
+    assert len(press_ids) == 2
+    for press_id in press_ids:
+        state = redis_conn.hgetall(keys.highlight(s.device_id, press_id))
+        assert state[b"state"] == b"failed" and b"no recorder has reported" in state[b"error"]
 
 
 @pytest.mark.skipif(Path("/proc/device-tree/model").exists(), reason="a real Pi has pins")
@@ -392,8 +422,9 @@ def test_replay_keeps_time_order_original_times_and_cooldown(make_settings, redi
     assert press_mod.replay(s, redis_conn) == []
 
 
-def test_press_wait_times_out_without_a_worker(make_settings, redis_conn: redis.Redis):
+def test_press_wait_times_out_without_a_worker(make_settings, redis_conn: redis.Redis, recording):
     s = _settings(make_settings)
+    recording(s, redis_conn, "cam1")
     done = run_gravanois(s, "trigger", "press", "--camera", "cam1", "--wait", "--timeout", "2", timeout=30)
     assert done.returncode == 1 and "timed out waiting for job gn-" in done.stderr
     assert len(scheduled(redis_conn, s)) == 1  # the press itself stands

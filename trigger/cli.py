@@ -27,9 +27,6 @@ from trigger.listen import Listener
 
 log = get_logger(__name__)
 
-# A --at this far in the future is a typo, not clock skew.
-FUTURE_SLACK_SECONDS = 5.0
-
 
 @click.group()
 def trigger() -> None:
@@ -57,8 +54,10 @@ def press(
 ) -> None:
     """Press the button once: schedules the highlight's build job and prints its job id and clip path.
 
-    With Redis down the press is journalled (exit 0) and `gravanois trigger listen` enqueues it, with
-    its original time, as soon as Redis answers again.
+    A camera that is not recording is refused at once (exit 1, the reason on standard error). With
+    Redis down the press is journalled (exit 0) and `gravanois trigger listen` enqueues it, with its
+    original time, as soon as Redis answers again; if the journal cannot be written either (a full data
+    disk), the press is not saved and the exit code is 1.
     """
     at = now()  # the press time is taken before anything else
     settings = settings_from(ctx, process="trigger", pre_seconds=pre, post_seconds=post)
@@ -67,8 +66,9 @@ def press(
             at = parse_iso(at_text)
         except ValueError:
             fail(f"--at {at_text!r} is not a time: use ISO 8601 like 2025-08-17T19:50:00Z")
-        if at > now() + FUTURE_SLACK_SECONDS:
-            fail(f"--at {at_text} is in the future: a press can only be now or in the past")
+        problem = journal.press_time_problem(at, now())
+        if problem is not None:
+            fail(f"--at {at_text}: {problem}")
     try:
         cameras = press_mod.cameras_for(settings, camera)
     except SettingsError as exc:
@@ -80,11 +80,16 @@ def press(
         press_mod.replay(settings, conn)  # older presses journalled during an outage go first
     except redis.RedisError:
         with_redis = False
+    except OSError as exc:  # an unreadable journal must not stop today's press (it stays for the listener)
+        event(log, "journal_unreadable", level=30, dir=str(settings.journal_dir), error=str(exc))
     outcomes = [
         press_mod.submit(settings, conn, p) for p in press_mod.make_presses(settings, cameras, at, "cli")
     ]
     for o in outcomes:
         click.echo(o.line())
+    failed = [o for o in outcomes if o.state in (press_mod.REFUSED, press_mod.NOT_SAVED)]
+    if failed:
+        fail("; ".join(_not_taken(o) for o in failed), 1)
     if any(o.state == press_mod.JOURNALLED for o in outcomes) or not with_redis:
         click.echo(
             f"Redis is not answering: the press is journalled in {settings.journal_dir} and "
@@ -110,6 +115,13 @@ def press(
         fail("highlight failed: " + "; ".join(errors), 1)
     for p in paths:
         click.echo(p)
+
+
+def _not_taken(o: press_mod.Outcome) -> str:
+    """Why a press was not taken, for the presser: the camera is down, or nowhere could keep it."""
+    if o.state == press_mod.REFUSED:
+        return f"press refused: {o.detail}"
+    return f"press for camera {o.press.camera} {o.detail}, then press again"
 
 
 class WaitError(RuntimeError):
@@ -167,7 +179,10 @@ def wait_final(conn: redis.Redis, device: str, press_id: str, deadline: float) -
 @click.option("--port", default=None, help="Override GN_SERIAL_PORT.")
 @click.pass_context
 def listen(ctx: click.Context, kind: str, camera: str | None, pin: int | None, port: str | None) -> None:
-    """Listen for presses until SIGTERM/SIGINT; also enqueues presses journalled while Redis was down."""
+    """Listen for presses until SIGTERM/SIGINT; also enqueues presses journalled while Redis was down.
+
+    Exits 1 if an input stops by an error (supervisord then starts a fresh listener).
+    """
     settings = settings_from(ctx, process=f"trigger-{kind}", gpio_pin=pin, serial_port=port)
     try:
         default = press_mod.cameras_for(settings, camera) if camera else None
@@ -184,22 +199,26 @@ def listen(ctx: click.Context, kind: str, camera: str | None, pin: int | None, p
         listener.run()
     finally:
         source.close()
+    if listener.died is not None:
+        fail(f"{listener.died}; the listener exits so that it is started again", 1)
 
 
 def start_input(kind: str, settings: Settings, listener: Listener) -> EnterInput | GpioInput | SerialInput:
     """Create and start the chosen input, wired to the listener (each input imports its library lazily)."""
     src: EnterInput | GpioInput | SerialInput
     if kind == "enter":
-        src = EnterInput(sys.stdin, listener.press, listener.stop.set)
+        src = EnterInput(sys.stdin, listener.press, listener.stop.set, listener.input_died)
     elif kind == "gpio":
         pins = sorted({int(b) for b in listener.buttons if b.isdigit()} or {settings.gpio_pin})
         try:
             src = GpioInput(pins, settings.gpio_debounce_ms, listener.press, settings.gpio_led_pin)
         except Exception as exc:  # gpiozero raises many kinds when no pin library or pin is usable
             fail(f"GPIO pins {pins} cannot be used ({exc}): run on a Raspberry Pi, or use --input enter")
-        listener.on_accept = src.accepted
+        listener.on_accept, listener.on_refuse = src.accepted, src.refused
     else:
-        src = SerialInput(settings.serial_port, settings.serial_baud, listener.press, listener.stop)
+        src = SerialInput(
+            settings.serial_port, settings.serial_baud, listener.press, listener.stop, listener.input_died
+        )
     src.start()
     return src
 

@@ -1,11 +1,13 @@
-"""A press → journal → pin → build job: the one path every input (CLI, ENTER, GPIO, serial) takes.
+"""A press → (camera check) → Redis: pin and build job; the journal only when Redis fails.
 
-Order matters: the press time is taken at the button by the caller; the press is journalled (atomic file)
-before Redis is tried, so neither a dead Redis nor a crash loses it; Redis then gets the cooldown check,
-the pin, and the build job (deterministic id, so a replay is a no-op), enqueued at once: the build waits
-for its post-roll itself, so no scheduler stands between a press and its clip; only then is the
-journal file removed. A press journalled while Redis was down is replayed, oldest first and with its
-original time, by `replay` (the listener calls it until the journal is empty).
+The one path every input (CLI, ENTER, GPIO, serial) takes. The press time is taken at the button by the
+caller. Redis is tried first: the camera must be recording (else the press is refused at once and the
+highlight recorded as failed), then the cooldown, the pin and the build job (deterministic id, so a
+second hand-over is a no-op), enqueued at once: the build waits for its post-roll itself, so no
+scheduler stands between a press and its clip. Only when Redis does not answer is the press written to
+the journal (an atomic file on the data disk), which `replay` hands over later, oldest first and with
+the original times. Redis comes first because the data disk is the disk that fills up: a full disk
+must cost nothing while Redis answers (see docs/trigger.md).
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ class Result(StrEnum):
     COOLDOWN = "cooldown"  # within the camera's cooldown after another press
     CLOSED = "closed"  # outside opening hours
     DUPLICATE = "duplicate"  # this very press is already queued
+    REFUSED = "refused"  # the camera is not recording: answered at once, the highlight recorded as failed
+    NOT_SAVED = "not-saved"  # Redis down and the journal unwritable (full disk): only the caller holds it
 
 
-SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE = Result
+SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE, REFUSED, NOT_SAVED = Result
 
 
 @dataclass(frozen=True)
@@ -135,32 +139,40 @@ def outcome(settings: Settings, press: Press, state: Result, detail: str = "") -
     )
 
 
-def submit(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
-    """Handle one press: opening hours, journal, cooldown, pin, scheduled build job; never loses it."""
+def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bool = True) -> Outcome:
+    """Handle one press: opening hours, camera, cooldown, pin, scheduled build job; journal if Redis fails.
+
+    `check_camera=False` for a press that waited (Redis was down): the camera's state now says nothing
+    about the press time, and the build job judges the window's segments itself.
+    """
     if not is_open(settings, press.at):
-        journal.remove(settings.journal_dir, press)  # an input may have journalled it at the button
         detail = f"outside opening hours {settings.open_hours} ({settings.timezone})"
         event(log, "press_refused", level=30, camera=press.camera, at=iso(press.at), reason=detail)
         with contextlib.suppress(redis.RedisError):
             incr(conn, settings, "presses_ignored")
         return outcome(settings, press, CLOSED, detail)
-    journal.write(settings.journal_dir, press)
     try:
-        result = hand_over(settings, conn, press)
+        problem = camera_problem(settings, conn, press) if check_camera else None
+        if problem is not None:
+            return refuse(settings, conn, press, problem)
+        return hand_over(settings, conn, press)
     except redis.RedisError as exc:
-        event(
-            log,
-            "press_journalled",
-            level=30,
-            camera=press.camera,
-            at=iso(press.at),
-            reason=f"Redis unavailable: {type(exc).__name__}",
+        return keep(settings, press, f"Redis unavailable: {type(exc).__name__}")
+
+
+def keep(settings: Settings, press: Press, reason: str) -> Outcome:
+    """Journal a press Redis could not take; NOT_SAVED (never an exception) if the disk refuses too."""
+    try:
+        journal.write(settings.journal_dir, press)
+    except OSError as exc:
+        detail = (
+            f"not saved: Redis is not answering and the journal in {settings.journal_dir} cannot be "
+            f"written ({exc.strerror or exc}): free space on the data disk or start Redis"
         )
-        return outcome(
-            settings, press, JOURNALLED, "Redis is down; the listener enqueues it when Redis is back"
-        )
-    journal.remove(settings.journal_dir, press)
-    return result
+        event(log, "press_not_saved", level=40, camera=press.camera, at=iso(press.at), reason=detail)
+        return outcome(settings, press, NOT_SAVED, detail)
+    event(log, "press_journalled", level=30, camera=press.camera, at=iso(press.at), reason=reason)
+    return outcome(settings, press, JOURNALLED, "Redis is down; the listener enqueues it when Redis is back")
 
 
 def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
@@ -171,10 +183,91 @@ def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
             result = hand_over(settings, conn, press)
         except redis.RedisError:
             break
-        journal.remove(settings.journal_dir, press)
+        try:
+            journal.remove(settings.journal_dir, press)
+        except OSError as exc:  # Redis holds the job: a later replay finds it (duplicate) and retries
+            event(log, "journal_remove_failed", level=30, camera=press.camera, error=str(exc))
         event(log, "press_replayed", camera=press.camera, at=iso(press.at), state=result.state)
         results.append(result)
     return results
+
+
+def stale_after(settings: Settings, health: dict[str, str]) -> float:
+    """Seconds without a new segment after which a camera counts as not recording.
+
+    The recorder's own watchdog bound: three segments (or keyframe intervals, for a long-GOP copy-mode
+    camera whose segments are that long) plus 5 s.
+    """
+    keyframes = _number(health.get("keyframe_interval"))
+    return max(settings.effective_stall_seconds, 3 * (keyframes if keyframes > 0 else 0.0) + 5)
+
+
+def camera_problem(
+    settings: Settings, conn: redis.Redis, press: Press, at_now: float | None = None
+) -> str | None:
+    """Why the press's camera cannot give it a highlight (one sentence), or None. Raises RedisError.
+
+    A press taken now needs a recorder that says it is recording and whose newest segment is recent
+    (its health hash and the segment index). A press from the past (`--at`) needs a segment in its
+    window, or a recording camera for the part of the window still to come.
+    """
+    t = now() if at_now is None else at_now
+    raw = conn.hgetall(keys.camera_health(settings.device_id, press.camera))
+    health = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    index = SegmentIndex(conn, settings.device_id, press.camera)
+    stale = stale_after(settings, health)
+    latest = index.latest()
+    newest_end = max(latest.end if latest is not None else -math.inf, _number(health.get("last_segment_end")))
+    state = health.get("state", "")
+    recording = state == "recording" and newest_end >= t - stale
+    a, b = press.window
+    live = press.at >= t - stale
+    if live and recording:
+        return None
+    if not live and (index.covering(a, b) or (b > t and recording)):
+        return None
+    # The time to name is the end of what the camera last recorded before the press, not its newest
+    # segment: for a press given later with --at, the newest one is after the window.
+    before = index.last_before(press.at)
+    last = (
+        f"its last segment before the press ended {iso(before.end)}"
+        if before is not None
+        else "it has no segment at all"
+    )
+    if not live:
+        return f"camera {press.camera} recorded nothing in the window {iso(a)} to {iso(b)}; {last}"
+    if not health:
+        why = f"no recorder has reported for it: start `gravanois recorder --camera {press.camera}`"
+    elif state != "recording":
+        error = health.get("last_error", "")
+        why = f"its recorder reports {state or 'no state'}" + (f": {error}" if error else "")
+    else:
+        why = f"no new segment for {t - newest_end:.0f} s"
+    return f"camera {press.camera} is not recording ({why}); {last}"
+
+
+def _number(text: str | None) -> float:
+    """A float from the health hash (written by another process: may be empty or junk), or -inf."""
+    try:
+        value = float(text) if text else -math.inf
+    except ValueError:
+        return -math.inf
+    return value if not math.isnan(value) else -math.inf
+
+
+def refuse(settings: Settings, conn: redis.Redis, press: Press, reason: str) -> Outcome:
+    """Answer a press whose camera is not recording: log it and record the highlight as failed now."""
+    event(log, "press_refused", level=40, camera=press.camera, at=iso(press.at), reason=reason)
+    note_highlight(
+        conn,
+        settings,
+        press.press_id,
+        press.at,
+        state=HighlightState.FAILED,
+        camera=press.camera,
+        error=reason,
+    )
+    return outcome(settings, press, REFUSED, reason)
 
 
 def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
@@ -194,8 +287,9 @@ def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
         last_at = float(last) if last is not None else None
     except ValueError:
         last_at = None
-    if last_at is not None and abs(press.at - last_at) >= settings.cooldown_seconds:
-        # An old key from an earlier, replayed press: this one is outside its cooldown.
+    if last_at is not None and (press.at == last_at or abs(press.at - last_at) >= settings.cooldown_seconds):
+        # The same press again (a hand-over that Redis cut short after the cooldown was set, replayed
+        # from the journal), or an old key from an earlier, replayed press: outside its cooldown.
         conn.set(key, repr(max(press.at, last_at)), ex=max(1, math.ceil(left)))
         return True
     return False

@@ -23,21 +23,17 @@ import redis
 from common import keys, sidecar
 from common.ffmpeg import base_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_file
-from common.journal import Press
+from common.journal import Press, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.redisconn import incr, note_highlight
 from common.segments import Segment, SegmentIndex
-from common.settings import Settings, SettingsError
+from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from worker import context
 
 log = get_logger(__name__)
 
-# Longest pre or post a press may ask for (the buffer must hold the window anyway).
-MAX_SIDE_SECONDS = 900.0
-# A press time this far ahead of the worker's clock is refused (clock skew between processes is tiny).
-FUTURE_SLACK_SECONDS = 5.0
 # Holes between segments shorter than this are timestamp jitter, not a camera outage.
 GAP_TOLERANCE = 0.25
 POLL_SECONDS = 0.2
@@ -87,11 +83,9 @@ def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Pr
             f"press window {numbers['pre'] + numbers['post']:g} s is longer than the "
             f"{settings.buffer_seconds:g} s the buffer keeps (GN_BUFFER_SECONDS)"
         )
-    t = now() if at_now is None else at_now
-    if numbers["at"] > t + FUTURE_SLACK_SECONDS:
-        raise BadPress(f"press time {iso(numbers['at'])} is in the future (now {iso(t)})")
-    if numbers["at"] < 946684800:  # 2000-01-01: a clock that was never set, or garbage
-        raise BadPress(f"press time {numbers['at']!r} is not a plausible time")
+    problem = press_time_problem(numbers["at"], now() if at_now is None else at_now)
+    if problem:
+        raise BadPress(problem)
     source = raw.get("source", "cli")
     if not isinstance(source, str) or not _SOURCE.fullmatch(source):
         raise BadPress(f"press source {str(source)[:40]!r} is not valid")
@@ -239,7 +233,7 @@ class Build:
 
     def nothing_reason(self, a: float) -> str:
         """Why nothing covers the window: what the camera recorded last before it, if anything."""
-        latest = self.index.latest_before(a)
+        latest = self.index.last_before(a)
         since = iso(latest.end) if latest is not None else "the recorder started (no segment at all)"
         return (
             f"camera {self.press.camera} recorded nothing since {since}: "

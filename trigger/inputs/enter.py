@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import IO, Any
 
 from common.log import event, get_logger
 from common.timeutil import now
+from trigger.inputs import Press, input_thread, safe_press
 
 log = get_logger(__name__)
 
 BUTTON = "enter"
+# A read error is retried after a pause; this many in a row means the terminal is gone for good
+# (a pty whose other end closed answers EIO forever): the thread then dies and the process ends.
+MAX_READ_ERRORS = 5
+READ_ERROR_PAUSE = 0.2
 
 
 class EnterInput:
     """Reads lines from a stream in a daemon thread; calls `on_eof` when the stream ends."""
 
     def __init__(
-        self, stream: TextIO, press: Callable[[str, float], None], on_eof: Callable[[], None]
+        self,
+        stream: IO[Any],
+        press: Press,
+        on_eof: Callable[[], None],
+        on_death: Callable[[str], None] | None = None,
     ) -> None:
-        self.stream, self.press, self.on_eof = stream, press, on_eof
-        self.thread = threading.Thread(target=self._run, name="enter-input", daemon=True)
+        # Bytes, not text: a line that is not UTF-8 is still a press, never a UnicodeDecodeError.
+        self.stream = getattr(stream, "buffer", stream)
+        self.press, self.on_eof = safe_press(press, "enter"), on_eof
+        self.thread = input_thread("enter-input", self._run, on_death or (lambda why: on_eof()))
 
     def start(self) -> None:
         """Start reading."""
@@ -29,7 +40,20 @@ class EnterInput:
         self.thread.start()
 
     def _run(self) -> None:
-        for _line in self.stream:
+        errors = 0
+        while True:
+            try:
+                line = self.stream.readline()
+            except OSError as exc:
+                errors += 1
+                event(log, "input_error", level=40, input="enter", error=str(exc), errors=errors)
+                if errors >= MAX_READ_ERRORS:
+                    raise
+                time.sleep(READ_ERROR_PAUSE)
+                continue
+            errors = 0
+            if not line:
+                break
             self.press(BUTTON, now())  # the time is taken as the line arrives
         event(log, "input_closed", input="enter")
         self.on_eof()

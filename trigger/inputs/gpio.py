@@ -1,5 +1,8 @@
 """GPIO input: gpiozero Buttons (pull-up, pressed = pulled to GND = falling edge), debounced, optional LED.
 
+The LED answers the presser: two slow blinks = accepted; a fast flicker (ERROR_BLINKS) = not taken
+(the camera is not recording, or the press could not be saved).
+
 gpiozero picks the pin library itself (lgpio on a Pi 5, RPi.GPIO/pigpio on older ones); tests set
 `gpiozero.Device.pin_factory = MockFactory()`. The debounce is also done here in software, because not
 every pin factory honours `bounce_time` (the mock one ignores it) and a bouncing contact must never make
@@ -16,8 +19,13 @@ from typing import Any
 
 from common.log import event, get_logger
 from common.timeutil import now
+from trigger.inputs import safe_press
 
 log = get_logger(__name__)
+
+# The LED's two answers: (on seconds, off seconds, blinks). Distinct at a glance from across a court.
+ACCEPTED_BLINKS = (0.15, 0.15, 2)
+ERROR_BLINKS = (0.06, 0.06, 8)
 
 
 class GpioInput:
@@ -28,7 +36,7 @@ class GpioInput:
     ) -> None:
         from gpiozero import LED, Button  # imported here: only the GPIO input needs a pin library
 
-        self.press = press
+        self.press = safe_press(press, "gpio")
         self.debounce = debounce_ms / 1000.0
         self.last: dict[int, float] = {}
         self.lock = threading.Lock()
@@ -54,7 +62,7 @@ class GpioInput:
                 if mono - self.last.get(pin, -1e9) < self.debounce:
                     return
                 self.last[pin] = mono
-            self.press(str(pin), at)
+            self.press(str(pin), at)  # never raises: gpiozero's callback thread must live on
 
         return pressed
 
@@ -64,8 +72,19 @@ class GpioInput:
 
     def accepted(self) -> None:
         """Blink the status LED twice (in the background) when a press was accepted."""
-        if self.led is not None:
-            self.led.blink(on_time=0.15, off_time=0.15, n=2, background=True)
+        self._blink(*ACCEPTED_BLINKS)
+
+    def refused(self) -> None:
+        """Flicker the status LED fast when a press was not taken (camera down, or nowhere to save it)."""
+        self._blink(*ERROR_BLINKS)
+
+    def _blink(self, on: float, off: float, n: int) -> None:
+        if self.led is None:
+            return
+        try:
+            self.led.blink(on_time=on, off_time=off, n=n, background=True)
+        except Exception as exc:  # a broken LED must not break the button
+            event(log, "led_failed", level=30, error=repr(exc))
 
     def close(self) -> None:
         """Release the pins."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from common.log import event, get_logger
 from common.timeutil import now
+from trigger.inputs import Press, input_thread, safe_press
 
 log = get_logger(__name__)
 
@@ -41,10 +42,17 @@ class SerialInput:
     """Reads tokens in a daemon thread, reconnecting until `stop` is set."""
 
     def __init__(
-        self, port: str, baud: int, press: Callable[[str, float], None], stop: threading.Event
+        self,
+        port: str,
+        baud: int,
+        press: Press,
+        stop: threading.Event,
+        on_death: Callable[[str], None] | None = None,
     ) -> None:
-        self.port, self.baud, self.press, self.stop = port, baud, press, stop
-        self.thread = threading.Thread(target=self._run, name="serial-input", daemon=True)
+        self.port, self.baud, self.stop = port, baud, stop
+        # Wrapped: an error in a press must not read as a lost device (the except below) nor end the loop.
+        self.press = safe_press(press, "serial")
+        self.thread = input_thread("serial-input", self._run, on_death or (lambda why: stop.set()))
         self.connected = threading.Event()
 
     def start(self) -> None:
