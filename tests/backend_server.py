@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 implementing the backend's upload contract (BACKEND_API.md).
+"""A real HTTP server on 127.0.0.1 implementing the backend's upload contract (docs/upload.md).
 
 It verifies the HMAC signature of register/finalize with the device's secret, hands out pre-signed
 upload URLs that point back at itself (expiry + signature in the query, like S3), stores PUT bodies and

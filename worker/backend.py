@@ -1,6 +1,6 @@
 """The backend's HTTP client: HMAC-signed register/finalize calls and the pre-signed PUT.
 
-Contract: /work/shared/BACKEND_API.md (summarised in docs/upload.md). Every answer is classified into an
+Contract: the backend's upload API, as docs/upload.md describes it. Every answer is classified into an
 `Outcome` (done, transient, closed hours, credentials, already finalized, URL expired, object mismatch),
 so `worker.upload` decides what to do from one value. Nothing here logs a URL, a secret or a signature.
 """
@@ -29,7 +29,7 @@ log = get_logger(__name__)
 # Seconds to open a connection, and to wait for an answer to a register/finalize call.
 CONNECT_TIMEOUT = 10.0
 API_TIMEOUT = 30.0
-# Error codes that mean the device's credentials are wrong or revoked (BACKEND_API.md).
+# Error codes that mean the device's credentials are wrong or revoked (docs/upload.md).
 CREDENTIAL_CODES = frozenset(
     {
         "missing_headers",
@@ -150,7 +150,7 @@ def signed_headers(
 
 
 def classify(step: Step, status: int, code: str) -> Outcome:
-    """Map an HTTP status and error code to what the job does next (BACKEND_API.md failure policy)."""
+    """Map an HTTP status and error code to what the job does next (the failure policy in docs/upload.md)."""
     if 200 <= status < 300:
         return Outcome.DONE
     if code in CREDENTIAL_CODES:

@@ -8,7 +8,7 @@ ffprobe, sidecar, render enqueue, unpin) waits for it; the clock starts when tha
 (what the recorder does the moment ffmpeg closes it) and stops when the build returns with the clip
 renamed into place. Median of --runs per window. Needs ffmpeg and redis-server.
 
-    bench/press_to_clip [--size 1280x720] [--fps 30] [--runs 3] [--windows 50,120,300]
+    bench/press_to_clip.py [--size 1280x720] [--fps 30] [--runs 3] [--windows 50,120,300]
 """
 
 from __future__ import annotations

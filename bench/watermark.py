@@ -6,8 +6,8 @@ medium, each case in its own child process so wall time, CPU time (user+sys of t
 ffmpeg children, from rusage) and peak RSS are its own. Prints a table and the ratios:
 target ffmpeg ≥ 8x faster than MoviePy at ultrafast, and ≤ 1.15x the plain re-encode.
 
-    bench/watermark            # the full run (several minutes on 2 cores: MoviePy is slow)
-    bench/watermark --quick    # 10 s 640x360 clip
+    bench/watermark.py            # the full run (several minutes on 2 cores: MoviePy is slow)
+    bench/watermark.py --quick    # 10 s 640x360 clip
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ own process on 127.0.0.1 so its copy of the bytes is not counted) by a fresh chi
 (b) the same session with `data=f.read()`, (c) StreamBody limited to --kbps. Peak RSS is the child's
 ru_maxrss. Prints a table with the ratios. Takes well under a minute.
 
-    bench/upload_stream [--mb 200] [--kbps 40000]
+    bench/upload_stream.py [--mb 200] [--kbps 40000]
 """
 
 from __future__ import annotations
