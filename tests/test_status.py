@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,17 +13,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker
 
 from common import journal, keys
 from common.journal import Press
-from common.pipeline import queue
+from common.pipeline import enqueue, queue
 from common.redisconn import SERIALIZER, note_highlight, raise_alarm
 from common.settings import Settings
-from tests.helpers import gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
+from tests.helpers import fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
+from tests.media import make_logo, make_video
 from tests.redis_server import RedisServer, free_port
+from tests.render_helpers import stage_clip
 
 RQ_JSON = ("-S", "rq.serializers.JSONSerializer")
 TWO_CAMS = '{"cam1": "testsrc", "cam2": "rtsp://user:pw@127.0.0.1:9/x"}'
@@ -282,3 +287,70 @@ def test_status_counts_presses_stuck_in_the_journal(
     code, snap = status_json(settings)
     assert code == 1 and snap["journal"]["pending"] == 2 and snap["journal"]["oldest_age"] >= 300
     assert any("2 press(es) waiting in" in p for p in snap["attention"])
+
+
+def attention_of(settings: Settings) -> list[str]:
+    return status_json(settings)[1]["attention"]
+
+
+def test_status_sees_an_overdue_scheduled_job_until_a_scheduler_runs(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    settings = make_settings()
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    # A retry that was due 30 s ago: what a box whose scheduler died looks like.
+    enqueue(
+        settings, redis_conn, "upload", "highlight_cam1_20250101T000000000Z.json",
+        press_id="cam1-20250101T000000000Z", at=time.time() - 60, when=time.time() - 30,
+    )  # fmt: skip
+    code, snap = status_json(settings)
+    assert code == 1 and snap["queues"]["upload"]["overdue"] == 1
+    assert any("1 scheduled upload job(s) overdue by" in p for p in snap["attention"]), snap["attention"]
+    assert any(p.startswith("no scheduler is running") for p in snap["attention"])
+    with running_scheduler(settings, redis_conn):
+        wait_for("the due job moved", lambda: queue(settings, "upload", redis_conn).count == 1, 10)
+        problems = attention_of(settings)
+        assert not any("overdue" in p or "scheduler" in p for p in problems), problems
+        # Now it waits on a queue nobody serves: still a problem, named as such.
+        assert any("1 upload job(s) waiting and no worker serves" in p for p in problems), problems
+
+
+@pytest.mark.slow
+def test_status_names_a_job_on_a_dead_worker_and_stops_counting_the_worker(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        wm_logo=make_logo(tmp_path / "logo.png"), wm_preset="medium", max_attempts=3, retry_intervals=(0,)
+    )
+    report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+    side = stage_clip(settings, seconds=2)
+    data = json.loads(side.read_text())
+    make_video(settings.clips_dir / data["file_name"], seconds=20, size="640x360", fps=30)
+    job = enqueue(settings, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())[0]
+    worker = start_gravanois(
+        settings, "worker", "--queues", "render", "--no-scheduler", start_new_session=True
+    )
+    wait_for("render progress", lambda: (fetch(redis_conn, job.id).meta.get("progress") or 0) > 0, 60)
+    assert status_json(settings)[1]["queues"]["render"]["workers"] == 1
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    orphan = f"render job {job.id} is running on a worker that is gone"
+    wait_for("status naming the orphaned render", lambda: orphan in " ".join(attention_of(settings)), 30)
+    code, snap = status_json(settings)
+    assert code == 1 and snap["queues"]["render"]["orphaned"] == [job.id]
+    wait_for(
+        "the dead worker not counted",
+        lambda: status_json(settings)[1]["queues"]["render"]["workers"] == 0,
+        60,
+    )
+    # The scheduler takes the job back; it then waits for a worker, which status says.
+    with running_scheduler(settings, redis_conn):
+        wait_for("the job back on its queue", lambda: fetch(redis_conn, job.id).get_status() == "queued", 20)
+        assert any("1 render job(s) waiting and no worker serves" in p for p in attention_of(settings))
+        done = run_gravanois(
+            settings, "worker", "--queues", "render", "--burst", "--no-scheduler", timeout=180
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert fetch(redis_conn, job.id).get_status() == "finished"
+        report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
+        assert status_json(settings)[0] == 0, attention_of(settings)
