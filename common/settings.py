@@ -167,6 +167,13 @@ class Settings:
         default="render", metadata=_meta("render (default) or record: burn the logo in while recording.")
     )
     wm_vertical: bool = field(default=False, metadata=_meta("Also make a 9:16 vertical crop for phones."))
+    wm_progressive: bool = field(
+        default=True,
+        metadata=_meta(
+            "Watermark the window while its post-roll records, so the highlight is ready about a second "
+            "after it (ffmpeg engine, libx264, no vertical crop); false: one pass after the post-roll."
+        ),
+    )
     thumb_width: int = field(default=0, metadata=_meta("Thumbnail width in pixels (0: the video's width)."))
     # --- jobs, retries, retention
     max_attempts: int = field(default=3, metadata=_meta("Attempts for each build/render/upload job."))

@@ -22,7 +22,7 @@ from common.timeutil import iso, parse_iso
 from tests.build_helpers import files_under, make_segments, run_build_worker
 from tests.helpers import fetch
 from trigger import press as press_mod
-from worker import build
+from worker import build, progressive
 
 SIDECAR_FIELDS = {
     *sidecar.SEED_FIELDS,
@@ -129,7 +129,13 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     assert not any(pin.pin_id == p.press_id for pin in SegmentIndex(redis_conn, s.device_id, "cam1").pins())
     assert redis_conn.hget(keys.counters(s.device_id), "clips_built") == b"1"
     assert redis_conn.hget(keys.highlight(s.device_id, p.press_id), "state") == b"built"
-    assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted([clip.name, sidecar.path_for(clip).name])
+    # The segments came from one continuous run: joined by the concat protocol. The render's pieces
+    # (progressive, the default) wait beside the clip in their temp directory; nothing else is left.
+    assert data["join"] == "protocol"
+    pieces = progressive.pieces_dir(s, clip.stem)
+    assert data["progressive"] == {"dir": pieces.name, "pieces": sorted(p.name for p in pieces.glob("*.ts"))}
+    expected = [clip.name, sidecar.path_for(clip).name, pieces.name]
+    assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted(expected)
 
 
 def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn: redis.Redis):

@@ -63,11 +63,16 @@ def hw_bitrate(width: int, height: int, fps: float) -> str:
     return f"{max(500, int(width * height * max(fps, 1) * 0.1 / 1000))}k"
 
 
+def x264_args(preset: str, crf: int) -> list[str]:
+    """libx264 at a preset and CRF, in the pixel format every phone plays."""
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+
+
 def video_codec_args(job: RenderJob, encoder: str, width: int, height: int) -> list[str]:
     """Encoder options for one output."""
     if encoder in HW_ENCODERS:
         return ["-c:v", encoder, "-b:v", hw_bitrate(width, height, job.fps), "-pix_fmt", "yuv420p"]
-    return ["-c:v", "libx264", "-preset", job.preset, "-crf", str(job.crf), "-pix_fmt", "yuv420p"]
+    return x264_args(job.preset, job.crf)
 
 
 def ffmpeg_args(job: RenderJob, encoder: str | None = None) -> list[str]:

@@ -21,7 +21,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from common import sidecar
-from common.ffmpeg import FFmpegError, probe
+from common.ffmpeg import FFmpegError, MediaInfo, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_file
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, SidecarStatus, Stage, enqueue
@@ -29,7 +29,7 @@ from common.redisconn import incr, note_highlight
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from common.watermark import Watermark
-from worker import context, engines, files, retention
+from worker import context, engines, files, progressive, retention
 
 log = get_logger(__name__)
 
@@ -144,17 +144,12 @@ class Render:
         return True
 
     def render(self) -> None:
-        """Watermark (or take the record-time watermarked clip), thumbnail, then the new sidecar."""
+        """Watermark (join the progressive pieces, or one pass over the raw clip, or take the record-time
+        watermarked clip), thumbnail, then the new sidecar."""
         if not self.raw.is_file():
             raise RenderFailed(f"the raw clip {self.raw.name} is missing from {self.raw.parent}")
-        try:
-            info = probe(self.raw)
-        except FFmpegError as exc:
-            raise RenderFailed(f"the raw clip {self.raw.name} cannot be read: {exc}") from None
-        if not info.width or not info.duration_sec:
-            raise RenderFailed(f"the raw clip {self.raw.name} has no usable video (size or duration is 0)")
+        info = self.raw_facts()
         started = time.monotonic()
-        vertical = self.settings.wm_vertical and self.settings.wm_at == "render"
         if self.settings.wm_at == "record":
             # The recorder burnt the logo in already: the clip is final as it is. A hard link costs no
             # copy on the SD card; the raw name goes later, with the other inputs.
@@ -163,28 +158,12 @@ class Render:
                     os.link(self.raw, tmp)
                 except OSError:  # another file system (or no links there): copy
                     shutil.copyfile(self.raw, tmp)
+            path = "record"
+        elif self.join_pieces(info):
+            path = "progressive"
         else:
-            with atomic_output(self.wm_path) as tmp, contextlib.ExitStack() as stack:
-                vtmp = stack.enter_context(atomic_output(self.vertical_path)) if vertical else None
-                engine = engines.get(self.settings.wm_engine)
-                spec = engines.RenderJob(
-                    src=self.raw,
-                    dst=tmp,
-                    wm=Watermark.from_settings(self.settings),
-                    width=info.width,
-                    height=info.height,
-                    duration=info.duration_sec,
-                    fps=info.fps,
-                    crf=self.settings.wm_crf,
-                    preset=self.settings.wm_preset,
-                    encoder=self.settings.wm_encoder,
-                    vertical_dst=vtmp,
-                    timeout=JOB_TIMEOUT,
-                )
-                try:
-                    engine.render(spec, self.progress)
-                except engines.RenderError as exc:
-                    raise RenderFailed(str(exc)) from None
+            self.single_pass(info)
+            path = "single-pass"
         meta_wm = probe(self.wm_path).as_dict()
         with atomic_output(self.thumb_path) as ttmp:
             try:
@@ -202,19 +181,88 @@ class Render:
             wm_sha256=sha256_file(self.wm_path),
             wm_size_bytes=self.wm_path.stat().st_size,
             wm_engine=self.settings.wm_engine if self.settings.wm_at == "render" else "record",
+            render_path=path,
             render_seconds=round(time.monotonic() - started, 2),
             attempts=int(self.data.get("attempts") or 0) + 1,
             updated_at=iso(),
         )
         self.data.pop("last_error", None)
-        if vertical:
+        if self.vertical:
             self.data["wm_vertical_path"] = str(self.vertical_path)
         sidecar.save(self.new_path, self.data)
         self.path = self.new_path
         self.progress(100.0, force=True)
 
+    @property
+    def vertical(self) -> bool:
+        """Whether this render also makes the 9:16 crop."""
+        return self.settings.wm_vertical and self.settings.wm_at == "render"
+
+    def raw_facts(self) -> MediaInfo:
+        """The raw clip's codec, size, fps and duration: the build measured them (sidecar `meta`); they
+        are probed again only when the file is not the one the build described."""
+        meta = self.data.get("meta")
+        if isinstance(meta, dict) and self.data.get("size_bytes") == self.raw.stat().st_size:
+            with contextlib.suppress(TypeError, ValueError):
+                info = MediaInfo(**{k: meta[k] for k in sidecar.META_FIELDS})
+                if info.width and info.duration_sec:
+                    return info
+        try:
+            info = probe(self.raw)
+        except FFmpegError as exc:
+            raise RenderFailed(f"the raw clip {self.raw.name} cannot be read: {exc}") from None
+        if not info.width or not info.duration_sec:
+            raise RenderFailed(f"the raw clip {self.raw.name} has no usable video (size or duration is 0)")
+        return info
+
+    def join_pieces(self, info: MediaInfo) -> bool:
+        """The progressive path: the pieces the build encoded, joined by a stream copy. False when there
+        are none (or they do not make the raw clip's duration): the single pass then does it all."""
+        if not progressive.applies(self.settings):
+            return False
+        pieces = progressive.pieces_for(self.settings, self.data)
+        if pieces is None:
+            return False
+        try:
+            with atomic_output(self.wm_path) as tmp:
+                run(progressive.join_args(pieces, tmp), 60 + info.duration_sec, what="join pieces")
+                joined = probe(tmp).duration_sec
+                frame = 1 / (info.fps or 30)
+                if abs(joined - info.duration_sec) > frame + 0.01:
+                    raise FFmpegError(f"the pieces last {joined:.3f} s, the clip {info.duration_sec:.3f} s")
+        except FFmpegError as exc:
+            event(log, "progressive_fallback", 30, clip=self.stem, reason=str(exc))
+            return False
+        self.progress(100.0, force=True)
+        return True
+
+    def single_pass(self, info: MediaInfo) -> None:
+        """One ffmpeg (or MoviePy) run over the whole raw clip."""
+        with atomic_output(self.wm_path) as tmp, contextlib.ExitStack() as stack:
+            vtmp = stack.enter_context(atomic_output(self.vertical_path)) if self.vertical else None
+            engine = engines.get(self.settings.wm_engine)
+            spec = engines.RenderJob(
+                src=self.raw,
+                dst=tmp,
+                wm=Watermark.from_settings(self.settings),
+                width=info.width,
+                height=info.height,
+                duration=info.duration_sec,
+                fps=info.fps,
+                crf=self.settings.wm_crf,
+                preset=self.settings.wm_preset,
+                encoder=self.settings.wm_encoder,
+                vertical_dst=vtmp,
+                timeout=JOB_TIMEOUT,
+            )
+            try:
+                engine.render(spec, self.progress)
+            except engines.RenderError as exc:
+                raise RenderFailed(str(exc)) from None
+
     def remove_inputs(self) -> None:
         """Outputs are complete: the raw clip goes first, then the old sidecar (a re-run still finds us)."""
+        progressive.remove(self.settings, self.stem)
         if self.raw.parent.resolve() != self.out_dir.resolve():
             with contextlib.suppress(FileNotFoundError):
                 self.raw.unlink()

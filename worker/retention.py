@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -185,7 +186,7 @@ def _alarm(conn: redis.Redis | None, settings: Settings, name: str, message: str
 
 
 def clean_stale_tmp(directories: Iterable[Path], now: float) -> int:
-    """Delete temp files whose writer is long gone."""
+    """Delete temp files (and temp directories, like a render's pieces) whose writer is long gone."""
     count = 0
     for d in directories:
         if not d.is_dir():
@@ -193,7 +194,10 @@ def clean_stale_tmp(directories: Iterable[Path], now: float) -> int:
         for f in d.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 if is_tmp(f) and now - f.stat().st_mtime > STALE_TMP_SECONDS:
-                    f.unlink()
+                    if f.is_dir():
+                        shutil.rmtree(f, ignore_errors=True)
+                    else:
+                        f.unlink()
                     count += 1
     return count
 

@@ -1,0 +1,140 @@
+"""The progressive render against the single pass, from the same press: the viewer must not tell them apart.
+
+Segments are indexed as a recorder indexes them (each when its wall-clock end passes), so the build job
+really encodes pieces while the post-roll "records"; real workers, real ffmpeg, real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import sidecar
+from common.ffmpeg import decode_errors, probe, probe_json
+from common.journal import Press
+from common.segments import Segment, SegmentIndex
+from common.settings import Settings
+from common.watermark import Watermark, logo_width
+from tests.build_helpers import make_segments, run_build_worker
+from tests.media import make_logo
+from tests.render_helpers import frame, region_diff
+from trigger import press as press_mod
+from worker import engines, progressive
+
+W, H, FPS = 320, 240, 15
+
+
+def index_live(conn: redis.Redis, s: Settings, segments: list[Segment]) -> threading.Thread:
+    """Index each segment when its end has passed, like the recorder (a thread; ends with the last)."""
+
+    def run() -> None:
+        index = SegmentIndex(conn, s.device_id, "cam1")
+        for seg in segments:
+            time.sleep(max(0.0, seg.end - time.time()))
+            index.add(seg)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def stream_durations(path: Path) -> dict[str, float]:
+    """Duration of each stream (video, audio) from its packets."""
+    out = {}
+    for st in probe_json(path)["streams"]:
+        out[st["codec_type"]] = float(st["duration"])
+    return out
+
+
+def frame_count(path: Path) -> int:
+    """Video frames really decoded."""
+    args = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames"]
+    args += ["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)]
+    return int(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip())
+
+
+@pytest.fixture
+def live_press(make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path):
+    """A press in the middle of a live recording: built progressively; the raw clip kept aside."""
+    s = make_settings(
+        pre_seconds=6, post_seconds=5, seg_time=1, buffer_seconds=60, cooldown_seconds=0,
+        wm_logo=make_logo(tmp_path / "logo.png", size="120x60", color="red"), wm_opacity=1.0,
+    )  # fmt: skip
+    t = time.time()
+    segments = make_segments(s, redis_conn, "cam1", t - 8, 16, index=False)
+    feeder = index_live(redis_conn, s, segments)
+    press = Press("cam1", t, 6, 5)
+    assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
+    built = run_build_worker(s, "build", timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]
+    feeder.join(20)
+    clip = s.clips_dir / sidecar.clip_name(press)
+    data = sidecar.load(sidecar.path_for(clip))
+    manifest = json.loads((progressive.pieces_dir(s, clip.stem) / progressive.MANIFEST).read_text())
+    raw = tmp_path / "raw.mp4"
+    shutil.copyfile(clip, raw)
+    return s, press, data, manifest, raw, segments
+
+
+def test_progressive_and_single_pass_give_the_same_highlight(live_press, tmp_path: Path) -> None:
+    s, _press, data, manifest, raw, segments = live_press
+    # Pieces were made while the post-roll was still recording: more than one, joined later.
+    assert len(manifest["pieces"]) >= 2, manifest
+    rendered = run_build_worker(s, "render", timeout=180)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    out_side = s.output_dir / sidecar.path_for(Path(data["file_name"])).name
+    done = sidecar.load(out_side)
+    assert done["render_path"] == "progressive" and done["status"] == "watermarked"
+    assert not progressive.pieces_dir(s, Path(data["file_name"]).stem).exists()  # cleaned up
+    prog = Path(done["wm_path"])
+
+    single = tmp_path / "single.mp4"
+    engines.FFmpegEngine().render(
+        engines.RenderJob(
+            src=raw, dst=single, wm=Watermark.from_settings(s), width=W, height=H,
+            duration=probe(raw).duration_sec, fps=FPS, crf=s.wm_crf, preset=s.wm_preset,
+        )
+    )  # fmt: skip
+
+    # Same frames count and duration (within one frame), audio and video agreeing, a clean decode.
+    assert frame_count(prog) == frame_count(single) == frame_count(raw)
+    assert abs(probe(prog).duration_sec - probe(single).duration_sec) <= 1 / FPS + 0.001
+    for path in (prog, single):
+        streams = stream_durations(path)
+        assert abs(streams["video"] - streams["audio"]) <= 0.05, (path.name, streams)
+    assert decode_errors(prog) == ""
+    assert probe(prog).codec == "h264"
+
+    # The logo in its corner in the frames on both sides of every join, and nowhere else.
+    by_name = {seg.name: seg for seg in segments}
+    clip_start = by_name[manifest["pieces"][0]["segments"][0]].start
+    joins = [by_name[p["segments"][0]].start - clip_start for p in manifest["pieces"][1:]]
+    lw = logo_width(W, s.wm_rel_width)
+    lh = lw // 2
+    corner = (W - s.wm_margin - lw, H - s.wm_margin - lh, W - s.wm_margin, H - s.wm_margin)
+    for join in joins:
+        for at in (join - 1.5 / FPS, join + 0.5 / FPS):
+            p, r, one = frame(prog, at, W, H), frame(raw, at, W, H), frame(single, at, W, H)
+            assert region_diff(p, r, W, *corner) > 40, f"no logo at {at:.3f} s (join at {join:.3f} s)"
+            assert region_diff(p, one, W, *corner) < 8, f"logo differs from the single pass at {at:.3f} s"
+            assert region_diff(p, r, W, 0, 0, W, H // 2) < 8, f"the picture changed at {at:.3f} s"
+            # The same moment: the progressive frame is the single-pass frame.
+            assert region_diff(p, one, W, 0, 0, W, H) < 4, f"a different frame at {at:.3f} s"
+
+
+def test_without_pieces_the_render_takes_the_single_pass(live_press) -> None:
+    s, _press, data, _manifest, _raw, _segments = live_press
+    shutil.rmtree(progressive.pieces_dir(s, Path(data["file_name"]).stem))  # e.g. a reboot emptied them
+    rendered = run_build_worker(s, "render", timeout=180)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    done = sidecar.load(s.output_dir / sidecar.path_for(Path(data["file_name"])).name)
+    assert done["render_path"] == "single-pass" and done["status"] == "watermarked"
+    assert decode_errors(Path(done["wm_path"])) == ""
