@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Latency from the closing of the t+post segment to the raw clip on disk, for 50, 120 and 300 s windows.
+"""What a player waits for: from the closing of the segment covering t+post to the watermarked highlight.
 
-Segments are pre-generated (one continuous H.264+AAC stream, 1 s MPEG-TS segments, as the recorder
-writes in copy mode) and indexed in a private redis-server, all but the segment that closes the window.
-The real build job code (worker.build.Build: poll the index, select, concat -c copy +faststart, sha256,
-ffprobe, sidecar, render enqueue, unpin) waits for it; the clock starts when that segment is indexed
-(what the recorder does the moment ffmpeg closes it) and stops when the build returns with the clip
-renamed into place. Median of --runs per window. Needs ffmpeg and redis-server.
+For each window (pre = window - 10 s, post = 10 s) and each render path, one press goes through the real
+box: a private redis-server, a real `gravanois worker` (build + render, with its scheduler), segments
+indexed as the recorder indexes them (the pre-roll at once, the post-roll at the pace it "records"). The
+clock starts when the segment closing t+post is indexed and stops when the final sidecar, the watermarked
+clip and its thumbnail are on disk. The two paths run interleaved, each on a fresh device:
+
+- progressive (GN_WM_PROGRESSIVE=true): the build watermarks the window while the post-roll records;
+- single-pass (GN_WM_PROGRESSIVE=false): one ffmpeg run over the raw clip after t+post.
+
+A second table times the raw clip's join itself, the concat protocol against the concat demuxer (the
+same segments, `-c copy`, interleaved), in wall and CPU seconds. The load average is printed beside.
 
     bench/press_to_clip.py [--size 1280x720] [--fps 30] [--runs 3] [--windows 50,120,300]
 """
@@ -16,13 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,12 +40,15 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 
 from common import sidecar  # noqa: E402
+from common.ffmpeg import run  # noqa: E402
 from common.journal import Press  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
-from common.settings import load_settings  # noqa: E402
-from worker.build import Build  # noqa: E402
+from common.settings import load_settings, to_env  # noqa: E402
+from trigger.press import hand_over  # noqa: E402
+from worker.build import concat_args, concat_list, concat_protocol_args  # noqa: E402
 
 POST = 10.0
+PATHS = ("progressive", "single-pass")
 
 
 def free_port() -> int:
@@ -50,7 +58,8 @@ def free_port() -> int:
 
 
 def make_segments(out: Path, seconds: int, size: str, fps: int) -> list[tuple[str, float, float]]:
-    """One continuous stream cut into 1 s MPEG-TS segments; (name, start, end) relative to the first."""
+    """One continuous stream (H.264 + AAC, 1 s GOP) cut into 1 s MPEG-TS segments, as the recorder cuts
+    a camera's stream in copy mode; (name, start, end) relative to the first."""
     out.mkdir(parents=True, exist_ok=True)
     listing = out.parent / "list.csv"
     subprocess.run(
@@ -62,40 +71,120 @@ def make_segments(out: Path, seconds: int, size: str, fps: int) -> list[tuple[st
          "-f", "segment", "-segment_format", "mpegts", "-segment_time", "1",
          "-segment_list", str(listing), "-segment_list_type", "csv", str(out / "seg_%05d.ts")],
         check=True,
-        timeout=1800,
+        timeout=3600,
     )  # fmt: skip
     rows = list(csv.reader(listing.read_text().splitlines()))
     t0 = float(rows[0][1])
     return [(r[0], float(r[1]) - t0, float(r[2]) - t0) for r in rows]
 
 
-def one_run(settings, conn, index: SegmentIndex, segs: list[Segment], window: float, shift: int) -> tuple:
-    """Index all but the closing segment, start the build, index it, time until the clip is there."""
-    base = segs[0].start
-    at = base + window - POST + 0.5 + shift  # the window starts 0.5 s into a segment, like a real press
-    press = Press(camera="cam1", at=at, pre=window - POST, post=POST, source="bench")
-    b = press.window[1]
-    closing = next(i for i, s in enumerate(segs) if s.end >= b)
-    index.replace_all(segs[:closing])
-    build = Build(settings, conn, press)
-    result: dict[str, object] = {}
+class Bench:
+    """The shared parts: Redis, the segment files, a settings template."""
 
-    def run() -> None:
-        result["clip"] = build.run()
-        result["t1"] = time.monotonic()
+    def __init__(
+        self, work: Path, port: int, rows: list[tuple[str, float, float]], window_max: float
+    ) -> None:
+        self.work, self.port, self.rows = work, port, rows
+        self.window_max = window_max
+        self.conn = redis.Redis(port=port)
+        self.runs = 0
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    time.sleep(0.5)  # the job is polling, as it would be at t+post
-    t0 = time.monotonic()
-    index.add(segs[closing])
-    thread.join()
-    clip = Path(str(result["clip"]))
-    size = clip.stat().st_size
-    data = sidecar.load(sidecar.path_for(clip))
-    clip.unlink()
-    sidecar.path_for(clip).unlink()
-    return float(result["t1"]) - t0, data["segments"], size, data["meta"]["duration_sec"]
+    def settings(self, path: str):
+        """A fresh device (its own queues, index and data dir) for one run on one path."""
+        self.runs += 1
+        return load_settings(
+            {
+                "device_id": f"bench{self.runs}",
+                "data_dir": self.work / f"data{self.runs}",
+                "buffer_dir": self.work / "buffer",
+                "redis_url": f"redis://127.0.0.1:{self.port}/0",
+                "seg_time": 1,
+                "buffer_seconds": self.window_max + 60,
+                "cooldown_seconds": 0,
+                "log_level": "WARNING",
+                "log_format": "json",
+                "wm_progressive": path == "progressive",
+            },
+            env_file=None,
+        )
+
+    def one_run(self, window: float, path: str) -> float:
+        """One press with a live post-roll; seconds from the closing segment to the finished highlight."""
+        s = self.settings(path)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GN_")}, **to_env(s)}
+        worker = subprocess.Popen(
+            [
+                str(VENV_PYTHON),
+                "-m",
+                "common.cli",
+                "--env-file",
+                "/dev/null",
+                "worker",
+                "--queues",
+                "build,render",
+            ],
+            env={**env, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            time.sleep(2.0)  # the worker is up and waiting, as on the box
+            pre = window - POST
+            now = time.time()
+            # Wall-clock times: the pre-roll ends now (already recorded), the post-roll lies ahead.
+            first = next(i for i, r in enumerate(self.rows) if r[2] >= pre) + 1
+            offset = now - self.rows[first - 1][2]
+            segs = [Segment(offset + a, offset + b, name) for name, a, b in self.rows]
+            at = now
+            press = Press("cam1", at, pre, POST, source="bench")
+            index = SegmentIndex(self.conn, s.device_id, "cam1")
+            start = next(i for i, g in enumerate(segs) if g.end > at - pre)
+            index.add(*segs[start:first])
+            hand_over(s, self.conn, press)
+            closing = next(i for i, g in enumerate(segs) if g.end >= at + POST)
+            for g in segs[first : closing + 1]:
+                time.sleep(max(0.0, g.end - time.time()))
+                index.add(g)
+            t0 = time.monotonic()
+            out = s.output_dir / sidecar.path_for(Path(sidecar.clip_name(press))).name
+            while True:
+                if out.is_file():
+                    data = sidecar.load(out)
+                    if data.get("status") == "watermarked" and Path(data["thumbnail_path"]).is_file():
+                        break
+                if time.monotonic() - t0 > 600:
+                    raise SystemExit(f"error: no highlight after 600 s ({path}, {window:g} s window)")
+                time.sleep(0.01)
+            took = time.monotonic() - t0
+            if data.get("render_path") != path:
+                raise SystemExit(f"error: asked for {path}, the box took {data.get('render_path')}")
+            return took
+        finally:
+            worker.terminate()
+            worker.wait(30)
+            shutil.rmtree(s.data_dir, ignore_errors=True)
+
+    def join_cost(self, window: float, how: str) -> tuple[float, float]:
+        """Wall and CPU seconds of one raw-clip join of a window's segments."""
+        buffer = self.work / "buffer" / "cam1"
+        paths = [buffer / name for name, a, _b in self.rows if a < window]
+        out = self.work / f"join-{how}.mp4"
+        listing = self.work / "join.ffconcat"
+        listing.write_text(concat_list(paths))
+        args = concat_protocol_args(paths, out) if how == "protocol" else concat_args(listing, out)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.monotonic()
+        run(args, 600, what="join")
+        wall = time.monotonic() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.unlink()
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def median_range(values: list[float]) -> str:
+    return f"{statistics.median(values):7.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> None:
@@ -117,43 +206,37 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        settings = load_settings(
-            {
-                "device_id": "bench",
-                "data_dir": work / "data",
-                "buffer_dir": work / "buffer",
-                "redis_url": f"redis://127.0.0.1:{port}/0",
-                "seg_time": 1,
-                "buffer_seconds": max(windows) + 60,
-                "log_level": "WARNING",
-            },
-            env_file=None,
-        )
-        conn = redis.Redis.from_url(settings.redis_url)
-        for _ in range(50):
-            try:
-                conn.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        total = int(max(windows)) + args.runs + 5
+        total = int(max(windows)) + 15
         print(f"generating {total} s of {args.size}@{args.fps} segments ...", file=sys.stderr)
-        t = time.monotonic()
-        rows = make_segments(settings.camera_buffer_dir("cam1"), total, args.size, args.fps)
-        print(f"  done in {time.monotonic() - t:.0f} s", file=sys.stderr)
-        base = time.time() - total - 5
-        segs = [Segment(base + s, base + e, n) for n, s, e in rows]
-        index = SegmentIndex(conn, settings.device_id, "cam1")
-        print(f"{'window_s':>8} {'segments':>8} {'clip_MiB':>8} {'clip_s':>7} {'latency_s':>9} "
-              f"{'min-max':>11} {'latency/window':>14}")  # fmt: skip
+        rows = make_segments(work / "buffer" / "cam1", total, args.size, args.fps)
+        bench = Bench(work, port, rows, max(windows))
+        results: dict[tuple[float, str], list[float]] = {}
+        joins: dict[tuple[float, str], list[tuple[float, float]]] = {}
         for window in windows:
-            runs = [one_run(settings, conn, index, segs, window, i) for i in range(args.runs)]
-            lat = [r[0] for r in runs]
-            med = statistics.median(lat)
-            print(
-                f"{window:>8.0f} {runs[0][1]:>8} {runs[0][2] / 2**20:>8.1f} {runs[0][3]:>7.1f} {med:>9.3f} "
-                f"{min(lat):>5.2f}-{max(lat):<5.2f} {med / window:>14.4f}"
-            )
+            for i in range(args.runs):
+                for path in PATHS if i % 2 == 0 else PATHS[::-1]:  # interleaved, alternating order
+                    took = bench.one_run(window, path)
+                    results.setdefault((window, path), []).append(took)
+                    print(f"  {window:>4.0f} s window, {path:<11}: {took:.2f} s", file=sys.stderr)
+                for how in ("protocol", "demuxer") if i % 2 == 0 else ("demuxer", "protocol"):
+                    joins.setdefault((window, how), []).append(bench.join_cost(window, how))
+        load = os.getloadavg()
+        print(f"\n{args.size}@{args.fps}, post {POST:g} s, {args.runs} runs each; load average "
+              f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores here)")  # fmt: skip
+        print("\nseconds from the segment closing t+post to the watermarked clip, thumbnail and sidecar")
+        print(f"{'window':>7} {'progressive':>22} {'single-pass':>22} {'ratio':>7}")
+        for window in windows:
+            prog, single = results[(window, "progressive")], results[(window, "single-pass")]
+            ratio = statistics.median(prog) / statistics.median(single)
+            print(f"{window:>6.0f}s {median_range(prog):>22} {median_range(single):>22} {ratio:>7.3f}")
+        print("\nraw clip join, -c copy: concat protocol vs concat demuxer (median wall / CPU seconds)")
+        print(f"{'window':>7} {'protocol wall':>14} {'demuxer wall':>13} {'protocol CPU':>13} "
+              f"{'demuxer CPU':>12} {'CPU ratio':>10}")  # fmt: skip
+        for window in windows:
+            p, d = joins[(window, "protocol")], joins[(window, "demuxer")]
+            pw, dw = statistics.median(x[0] for x in p), statistics.median(x[0] for x in d)
+            pc, dc = statistics.median(x[1] for x in p), statistics.median(x[1] for x in d)
+            print(f"{window:>6.0f}s {pw:>14.3f} {dw:>13.3f} {pc:>13.3f} {dc:>12.3f} {pc / dc:>10.3f}")
     finally:
         server.terminate()
         server.wait()
