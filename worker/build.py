@@ -34,7 +34,8 @@ from worker import context, progressive
 
 log = get_logger(__name__)
 
-POLL_SECONDS = 0.2
+# How often the build looks for the segment closing t+post (a cheap Redis read).
+POLL_SECONDS = 0.05
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 # MPEG-TS: 188-byte packets, each starting with this sync byte.

@@ -158,13 +158,13 @@ class Render:
                     os.link(self.raw, tmp)
                 except OSError:  # another file system (or no links there): copy
                     shutil.copyfile(self.raw, tmp)
-            path = "record"
-        elif self.join_pieces(info):
+            path, out = "record", None
+        elif (out := self.join_pieces(info)) is not None:
             path = "progressive"
         else:
             self.single_pass(info)
             path = "single-pass"
-        meta_wm = probe(self.wm_path).as_dict()
+        meta_wm = (out or probe(self.wm_path)).as_dict()  # one probe of the output, whichever path
         with atomic_output(self.thumb_path) as ttmp:
             try:
                 engines.make_thumbnail(
@@ -215,26 +215,29 @@ class Render:
             raise RenderFailed(f"the raw clip {self.raw.name} has no usable video (size or duration is 0)")
         return info
 
-    def join_pieces(self, info: MediaInfo) -> bool:
-        """The progressive path: the pieces the build encoded, joined by a stream copy. False when there
-        are none (or they do not make the raw clip's duration): the single pass then does it all."""
+    def join_pieces(self, info: MediaInfo) -> MediaInfo | None:
+        """The progressive path: the pieces the build encoded, joined by a stream copy; the output's
+        facts. None when there are none (or they do not make the raw clip's duration): the single pass
+        then does it all."""
         if not progressive.applies(self.settings):
-            return False
+            return None
         pieces = progressive.pieces_for(self.settings, self.data)
         if pieces is None:
-            return False
+            return None
         try:
             with atomic_output(self.wm_path) as tmp:
                 run(progressive.join_args(pieces, tmp), 60 + info.duration_sec, what="join pieces")
-                joined = probe(tmp).duration_sec
+                joined = probe(tmp)
                 frame = 1 / (info.fps or 30)
-                if abs(joined - info.duration_sec) > frame + 0.01:
-                    raise FFmpegError(f"the pieces last {joined:.3f} s, the clip {info.duration_sec:.3f} s")
+                if abs(joined.duration_sec - info.duration_sec) > frame + 0.01:
+                    raise FFmpegError(
+                        f"the pieces last {joined.duration_sec:.3f} s, the clip {info.duration_sec:.3f} s"
+                    )
         except FFmpegError as exc:
             event(log, "progressive_fallback", 30, clip=self.stem, reason=str(exc))
-            return False
+            return None
         self.progress(100.0, force=True)
-        return True
+        return joined
 
     def single_pass(self, info: MediaInfo) -> None:
         """One ffmpeg (or MoviePy) run over the whole raw clip."""
