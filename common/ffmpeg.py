@@ -57,6 +57,12 @@ def base_args(loglevel: str = "error") -> list[str]:
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", loglevel, "-y"]
 
 
+def mp4_copy_args(out: Path) -> list[str]:
+    """The output half of a stream copy into MP4: first video and any audio, index at the front (phones
+    start playing before the whole file has arrived)."""
+    return ["-map", "0:v:0", "-map", "0:a?", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)]
+
+
 def run(args: Sequence[str], timeout: float, what: str = "ffmpeg") -> subprocess.CompletedProcess[bytes]:
     """Run a command to completion (killed with us, killed after `timeout`); FFmpegError on failure."""
     try:

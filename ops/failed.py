@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,18 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"{len(rows)} failed job(s). Retry: gravanois failed requeue ID|--all")
 
 
+def job_selection(verb: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The `IDS... | --all` arguments that `requeue` and `purge` share (ids match exactly)."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        fn = click.option("--all", "all_", is_flag=True, help=f"{verb} every failed job of this device.")(fn)
+        return click.argument("ids", nargs=-1)(fn)
+
+    return decorate
+
+
 @failed.command()
-@click.argument("ids", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Requeue every failed job of this device.")
+@job_selection("Requeue")
 @click.pass_context
 def requeue(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
     """Retry failed jobs now, each with a fresh attempt budget (GN_MAX_ATTEMPTS)."""
@@ -188,8 +198,7 @@ def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: Faile
 
 
 @failed.command()
-@click.argument("ids", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Purge every failed job of this device.")
+@job_selection("Purge")
 @click.pass_context
 def purge(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
     """Remove failed jobs (by exact id, or --all) and their files (raw clip, sidecar, outputs)."""

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from common import keys, sidecar
-from common.ffmpeg import base_args, probe, run
+from common.ffmpeg import base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_file
 from common.journal import Press, press_time_problem
 from common.log import event, get_logger
@@ -110,17 +110,7 @@ def concat_args(list_file: Path, out: Path) -> list[str]:
         "0",
         "-i",
         str(list_file),
-        "-map",
-        "0:v:0",
-        "-map",
-        "0:a?",
-        "-c",
-        "copy",
-        "-movflags",
-        "+faststart",
-        "-f",
-        "mp4",
-        str(out),
+        *mp4_copy_args(out),
     ]
 
 
@@ -132,17 +122,7 @@ def concat_protocol_args(paths: list[Path], out: Path) -> list[str]:
         "mpegts",
         "-i",
         "concat:" + "|".join(str(p) for p in paths),
-        "-map",
-        "0:v:0",
-        "-map",
-        "0:a?",
-        "-c",
-        "copy",
-        "-movflags",
-        "+faststart",
-        "-f",
-        "mp4",
-        str(out),
+        *mp4_copy_args(out),
     ]
 
 

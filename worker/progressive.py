@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.ffmpeg import FFmpegError, base_args, probe, run
+from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, read_json, write_json_atomic
 from common.log import event, get_logger
 from common.segments import Segment, continuous
@@ -93,17 +93,7 @@ def join_args(pieces: list[Path], out: Path) -> list[str]:
         *base_args(),
         "-i",
         "concat:" + "|".join(str(p) for p in pieces),
-        "-map",
-        "0:v:0",
-        "-map",
-        "0:a?",
-        "-c",
-        "copy",
-        "-movflags",
-        "+faststart",
-        "-f",
-        "mp4",
-        str(out),
+        *mp4_copy_args(out),
     ]
 
 
