@@ -182,6 +182,7 @@ def test_worker_sigkill_mid_render_leaves_nothing_and_the_retry_completes(
         took = time.monotonic() - killed
     finally:
         _stop(worker)
+    print(f"\nworker SIGKILL mid-render: render done {took:.1f} s after the kill")
     assert took <= 60, f"the render finished {took:.0f} s after the worker was killed"
     job = fetch(redis_conn, job.id)
     assert "worker died" in job.meta["error"] and len(job.meta["failures"]) == 1
