@@ -1,0 +1,1 @@
+"""Operator commands: the box's status, failed jobs, the demo and the web app."""
