@@ -54,6 +54,9 @@ VENUE_NEWEST = 3
 PRESS_LIMIT, PRESS_WINDOW = 3, 60.0
 # Wrong passwords tolerated per client address before the login answers 429 for a while.
 LOGIN_LIMIT, LOGIN_WINDOW = 5, 300.0
+# More byte ranges than this in one request is refused (416): a player asks for one; many overlapping
+# ones only serve to make the box send a clip many times over.
+MAX_RANGES = 8
 # Highlights listed on the dashboard.
 ADMIN_HIGHLIGHTS = 15
 SECURITY_HEADERS = {
@@ -102,7 +105,7 @@ class WebApp:
         self.sessions = guard.Sessions()
         self.press_limit = guard.RateLimit(PRESS_LIMIT, PRESS_WINDOW)
         self.login_limit = guard.RateLimit(LOGIN_LIMIT, LOGIN_WINDOW)
-        self.static = _static_files()
+        self.static_files = _static_files()
         # Changes at every start: an open screen page reloads itself when the box comes back.
         self.boot = secrets.token_hex(6)
         self._qr: dict[str, str] = {}
@@ -246,8 +249,13 @@ class WebApp:
             f'"{item.sha256[:32]}-{st.st_size:x}"' if item.sha256 else f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
         )
         headers = {"etag": etag, "cache-control": "public, max-age=3600"}
-        if _not_modified(request, etag) and "range" not in request.headers:
+        wanted = request.headers.get("range")
+        if wanted is None and _not_modified(request, etag):
             return Response(status_code=304, headers=headers)
+        if wanted is not None and wanted.count(",") >= MAX_RANGES:
+            return PlainTextResponse(
+                "416: too many ranges\n", status_code=416, headers={"content-range": f"bytes */{st.st_size}"}
+            )
         return FileResponse(
             item.video,
             media_type="video/mp4",
@@ -274,7 +282,7 @@ class WebApp:
 
     async def static(self, request: Request) -> Response:
         """A file shipped in the package's `static/` folder, by exact name only."""
-        found = self.static.get(request.path_params.get("name", ""))
+        found = self.static_files.get(request.path_params.get("name", ""))
         if found is None:
             raise HTTPException(404, "not found")
         data, ctype, etag = found
