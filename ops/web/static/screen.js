@@ -45,7 +45,7 @@
       if (body.boot !== root.dataset.boot) { location.reload(); return; }
       failures = 0;
       offline.hidden = true;
-      if (seen === undefined) seen = body.id;
+      if (seen === undefined) { seen = body.id; root.dataset.ready = "1"; }
       else if (body.id && body.id !== seen) { seen = body.id; play(body); }
     } catch (e) {
       failures += 1;
