@@ -175,7 +175,9 @@ class WebApp:
         with self._qr_lock:
             svg = self._qr.get(url)
             if svg is None:
-                svg = segno.make(url, error="m").svg_inline(scale=8, border=2, dark="#000", light="#fff")
+                svg = segno.make(url, error="m").svg_inline(
+                    scale=8, border=2, dark="#000", light="#fff", omitsize=True
+                )
                 self._qr[url] = svg
             return svg
 
