@@ -234,3 +234,24 @@ def test_no_secret_in_any_page_or_log(
         for secret in (CAM_PASSWORD, SECRET, TOKEN, PASSWORD):
             assert secret.encode() not in text
     assert b"cannot open rtsp://***@127.0.0.1:1/stream" in pages[4]
+
+
+def test_idle_rss_stays_under_80_mib(web: WebProc, clip: Finished) -> None:
+    # every page once (the dashboard imports the most), then idle
+    _, cookie, _ = login(web)
+    for path in (
+        "/",
+        "/c/cam1",
+        "/c/cam1/poster",
+        "/c/cam1/screen",
+        f"/h/{clip.id}",
+        "/admin",
+        "/admin/panel",
+    ):
+        assert web.request("GET", path, {"Cookie": cookie})[0] == 200, path
+    web.request("GET", f"/h/{clip.id}/video.mp4", {"Range": "bytes=0-99999"})
+    time.sleep(1)
+    assert web.proc is not None
+    status = Path(f"/proc/{web.proc.pid}/status").read_text()
+    rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+    assert rss_kib < 80 * 1024, f"web app RSS {rss_kib / 1024:.1f} MiB"

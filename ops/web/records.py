@@ -185,25 +185,26 @@ class Records:
         device = self.settings.device_id
         out = []
         try:
-            ids = self.conn.zrevrangebyscore(keys.highlights(device), "+inf", since, withscores=True)
-            for member, score in ids:
+            found = self.conn.zrevrangebyscore(keys.highlights(device), "+inf", since, withscores=True)
+            mine = []
+            for member, score in found:
                 hid = member.decode() if isinstance(member, bytes) else str(member)
                 parsed = parse_id(hid)
-                if parsed is None or parsed[0] != camera:
-                    continue
-                state = self.conn.hget(keys.highlight(device, hid), "state")
-                state_text = state.decode() if isinstance(state, bytes) else str(state or "")
-                if state_text not in PREPARING:
-                    continue
-                out.append(
-                    Highlight(
-                        id=hid,
-                        camera=camera,
-                        at=float(score),
-                        state=state_text,
-                        progress=self._progress(hid, state_text, float(score)),
+                if parsed is not None and parsed[0] == camera:
+                    mine.append((hid, float(score)))
+            # One round trip for all the states: a court page is polled every few seconds by every phone.
+            pipe = self.conn.pipeline(transaction=False)
+            for hid, _ in mine:
+                pipe.hget(keys.highlight(device, hid), "state")
+            states = pipe.execute() if mine else []
+            for (hid, at), state in zip(mine, states, strict=True):
+                text = state.decode() if isinstance(state, bytes) else str(state or "")
+                if text in PREPARING:
+                    out.append(
+                        Highlight(
+                            id=hid, camera=camera, at=at, state=text, progress=self._progress(hid, text, at)
+                        )
                     )
-                )
         except redis.RedisError:
             return []
         return out
