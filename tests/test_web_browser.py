@@ -27,6 +27,7 @@ from tests.helpers import fetch, wait_for
 from tests.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.render_helpers import stage_clip
 from tests.test_trigger_e2e import wait_preroll
+from tests.test_web import login
 from tests.web_helpers import WebProc
 
 CHROMIUM = "/usr/bin/chromium"
@@ -131,6 +132,11 @@ def test_press_card_clip_download_and_screen(
                 timeout=30_000,
             )
             screen.wait_for_selector("#screen[data-state='idle']", state="attached", timeout=60_000)
+
+            # the dashboard's picture of the camera: a frame of its newest segment
+            _, cookie, _ = login(web, PASSWORD)
+            status, headers, jpeg = web.request("GET", "/admin/snapshot/cam1.jpg", {"Cookie": cookie})
+            assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
 
             # the clip page plays it
             court.click(f".card.done[data-id='{press_id}']")

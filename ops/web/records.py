@@ -31,6 +31,8 @@ from common.timeutil import compact, now
 # `<camera>-<UTC press time>`: the only shape of id a request may name (common.journal.Press.press_id).
 ID_RE = re.compile(r"^(?P<camera>[A-Za-z0-9][A-Za-z0-9_-]{0,31})-(?P<stamp>\d{8}T\d{9}Z)$")
 
+# A dir whose mtime is younger than this may still change within the same mtime tick: not cached.
+SETTLE_SECONDS = 2.0
 # Sidecar statuses of a highlight whose watermarked clip and thumbnail are in the output dir.
 FINISHED = frozenset(
     {
@@ -121,7 +123,10 @@ class Records:
             return {}
         with self._lock:
             # Outputs are renamed into place, so every new or changed sidecar changes the dir's mtime.
-            if stamp != self._stamp:
+            # A render renames several files within one clock tick of the file system, so a dir changed
+            # in the last moments is read again rather than trusted.
+            settled = now() - st.st_mtime > SETTLE_SECONDS
+            if stamp != self._stamp or not settled:
                 self._finished = self._scan(out_dir)
                 self._stamp = stamp
             return self._finished
