@@ -8,6 +8,7 @@ CSRF token, and nothing secret reaches a page.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -255,3 +256,12 @@ def test_idle_rss_stays_under_80_mib(web: WebProc, clip: Finished) -> None:
     status = Path(f"/proc/{web.proc.pid}/status").read_text()
     rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
     assert rss_kib < 80 * 1024, f"web app RSS {rss_kib / 1024:.1f} MiB"
+
+
+def test_web_app_runs_on_idle_cpu_time(web: WebProc) -> None:
+    # recording, building and rendering always win the CPU from it (every thread inherits the class)
+    assert web.proc is not None
+    threads = list(Path(f"/proc/{web.proc.pid}/task").iterdir())
+    assert len(threads) >= 1
+    for task in threads:
+        assert os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE, task.name
