@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tests.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.render_helpers import stage_clip
 from tests.test_trigger_e2e import wait_preroll
 from tests.test_web import login
-from tests.web_helpers import WebProc
+from tests.web_helpers import WebProc, finished_highlight
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, headless, with nothing that would reach out of the machine.
@@ -209,3 +210,32 @@ def test_dashboard_login_then_requeue_a_failed_job(
             ctx.close()
     finally:
         stop(worker)
+
+
+def test_screen_recovers_from_a_restarted_web_app(
+    browser: Any, make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = stack_settings(make_settings)
+    finished_highlight(s, redis_conn, at=time.time() - 120)
+    web = WebProc(s, tmp_path / "web1.log")
+    with web:
+        ctx = browser.new_context()
+        screen = ctx.new_page()
+        screen.goto(f"{web.base}/c/cam1/screen")
+        screen.wait_for_selector("#screen[data-ready='1']")
+        screen.evaluate("window.__firstLoad = 1")
+    # the box is gone for a while: the screen says so, and keeps trying
+    screen.wait_for_selector("#offline", state="visible", timeout=30_000)
+    with WebProc(s, tmp_path / "web2.log", port=web.port):
+        # back: a new start of the web app makes the page reload itself, then it plays what comes
+        screen.wait_for_function("() => window.__firstLoad === undefined", timeout=30_000)
+        screen.wait_for_selector("#screen[data-ready='1']", timeout=30_000)
+        assert screen.locator("#offline").is_hidden()
+        new = finished_highlight(s, redis_conn, seconds=3)
+        screen.wait_for_function(
+            "id => document.getElementById('screen').dataset.playing === id"
+            " && document.getElementById('replay').currentTime > 0.3",
+            arg=new.id,
+            timeout=30_000,
+        )
+        ctx.close()

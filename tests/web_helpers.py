@@ -69,9 +69,9 @@ def finished_highlight(
 class WebProc:
     """`gravanois web` on a free loopback port; a context manager."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, port: int | None = None) -> None:
         self.settings = settings
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
