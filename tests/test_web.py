@@ -203,7 +203,12 @@ def test_dashboard_needs_login_and_csrf(web: WebProc, clip: Finished) -> None:
     no_cookie = {"Content-Type": "application/x-www-form-urlencoded"}
     assert web.request("POST", "/admin/press/cam1", no_cookie, f"csrf={csrf}".encode())[0] == 403
     status, headers, _ = web.request("POST", "/admin/press/cam1", form, f"csrf={csrf}".encode())
-    assert status == 303 and "scheduled" in headers["location"]
+    assert status == 303 and "note=scheduled" in headers["location"]
+    shown = web.request("GET", headers["location"], {"Cookie": cookie})[2].decode()
+    assert "cam1: pressed; the highlight is on its way." in shown
+    # a crafted link cannot make the dashboard say something of its choosing
+    crafted = web.request("GET", "/admin?note=call+0800+now", {"Cookie": cookie})[2].decode()
+    assert "0800" not in crafted
     # a cookie signed by someone else is no session
     assert web.request("GET", "/admin", {"Cookie": "gn_admin=eyJjc3JmIjoieCIsImF1dGgiOnRydWV9.x.y"})[0] == 303
 

@@ -57,6 +57,17 @@ LOGIN_LIMIT, LOGIN_WINDOW = 5, 300.0
 # More byte ranges than this in one request is refused (416): a player asks for one; many overlapping
 # ones only serve to make the box send a clip many times over.
 MAX_RANGES = 8
+# What the dashboard says after an action (the redirect names one of these keys).
+NOTES = {
+    "scheduled": "pressed; the highlight is on its way.",
+    "cooldown": "not pressed: within the camera's cooldown.",
+    "closed": "not pressed: outside the opening hours (GN_OPEN_HOURS).",
+    "journalled": "pressed while Redis is down: saved in the journal, the listener enqueues it.",
+    "duplicate": "this press is already queued.",
+    "requeued": "Job requeued with a fresh attempt budget.",
+    "purged": "Job and its files purged.",
+    "gone": "That job is no longer in the failed registry.",
+}
 # Highlights listed on the dashboard.
 ADMIN_HIGHLIGHTS = 15
 SECURITY_HEADERS = {
@@ -373,15 +384,17 @@ class WebApp:
         self._admin_on()
         session = self.session(request)
         form = await self._form(request, session)
-        if not self.login_limit.hit(_client(request)):
+        client = _client(request)
+        if self.login_limit.full(client):
             raise HTTPException(429, "too many attempts: wait a few minutes")
         if not guard.same(form.get("password", ""), self.settings.web_admin_password):
-            event(log, "web_login_failed", level=30, client=_client(request))
+            self.login_limit.hit(client)
+            event(log, "web_login_failed", level=30, client=client)
             assert session is not None
             return self.set_session(
                 self.page("login.html", status=401, csrf=session["csrf"], error="Wrong password."), session
             )
-        event(log, "web_login", client=_client(request))
+        event(log, "web_login", client=client)
         return self.set_session(RedirectResponse("/admin", status_code=303), self.sessions.new(authed=True))
 
     async def logout(self, request: Request) -> Response:
@@ -402,7 +415,12 @@ class WebApp:
         session = self._authed(request)
         if session is None:
             return RedirectResponse("/admin/login", status_code=303)
-        return self.page("admin.html", **self._dashboard(session), note=request.query_params.get("note", ""))
+        # Only the box's own phrases: a link cannot make the dashboard show a text of its choosing.
+        note = NOTES.get(request.query_params.get("note", ""), "")
+        cam = request.query_params.get("camera", "")
+        if note and cam in self.cameras:
+            note = f"{cam}: {note}"
+        return self.page("admin.html", **self._dashboard(session), note=note)
 
     def panel(self, request: Request) -> Response:
         """The dashboard's body alone, for its live refresh."""
@@ -437,7 +455,7 @@ class WebApp:
         from starlette.concurrency import run_in_threadpool
 
         result = await run_in_threadpool(self._press, cam, "web-admin")
-        return RedirectResponse(f"/admin?note={result.state}+{cam}", status_code=303)
+        return RedirectResponse(f"/admin?note={result.state}&camera={cam}", status_code=303)
 
     async def failed_action(self, request: Request) -> Response:
         """Requeue or purge one failed job (the same logic as `gravanois failed`)."""
@@ -464,7 +482,7 @@ class WebApp:
                 try:
                     requeue_job(self.settings, reg, job, row)
                 except SystemExit:  # it left the registry meanwhile (another operator, a CLI)
-                    return "already+requeued"
+                    return "gone"
                 event(log, "web_requeue", job_id=job.id)
                 return "requeued"
             if row.clip:

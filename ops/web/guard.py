@@ -85,6 +85,13 @@ class RateLimit:
             q.append(t)
             return True
 
+    def full(self, key: str) -> bool:
+        """True when the key has used its `limit` events of the current window (nothing is counted)."""
+        t = time.monotonic()
+        with self._lock:
+            q = self._events.get(key)
+            return q is not None and sum(1 for x in q if t - x <= self.window) >= self.limit
+
     def _prune(self, t: float) -> None:
         for key in [k for k, q in self._events.items() if not q or t - q[-1] > self.window]:
             del self._events[key]
