@@ -7,6 +7,7 @@ CSRF token, and nothing secret reaches a page.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -270,3 +271,43 @@ def test_web_app_runs_on_idle_cpu_time(web: WebProc) -> None:
     assert len(threads) >= 1
     for task in threads:
         assert os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE, task.name
+
+
+def test_purge_from_the_dashboard(
+    web: WebProc, web_settings: Settings, redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    from rq.registry import FailedJobRegistry
+
+    from common.redisconn import SERIALIZER
+    from tests.conftest import run_gravanois
+    from tests.render_helpers import stage_clip
+    from worker.render import enqueue_render
+
+    # a render that fails for good (a sidecar whose raw clip is unreadable), run by a real worker
+    side = stage_clip(web_settings, seconds=2)
+    data = json.loads(side.read_text())
+    raw = web_settings.clips_dir / data["file_name"]
+    raw.write_bytes(b"not a video")
+    once = dataclasses.replace(web_settings, max_attempts=1)
+    job = enqueue_render(once, redis_conn, side, data["press_id"])
+    done = run_gravanois(once, "worker", "--queues", "render", "--burst", "--no-scheduler", timeout=120)
+    assert done.returncode == 0, done.stderr
+    registry = FailedJobRegistry(
+        f"gn.{web_settings.device_id}.render", connection=redis_conn, serializer=SERIALIZER
+    )
+    assert job.id in registry.get_job_ids()
+    _, cookie, csrf = login(web)
+    page = web.request("GET", "/admin", {"Cookie": cookie})[2].decode()
+    assert f'data-job="{job.id}"' in page
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    assert web.request("POST", "/admin/failed/purge", form, f"job={job.id}".encode())[0] == 403
+    status, headers, _ = web.request(
+        "POST", "/admin/failed/purge", form, urlencode({"job": job.id, "csrf": csrf}).encode()
+    )
+    assert status == 303 and headers["location"] == "/admin?note=purged"
+    assert job.id not in registry.get_job_ids()
+    assert not raw.exists() and not side.exists()
+    assert (
+        web.request("POST", "/admin/failed/purge", form, urlencode({"job": job.id, "csrf": csrf}).encode())[0]
+        == 404
+    )
