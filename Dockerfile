@@ -1,4 +1,4 @@
-# The box's image for compose.yaml (recorder, trigger, worker): Python 3.11 on Debian 12 plus ffmpeg,
+# The box's image for compose.yaml (recorder, trigger, worker, web): Python 3.11 on Debian 12 plus ffmpeg,
 # the same pieces a Raspberry Pi OS box runs. Redis runs from its own image.
 FROM python:3.11-slim-bookworm
 
@@ -13,6 +13,7 @@ COPY common ./common
 COPY recorder ./recorder
 COPY trigger ./trigger
 COPY worker ./worker
+COPY ops ./ops
 COPY assets ./assets
 RUN pip install --no-cache-dir .
 

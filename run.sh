@@ -30,6 +30,8 @@ system_packages() {
                 x264enc:ugly voaacenc:bad; do
       gst-inspect-1.0 "${pair%%:*}" >/dev/null 2>&1 || missing+=("gstreamer1.0-plugins-${pair##*:}")
     done
+    # The web app's browser tests: Debian's chromium, driven by Playwright (no browser download).
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
   fi
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing system packages: ${missing[*]}" >&2

@@ -63,7 +63,7 @@ def cli(ctx: click.Context, env_file: str, **overrides: Any) -> None:
     """Grava Nóis Capture: record the court all the time, turn a button press into a highlight.
 
     \b
-    Processes (supervisord runs these):  recorder, trigger listen, worker
+    Processes (supervisord runs these):  recorder, trigger listen, worker, web
     Operators:                           status, failed, metrics, trigger press
     First run:                           demo
     """

@@ -208,6 +208,22 @@ class Settings:
     log_format: str = field(
         default="auto", metadata=_meta("auto (text on a terminal, JSON lines otherwise), json or text.")
     )
+    # --- web app (`gravanois web`: player pages, courtside screen, operator dashboard; docs/web.md)
+    web_bind: str = field(
+        default="0.0.0.0", metadata=_meta("Address the web app listens on (0.0.0.0: phones on the Wi-Fi).")
+    )
+    web_port: int = field(default=8080, metadata=_meta("TCP port of the web app."))
+    web_public_url: str = field(
+        default="",
+        metadata=_meta("Base URL QR codes point at, like http://192.168.1.20:8080 (empty: guessed)."),
+    )
+    web_admin_password: str = field(
+        default="", metadata=_meta("Password of the /admin dashboard (empty: the dashboard is off).")
+    )
+    web_press: bool = field(
+        default=False, metadata=_meta("Show a replay button on court pages that presses like the real one.")
+    )
+    web_days: float = field(default=1.0, metadata=_meta("Days of highlights listed on a court page."))
 
     # ---- derived values
     @property
@@ -249,7 +265,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log or a sidecar."""
-        return [s for s in (self.device_secret, self.api_token) if s]
+        return [s for s in (self.device_secret, self.api_token, self.web_admin_password) if s]
 
 
 def env_name(field_name: str) -> str:
@@ -482,6 +498,13 @@ def validate(s: Settings) -> None:
         "use DEBUG, INFO, WARNING or ERROR",
     )
     _check(s.log_format in LOG_FORMATS, "log_format", f"use one of {', '.join(LOG_FORMATS)}")
+    _check(1 <= s.web_port <= 65535, "web_port", "use a TCP port from 1 to 65535, like 8080")
+    _check(
+        not s.web_public_url or s.web_public_url.startswith(("http://", "https://")),
+        "web_public_url",
+        "use a URL like http://192.168.1.20:8080",
+    )
+    _check(s.web_days > 0, "web_days", "it must be more than 0 days")
 
 
 def buffer_margin(s: Settings) -> float:

@@ -29,6 +29,7 @@ import redis
 from common import keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger, setup_logging
+from common.pipeline import HighlightState
 from common.proc import spawn, stop
 from common.redisconn import connect
 from common.segments import SegmentIndex
@@ -181,12 +182,18 @@ def highlight_name(press_id: str) -> str:
     default=None,
     help="Where the highlight and the logs go (default: a new temp dir, printed at the end).",
 )
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the box running after the highlight (Ctrl-C stops it), to open the court page.",
+)
 @click.pass_context
-def demo(ctx: click.Context, pre: float, post: float, source: str, out_dir: Path | None) -> None:
+def demo(ctx: click.Context, pre: float, post: float, source: str, out_dir: Path | None, keep: bool) -> None:
     """Run the whole pipeline once on a synthetic camera and print the finished highlight.
 
-    Needs only ffmpeg and redis-server: a private Redis, a recorder, a worker and a press, all
-    stopped again at the end. Uses no `.env` camera or Redis setting, and no backend.
+    Needs only ffmpeg and redis-server: a private Redis, a recorder, a worker, the web app and a
+    press, all stopped again at the end (or at Ctrl-C, with --keep). Uses no `.env` camera or Redis
+    setting, and no backend.
     """
     for tool in ("ffmpeg", "ffprobe", "redis-server"):
         if shutil.which(tool) is None:
@@ -213,14 +220,22 @@ def demo(ctx: click.Context, pre: float, post: float, source: str, out_dir: Path
             api_base="",
             # The children log JSON lines to their files; the demo itself talks to the person watching.
             log_format="json",
+            web_bind="127.0.0.1",
+            web_port=free_port(),
         )
         setup_logging("demo", settings.log_level, "auto")
         box = Box(settings, data / "logs")
         try:
             result = run_demo(box, settings, scratch, pre, post)
+            show(result, data, settings)
+            if keep:
+                click.echo("the box keeps running: Ctrl-C stops it", err=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        box.check_alive()
+                        time.sleep(1)
         finally:
             box.stop_all()
-    show(result, data)
 
 
 def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: float) -> dict[str, Path]:
@@ -241,9 +256,10 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
             if time.monotonic() > deadline:
                 fail(f"the private Redis did not answer; its log is in {box.log_dir}", 1)
             time.sleep(0.1)
-    click.echo("starting the recorder and a worker with the scheduler", err=True)
+    click.echo("starting the recorder, a worker with the scheduler, and the web app", err=True)
     box.start("recorder", gravanois_args("recorder", "--camera", CAMERA))
     box.start("worker", gravanois_args("worker"))
+    box.start("web", gravanois_args("web"))
     index = SegmentIndex(conn, settings.device_id, CAMERA)
     # The pre-roll, plus one segment so that the window's start is surely covered.
     need = pre + settings.seg_time
@@ -274,7 +290,7 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
             states.append(state)
             if not sys.stderr.isatty():
                 click.echo(f"highlight {state}", err=True)
-        if state == "failed":
+        if state == HighlightState.FAILED:
             fail(f"the highlight failed; see `gravanois failed` and the logs in {box.log_dir}", 1)
         if sidecar_path.is_file():
             with contextlib.suppress(OSError, ValueError):
@@ -292,11 +308,13 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
     }
 
 
-def show(result: dict[str, Path], data: Path) -> None:
-    """Print where the highlight is, and its sidecar."""
+def show(result: dict[str, Path], data: Path, settings: Settings) -> None:
+    """Print where the highlight is, its court page, and its sidecar."""
     click.echo("highlight ready:")
     for label in ("clip", "thumbnail", "sidecar"):
         click.echo(f"  {label:<10} {result[label]}")
+    page = f"http://{settings.web_bind}:{settings.web_port}/c/{CAMERA}"
+    click.echo(f"  {'court page':<10} {page}  (while the demo runs: --keep)")
     click.echo(f"sidecar {result['sidecar'].name}:")
     click.echo(result["sidecar"].read_text().rstrip())
     click.echo(f"outputs and logs stay in {data} (delete it when done)")

@@ -42,6 +42,9 @@ def box_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         GN_BUFFER_DIR=str(tmp_path / "buffer"),
         GN_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         GN_LOG_FORMAT="json",
+        # the web app listens on loopback only, on a port of its own
+        GN_WEB_BIND="127.0.0.1",
+        GN_WEB_PORT=str(free_port()),
     )
     env.update(extra)
     return env

@@ -56,6 +56,7 @@ def test_demo_prints_a_finished_highlight_and_leaves_nothing_running(tmp_path: P
     assert res.returncode == 0, res.stdout + res.stderr
     paths = dict(re.findall(r"^  (clip|thumbnail|sidecar)\s+(\S+)$", res.stdout, re.M))
     assert set(paths) == {"clip", "thumbnail", "sidecar"}, res.stdout
+    assert re.search(r"^  court page http://127\.0\.0\.1:\d+/c/cam1 ", res.stdout, re.M), res.stdout
     clip, thumb, sidecar = (Path(paths[k]) for k in ("clip", "thumbnail", "sidecar"))
     for path in (clip, thumb, sidecar):
         assert path.is_file() and path.is_relative_to(out_dir), path

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
@@ -60,10 +61,12 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         "upload-1",
         "trigger",
         "scheduler",
+        "web",
     }
     prio = {name: g.priority for name, (g, _) in procs.items()}
     assert prio["redis"] < prio["recorder-court1"] < prio["worker-0"] < prio["upload-0"] < prio["trigger"]
     assert prio["redis"] < prio["scheduler"] < prio["worker-0"]
+    assert prio["trigger"] < prio["web"]  # the web app starts last and stops first
     data = tmp_path / "data"
     for name, (_, p) in procs.items():
         assert p.autorestart and p.killasgroup, name
@@ -91,6 +94,7 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
     assert all("--no-scheduler" in p.command for n, (_, p) in procs.items() if n.startswith("upload"))
     assert "--queues upload" in procs["upload-1"][1].command
     assert procs["trigger"][1].command.endswith("trigger listen --input gpio")
+    assert procs["web"][1].command.endswith("gravanois web") and procs["web"][1].autostart
     # Uploads are not configured here, so their workers do not start; Redis is local, so it does.
     assert procs["redis"][1].autostart and not procs["upload-0"][1].autostart
     # Every path is this box's, none of the repository's machine.
@@ -168,8 +172,10 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
             time.sleep(0.5)
             n_segments = conn.zcard(f"gn:{device}:cam:cam1:segments")
         status = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True, timeout=30)
-        # redis, recorder-cam1, scheduler, worker-0, trigger (uploads are not configured: no upload worker)
-        assert status.stdout.count("RUNNING") == 5, status.stdout
+        # redis, recorder-cam1, scheduler, worker-0, trigger, web (no upload worker: uploads are off)
+        assert status.stdout.count("RUNNING") == 6, status.stdout
+        health = urllib.request.urlopen(f"http://127.0.0.1:{env['GN_WEB_PORT']}/healthz", timeout=10)
+        assert health.status == 200
 
         press = subprocess.run(
             gravanois_cmd("trigger", "press", "--camera", "cam1", "--wait"),
@@ -201,7 +207,14 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
         assert own_processes(str(tmp_path), exclude={supervisord.pid, os.getpid()}) == []
         # Logs: one rotated file per process under the data root, JSON lines from our processes.
         logs = tmp_path / "data" / "logs"
-        for name in ("redis.log", "recorder-cam1.log", "worker-0.log", "trigger.log", "supervisord.log"):
+        for name in (
+            "redis.log",
+            "recorder-cam1.log",
+            "worker-0.log",
+            "trigger.log",
+            "web.log",
+            "supervisord.log",
+        ):
             assert (logs / name).is_file(), name
         lines = [ln for ln in (logs / "recorder-cam1.log").read_text().splitlines() if ln.startswith("{")]
         assert lines and all(json.loads(ln)["process"] for ln in lines)

@@ -1,0 +1,240 @@
+"""The web app in a real browser (Debian's chromium driven by Playwright) on a real stack: redis-server,
+a recorder on the synthetic camera, a worker, `gravanois web`.
+
+A press from the court page makes a card appear without a reload; the finished clip plays and its
+download is byte-identical to what the sidecar describes; the courtside screen plays the new highlight
+by itself; the dashboard asks for the password and a failed job requeued from it completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common import sidecar
+from common.pipeline import HighlightState
+from common.settings import Settings
+from tests.helpers import fetch, start_gravanois, wait_for
+from tests.recorder_helpers import TEST_SOURCE, RecorderProc
+from tests.render_helpers import stage_clip
+from tests.test_trigger_e2e import wait_preroll
+from tests.test_web import login
+from tests.web_helpers import WebProc, finished_highlight
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium, headless, with nothing that would reach out of the machine.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "browser-admin-pw-3"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None, reason="chromium not installed (./run.sh test installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def stack_settings(make_settings: Callable[..., Settings], **kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "cameras": json.dumps([{"id": "cam1", "source": TEST_SOURCE, "mode": "copy"}]),
+        "pre_seconds": 4,
+        "post_seconds": 2,
+        "seg_time": 1,
+        "buffer_seconds": 40,
+        "cooldown_seconds": 0,
+        "max_attempts": 1,
+        "web_press": True,
+        "web_admin_password": PASSWORD,
+    }
+    base.update(kw)
+    return make_settings(**base)
+
+
+def start_worker(s: Settings, tmp: Path, stages: str) -> subprocess.Popen[bytes]:
+    out = open(tmp / f"worker-{stages.replace(',', '-')}.log", "wb")  # noqa: SIM115 - lives with the worker
+    return start_gravanois(s, "worker", "--queues", stages, stdout=out, stderr=out)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wm_sha256(s: Settings, press_id: str) -> str:
+    for path in s.output_dir.glob("*.json"):
+        data = sidecar.load(path)
+        if data.get("press_id") == press_id:
+            return str(data["wm_sha256"])
+    raise AssertionError(f"no sidecar of {press_id} in {s.output_dir}")
+
+
+@pytest.mark.slow
+def test_press_card_clip_download_and_screen(
+    browser: Any, make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = stack_settings(make_settings)
+    rec = RecorderProc(s, "cam1", tmp_path / "logs")
+    worker = start_worker(s, tmp_path, "build,render")
+    try:
+        with WebProc(s, tmp_path / "web.log") as web:
+            wait_preroll(redis_conn, s, 5)
+            ctx = browser.new_context(accept_downloads=True)
+            screen = ctx.new_page()
+            screen.goto(f"{web.base}/c/cam1/screen")
+            screen.wait_for_selector("#screen[data-ready='1']")
+            court = ctx.new_page()
+            court.goto(f"{web.base}/c/cam1")
+            court.evaluate("window.__noReload = 1")
+            assert court.locator(".card").count() == 0
+            court.click("#press")
+            # the card appears by itself, with its state, and later turns into the clip
+            card = court.wait_for_selector(".card[data-id]", timeout=15_000)
+            press_id = card.get_attribute("data-id")
+            assert card.get_attribute("data-state") in {state.value for state in HighlightState}
+            court.wait_for_selector(f".card.done[data-id='{press_id}']", timeout=120_000)
+            assert court.evaluate("window.__noReload") == 1, "the court page reloaded"
+
+            # the screen plays it by itself, muted, then goes back to idle
+            screen.wait_for_function(
+                "id => { const r = document.getElementById('screen');"
+                " const v = document.getElementById('replay');"
+                " return r.dataset.playing === id && v.currentTime > 0.5 && !v.error; }",
+                arg=press_id,
+                timeout=30_000,
+            )
+            screen.wait_for_selector("#screen[data-state='idle']", state="attached", timeout=60_000)
+
+            # the dashboard's picture of the camera: a frame of its newest segment
+            _, cookie, _ = login(web, PASSWORD)
+            status, headers, jpeg = web.request("GET", "/admin/snapshot/cam1.jpg", {"Cookie": cookie})
+            assert status == 200 and headers["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+
+            # the clip page plays it
+            court.click(f".card.done[data-id='{press_id}']")
+            court.wait_for_url(f"**/h/{press_id}")
+            court.evaluate("() => { const v = document.getElementById('clip'); v.muted = true; v.play(); }")
+            court.wait_for_function("() => document.getElementById('clip').currentTime > 1", timeout=30_000)
+            assert court.evaluate("document.getElementById('clip').error") is None
+            assert court.get_attribute("#clip", "poster") == f"/h/{press_id}/thumb.jpg"
+
+            # the download is the clip the sidecar describes
+            with court.expect_download() as info:
+                court.click("#download")
+            download = info.value
+            digest = hashlib.sha256(Path(download.path()).read_bytes()).hexdigest()
+            assert digest == wm_sha256(s, press_id)
+            assert download.suggested_filename.startswith("cam1_") and download.suggested_filename.endswith(
+                ".mp4"
+            )
+            ctx.close()
+    finally:
+        stop(worker)
+        rec.terminate(10)
+
+
+@pytest.mark.slow
+def test_dashboard_login_then_requeue_a_failed_job(
+    browser: Any, make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    from common.pipeline import enqueue
+
+    s = stack_settings(make_settings)
+    # a render that fails for good: its raw clip is missing while it runs
+    side = stage_clip(s, seconds=3)
+    data = sidecar.load(side)
+    raw = s.clips_dir / data["file_name"]
+    kept = tmp_path / "kept.mp4"
+    raw.rename(kept)
+    worker = start_worker(s, tmp_path, "render")
+    try:
+        job, _ = enqueue(s, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())
+        wait_for(
+            "the render to fail", lambda: fetch(redis_conn, job.id).get_status(refresh=True) == "failed", 60
+        )
+        kept.rename(raw)  # the operator fixed the cause
+        with WebProc(s, tmp_path / "web.log") as web:
+            ctx = browser.new_context()
+            page = ctx.new_page()
+            page.goto(f"{web.base}/admin")
+            assert page.url.endswith("/admin/login")
+            page.fill("input[name=password]", "not it")
+            page.click("button[type=submit]")
+            assert page.locator(".error").inner_text() == "Wrong password."
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/admin")
+            row = page.wait_for_selector(f"tr[data-job='{job.id}']")
+            assert "missing" in row.inner_text()
+            page.click(f"tr[data-job='{job.id}'] button.requeue")
+            page.wait_for_url("**/admin?note=requeued")
+            wait_for(
+                "the requeued render to finish",
+                lambda: fetch(redis_conn, job.id).get_status(refresh=True) == "finished",
+                90,
+            )
+            # the dashboard and the court page both show the finished highlight
+            page.wait_for_selector(f"tr[data-job='{job.id}']", state="detached", timeout=15_000)
+            court = ctx.new_page()
+            court.goto(f"{web.base}/c/cam1")
+            court.wait_for_selector(f".card.done[data-id='{data['press_id']}']", timeout=15_000)
+            ctx.close()
+    finally:
+        stop(worker)
+
+
+def test_screen_recovers_from_a_restarted_web_app(
+    browser: Any, make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = stack_settings(make_settings)
+    finished_highlight(s, redis_conn, at=time.time() - 120)
+    web = WebProc(s, tmp_path / "web1.log")
+    with web:
+        ctx = browser.new_context()
+        screen = ctx.new_page()
+        screen.goto(f"{web.base}/c/cam1/screen")
+        screen.wait_for_selector("#screen[data-ready='1']")
+        screen.evaluate("window.__firstLoad = 1")
+    # the box is gone for a while: the screen says so, and keeps trying
+    screen.wait_for_selector("#offline", state="visible", timeout=30_000)
+    with WebProc(s, tmp_path / "web2.log", port=web.port):
+        # back: a new start of the web app makes the page reload itself, then it plays what comes
+        screen.wait_for_function("() => window.__firstLoad === undefined", timeout=30_000)
+        screen.wait_for_selector("#screen[data-ready='1']", timeout=30_000)
+        assert screen.locator("#offline").is_hidden()
+        new = finished_highlight(s, redis_conn, seconds=3)
+        screen.wait_for_function(
+            "id => document.getElementById('screen').dataset.playing === id"
+            " && document.getElementById('replay').currentTime > 0.3",
+            arg=new.id,
+            timeout=30_000,
+        )
+        ctx.close()
