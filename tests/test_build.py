@@ -59,7 +59,10 @@ def test_concat_args_copy_faststart_concat_demuxer(tmp_path):
     assert args[args.index("-safe") + 1] == "0"
     assert args[args.index("-c") + 1] == "copy"
     assert args[args.index("-movflags") + 1] == "+faststart"
-    assert args[-1] == str(tmp_path / "o.mp4")
+    assert args[-1] == str(tmp_path / "o.mp4") and "-t" not in args
+    # Ending at the window's end: an output duration, placed after the input.
+    limited = build.concat_args(tmp_path / "l.ffconcat", tmp_path / "o.mp4", 9.25)
+    assert limited[limited.index("-t") + 1] == "9.250" and limited.index("-t") > limited.index("-i")
 
 
 def test_concat_list_quotes_paths(tmp_path):
@@ -117,7 +120,9 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     # the clip is exactly the selected segments: pre+post within one segment at each end
     info = probe(clip)
     assert info.codec == "h264" and info.width == 320
-    assert abs(info.duration_sec - (last - first)) < 0.25
+    # The clip stops at the window's end (a copy can stop on any frame), not at the last segment's end.
+    assert abs(info.duration_sec - (min(last, b) - first)) < 0.25
+    assert abs(parse_iso(data["actual_window"]["end"]) - min(last, b)) < 0.002
     assert p.pre + p.post - 0.1 <= info.duration_sec <= p.pre + p.post + 2 * s.seg_time + 0.25
     assert decode_errors(clip) == ""
     # render job: deterministic id, one arg = sidecar path, on the render queue

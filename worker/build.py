@@ -41,6 +41,14 @@ MAX_SIDE_SECONDS = 900.0
 FUTURE_SLACK_SECONDS = 5.0
 # Holes between segments shorter than this are timestamp jitter, not a camera outage.
 GAP_TOLERANCE = 0.25
+# Segments of one run tile exactly (names in ms): one ends where the next starts.
+CONTIGUOUS = 0.0015
+# MPEG-TS: packet size, how much of a segment to read for its first timestamp, the 33-bit PTS wrap.
+TS_PACKET = 188
+TS_HEAD_BYTES = 64 * 1024
+PTS_WRAP = 2**33 / 90000
+# A timestamp step this far from the segment's duration means a new stream (timestamps reset).
+STREAM_JUMP = 0.25
 POLL_SECONDS = 0.2
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
@@ -95,19 +103,97 @@ def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Pr
     return Press(camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source)
 
 
-def concat_list(paths: list[Path]) -> str:
-    """The concat demuxer's list file for these segment files (absolute paths, quoted)."""
+def concat_list(entries: list[Path | str]) -> str:
+    """The concat demuxer's list file for these entries (segment files, absolute, or `concat:` URLs)."""
     lines = ["ffconcat version 1.0"]
-    for p in paths:
-        quoted = str(p.resolve()).replace("'", "'\\''")
+    for entry in entries:
+        text = entry if isinstance(entry, str) else str(entry.resolve())
+        quoted = text.replace("'", "'\\''")
         lines.append(f"file '{quoted}'")
     return "\n".join(lines) + "\n"
 
 
-def concat_args(list_file: Path, out: Path) -> list[str]:
-    """ffmpeg: join MPEG-TS segments without re-encoding into an MP4 whose index is at the front."""
+def first_video_pts(path: Path) -> float | None:
+    """PTS in seconds of the first video PES packet of an MPEG-TS file, read from its first bytes.
+
+    Cheaper than an ffprobe per segment (which opens and probes the whole stream).
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(TS_HEAD_BYTES)
+    except OSError:
+        return None
+    for off in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
+        pkt = data[off : off + TS_PACKET]
+        # Sync byte, then only packets that start a PES and carry a payload.
+        if pkt[0] != 0x47 or not pkt[1] & 0x40 or not pkt[3] & 0x10:
+            continue
+        pes = pkt[5 + pkt[4] :] if pkt[3] & 0x20 else pkt[4:]
+        if len(pes) < 14 or pes[:3] != b"\0\0\1" or not 0xE0 <= pes[3] <= 0xEF or not pes[7] & 0x80:
+            continue
+        p = pes[9:14]
+        ticks = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
+        return ticks / 90000
+    return None
+
+
+def continuous(a: Path, seg_a: Segment, b: Path) -> bool:
+    """True when file b's timestamps carry on where file a's left off (same ffmpeg run)."""
+    pa, pb = first_video_pts(a), first_video_pts(b)
+    if pa is None or pb is None:
+        return False
+    step = (pb - pa) % PTS_WRAP
+    # Wall-clock durations are slewed toward arrival by up to a quarter (recorder/segmenter.py).
+    return abs(step - seg_a.duration) <= max(STREAM_JUMP, 0.3 * seg_a.duration)
+
+
+def runs(segments: list[Segment], directory: Path) -> list[list[Path]]:
+    """Segment files grouped into stretches cut from one stream: tiling without a hole in the index
+    and with timestamps that carry on (a restart can tile in the index yet reset the timestamps)."""
+    out: list[list[Path]] = []
+    prev: Segment | None = None
+    for seg in segments:
+        path = directory / seg.name
+        if (
+            out
+            and prev is not None
+            and abs(seg.start - prev.end) <= CONTIGUOUS
+            and continuous(out[-1][-1], prev, path)
+        ):
+            out[-1].append(path)
+        else:
+            out.append([path])
+        prev = seg
+    return out
+
+
+def join_entries(groups: list[list[Path]]) -> list[Path | str]:
+    """One concat-demuxer entry per run: a single file, or the concat protocol over the run's files.
+
+    The concat protocol joins MPEG-TS cut from one stream byte for byte, timestamps untouched. The
+    demuxer instead shifts each file by its duration, which ends with the last audio frame: up to one
+    audio frame too far, leaving a hole (and a stretched video) at every join.
+    """
+    entries: list[Path | str] = []
+    for files in groups:
+        if len(files) == 1 or any("|" in str(f.resolve()) for f in files):
+            entries += files
+        else:
+            entries.append("concat:" + "|".join(str(f.resolve()) for f in files))
+    return entries
+
+
+def concat_args(list_file: Path, out: Path, duration: float | None = None) -> list[str]:
+    """ffmpeg: join MPEG-TS segments without re-encoding into an MP4 whose index is at the front.
+
+    `duration` ends the clip there (at the window's end): a copy must start on a keyframe but can stop
+    on any frame, so a long GOP lengthens the clip only at its start.
+    """
+    limit = ["-t", f"{duration:.3f}"] if duration is not None else []
     return [
         *base_args(),
+        "-protocol_whitelist",
+        "file,concat",
         "-f",
         "concat",
         "-safe",
@@ -118,6 +204,7 @@ def concat_args(list_file: Path, out: Path) -> list[str]:
         "0:v:0",
         "-map",
         "0:a?",
+        *limit,
         "-c",
         "copy",
         "-movflags",
@@ -218,7 +305,7 @@ class Build:
             segments = self.usable(self.index.covering(a, b))
             if not segments:
                 raise BuildFailed(self.nothing_reason(a))
-            self.concat(segments)
+            self.concat(segments, b)
             self.write_sidecar(segments, a, b)
             incr(self.conn, self.settings, "clips_built")
         enqueue_render(self.settings, self.conn, self.sidecar_path, p.press_id)
@@ -272,17 +359,22 @@ class Build:
             f"no segment covers the window starting {iso(a)}"
         )
 
-    def concat(self, segments: list[Segment]) -> None:
-        """Join the segment files into the clip, atomically; the list file lives beside it and goes."""
+    def concat(self, segments: list[Segment], b: float) -> None:
+        """Join the segment files into the clip, ending at `b`, atomically; the list file goes after."""
         self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
+        # Segment times tile the stream's own timeline, so wall-clock offsets are stream offsets.
+        end = b - segments[0].start if segments[-1].end > b else None
+        self._join(join_entries(runs(segments, self.buffer)), end, segments)
+
+    def _join(self, entries: list[Path | str], end: float | None, segments: list[Segment]) -> None:
         fd, name = tempfile.mkstemp(prefix=TMP_MARK, suffix=".ffconcat", dir=self.settings.clips_dir)
         list_file = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(concat_list([self.buffer / s.name for s in segments]))
+                fh.write(concat_list(entries))
             timeout = 60 + 0.5 * (segments[-1].end - segments[0].start)
             with atomic_output(self.clip) as tmp:
-                run(concat_args(list_file, tmp), timeout, what="concat")
+                run(concat_args(list_file, tmp, end), timeout, what="concat")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 list_file.unlink()
@@ -303,7 +395,7 @@ class Build:
             segments=len(segments),
             first_segment={"name": first.name, "start": iso(first.start), "end": iso(first.end)},
             last_segment={"name": last.name, "start": iso(last.start), "end": iso(last.end)},
-            actual_window={"start": iso(first.start), "end": iso(last.end)},
+            actual_window={"start": iso(first.start), "end": iso(min(last.end, b))},
             gaps=[{"start": iso(x), "end": iso(y), "seconds": round(y - x, 3)} for x, y in gaps],
         )
         sidecar.save(self.sidecar_path, data)
