@@ -13,6 +13,7 @@ COPY common ./common
 COPY recorder ./recorder
 COPY trigger ./trigger
 COPY worker ./worker
+COPY ops ./ops
 COPY assets ./assets
 RUN pip install --no-cache-dir .
 

@@ -64,7 +64,7 @@ def cli(ctx: click.Context, env_file: str, **overrides: Any) -> None:
 
     \b
     Processes (supervisord runs these):  recorder, trigger listen, worker
-    Operators:                           status, failed, metrics, trigger press
+    Operators:                           status, failed, metrics, trigger press, camera probe
     First run:                           demo
     """
     ctx.ensure_object(dict)

@@ -115,7 +115,7 @@ def test_image_install_includes_every_package() -> None:
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
         ".".join(init.parent.relative_to(REPO).parts)
-        for top in ("common", "recorder", "trigger", "worker")
+        for top in ("common", "recorder", "trigger", "worker", "ops")
         for init in (REPO / top).rglob("__init__.py")
     }
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"

@@ -1,0 +1,1 @@
+"""Operator commands: tools for the person installing the box (`gravanois camera probe`)."""
