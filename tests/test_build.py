@@ -82,6 +82,32 @@ def test_find_gaps():
     assert build.find_gaps([Segment(0, 1, "a"), Segment(1.05, 2, "b")], 0, 2) == []
 
 
+def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: redis.Redis) -> None:
+    s = _settings(make_settings)
+    first = make_segments(s, redis_conn, "cam1", 1000.0, 4, index=False)
+    # A second ffmpeg run whose first segment tiles exactly after the first run's last one (a restart
+    # within the millisecond): the names say contiguous, the timestamps start again.
+    second = make_segments(s, redis_conn, "cam1", first[-1].end, 3, index=False)
+    directory = s.camera_buffer_dir("cam1")
+    assert first[-1].end == second[0].start
+    pts = [build.first_video_pts(directory / x.name) for x in first]
+    assert all(
+        b - a == pytest.approx(x.duration, abs=0.05) for a, b, x in zip(pts, pts[1:], first, strict=False)
+    )
+    groups = build.runs([*first, *second], directory)
+    assert [len(g) for g in groups] == [len(first), len(second)]
+    entries = build.join_entries(groups)
+    assert all(
+        isinstance(e, str) and e.startswith("concat:") and e.count("|") == len(g) - 1
+        for e, g in zip(entries, groups, strict=True)
+    )
+    # A hole in the index starts a new run too; a single file stays a plain path.
+    gapped = [first[0], *first[2:]]
+    assert [len(g) for g in build.runs(gapped, directory)] == [1, len(first) - 2]
+    assert build.join_entries([[directory / first[0].name]]) == [directory / first[0].name]
+    assert build.first_video_pts(directory / "missing.ts") is None
+
+
 def test_wait_seconds_follows_segment_or_gop(settings):
     assert build.wait_seconds(settings) == 3 * settings.seg_time + 5
     assert build.wait_seconds(settings, keyframe_interval=3.0) == 14
