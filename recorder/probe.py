@@ -20,9 +20,10 @@ from recorder.presets import AudioIn, SourceKind
 
 log = get_logger(__name__)
 
-# Sources that may carry compressed audio worth asking about; the synthetic camera and V4L2 webcams
-# give raw audio or none, which is encoded anyway.
-PROBED_KINDS = (SourceKind.RTSP, SourceKind.NETWORK, SourceKind.FILE)
+# Sources asked before recording. Not the synthetic camera and V4L2 webcams (raw audio or none, encoded
+# anyway), nor other network streams: a tcp:// or udp:// stream may serve one client only, which the
+# question would use up (their audio is re-encoded, which always works).
+PROBED_KINDS = (SourceKind.RTSP, SourceKind.FILE)
 # ffprobe's own time beyond the connection timeout and the packets it reads.
 PROBE_MARGIN = 10.0
 # G.711 and friends as ffprobe names them, for people.

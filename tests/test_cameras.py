@@ -41,19 +41,29 @@ PRE, POST = 6.0, 4.0
 SPAN_TOLERANCE = 0.04
 AV_TOLERANCE = 0.05
 
+
+def camera(video: str, audio: str, fps: int, gop: int, mode: str, slow: bool = False) -> object:
+    """One parametrized camera, named like `h265-alaw-25fps-gop4-copy`."""
+    marks = [pytest.mark.slow] if slow else []
+    return pytest.param(
+        video, audio, fps, gop, mode, id=f"{video}-{audio}-{fps}fps-gop{gop}-{mode}", marks=marks
+    )
+
+
 # (video, audio, fps, GOP s, mode): every codec × audio pair once in copy mode, 25 and 30 fps, GOP 1-4 s,
-# and the two G.711 cases in encode mode too (the holes showed in both modes).
+# and two G.711 cases in encode mode too (the holes showed in both modes). About 30 s each; the
+# encode-mode pair (CPU for the whole run) is marked slow.
 CAMERAS = [
-    ("h264", "aac", 30, 1, "copy"),
-    ("h264", "alaw", 25, 2, "copy"),
-    ("h264", "mulaw", 30, 3, "copy"),
-    ("h264", "none", 25, 4, "copy"),
-    ("h265", "aac", 25, 3, "copy"),
-    ("h265", "alaw", 25, 4, "copy"),  # a budget camera's factory settings
-    ("h265", "mulaw", 30, 2, "copy"),
-    ("h265", "none", 30, 1, "copy"),
-    ("h264", "alaw", 25, 2, "encode"),
-    ("h265", "mulaw", 30, 3, "encode"),
+    camera("h264", "aac", 30, 1, "copy"),
+    camera("h264", "alaw", 25, 2, "copy"),
+    camera("h264", "mulaw", 30, 3, "copy"),
+    camera("h264", "none", 25, 4, "copy"),
+    camera("h265", "aac", 25, 3, "copy"),
+    camera("h265", "alaw", 25, 4, "copy"),  # a budget camera's factory settings
+    camera("h265", "mulaw", 30, 2, "copy"),
+    camera("h265", "none", 30, 1, "copy"),
+    camera("h264", "alaw", 25, 2, "encode", slow=True),
+    camera("h265", "mulaw", 30, 3, "encode", slow=True),
 ]
 
 
@@ -155,16 +165,16 @@ def figures(final: Path, raw_frames: list[float]) -> None:
     )
 
 
-def record_press_render(
+def record_press_build(
     make_settings: Callable[..., Settings],
     conn: redis.Redis,
     tmp_path: Path,
     server: RtspServer,
     mode: str,
     gop: float,
-) -> tuple[Settings, dict, Path, list[Path], Path]:
-    """Record the camera, press once, build; then render. Returns settings, sidecar, raw clip, segments,
-    final clip (the raw clip is checked before the render removes it)."""
+) -> tuple[Settings, dict, list[Path]]:
+    """Record the camera, press once, build the raw clip (left for the test to check before the render
+    removes it). Returns settings, what was seen (sidecar, health, recorder log, press), segment files."""
     s = e2e_settings(
         make_settings,
         source=server.url,
@@ -178,10 +188,8 @@ def record_press_render(
         wait_preroll(conn, s, PRE + 2 * gop, timeout=90)
         p = press(s)
         data = built(conn, s, p, timeout=90)
-        h = health(conn, s, "cam1")
-        log = rec.log()
-    raw = s.clips_dir / sidecar.clip_name(p)
-    return s, {"sidecar": data, "health": h, "log": log, "press": p}, raw, window_segments(conn, s, data), raw
+        seen = {"sidecar": data, "health": health(conn, s, "cam1"), "log": rec.log(), "press": p}
+    return s, seen, window_segments(conn, s, data)
 
 
 def render(s: Settings, raw_name: str) -> Path:
@@ -200,7 +208,6 @@ def audio_events(log: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("video", "audio", "fps", "gop", "mode"),
     CAMERAS,
-    ids=[f"{v}-{a}-{f}fps-gop{g}-{m}" for v, a, f, g, m in CAMERAS],
 )
 def test_camera_records_and_joins_exactly(
     make_settings: Callable[..., Settings],
@@ -214,7 +221,8 @@ def test_camera_records_and_joins_exactly(
 ) -> None:
     server = RtspServer(video=video, audio=audio, fps=fps, gop_seconds=gop).start()
     try:
-        s, got, raw, segments, _ = record_press_render(make_settings, redis_conn, tmp_path, server, mode, gop)
+        s, got, segments = record_press_build(make_settings, redis_conn, tmp_path, server, mode, gop)
+        raw = s.clips_dir / sidecar.clip_name(got["press"])
         raw_frames = check_raw_clip(raw, segments, audio)
         final = render(s, raw.name)
     finally:
@@ -233,6 +241,7 @@ def test_camera_records_and_joins_exactly(
         assert ("copied" in plans[0]["msg"]) is (audio == "aac") and plans[0]["level"] == "info"
 
 
+@pytest.mark.slow
 def test_keyframes_sent_in_slices_measure_the_real_gop(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
@@ -240,9 +249,8 @@ def test_keyframes_sent_in_slices_measure_the_real_gop(
     gop = 2
     server = RtspServer(fps=25, gop_seconds=gop, audio="alaw", slices=4).start()
     try:
-        s, got, raw, segments, _ = record_press_render(
-            make_settings, redis_conn, tmp_path, server, "copy", gop
-        )
+        s, got, segments = record_press_build(make_settings, redis_conn, tmp_path, server, "copy", gop)
+        raw = s.clips_dir / sidecar.clip_name(got["press"])
         raw_frames = check_raw_clip(raw, segments, "alaw", split_keyframes=True)
         final = render(s, raw.name)
     finally:

@@ -49,6 +49,8 @@ TS_HEAD_BYTES = 64 * 1024
 PTS_WRAP = 2**33 / 90000
 # A timestamp step this far from the segment's duration means a new stream (timestamps reset).
 STREAM_JUMP = 0.25
+# The clip's end sits this far before the next video frame, so that frame is surely left out.
+FRAME_EPSILON = 0.001
 POLL_SECONDS = 0.2
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
@@ -118,6 +120,29 @@ def first_video_pts(path: Path) -> float | None:
 
     Cheaper than an ffprobe per segment (which opens and probes the whole stream).
     """
+    return _first_pts(path, 0xE0, 0xEF)
+
+
+def first_audio_pts(path: Path) -> float | None:
+    """PTS in seconds of the first audio PES packet of an MPEG-TS file (None without audio)."""
+    return _first_pts(path, 0xC0, 0xDF)
+
+
+def end_on_frame(window: float, fps: float, lead: float = 0.0) -> float:
+    """The clip's output duration (`-t`) for a window of `window` s from the first video frame.
+
+    The clip ends right after the video frame that holds the window's end, so the audio, which a copy
+    cuts at the same instant, ends with the video instead of a frame earlier. `lead`: how much earlier
+    than the first video frame the audio starts (the output's time 0 is the earliest stream).
+    """
+    if fps <= 0:
+        return window + lead
+    frame = 1 / fps
+    frames = math.ceil(window / frame - 1e-6)
+    return frames * frame - FRAME_EPSILON + lead
+
+
+def _first_pts(path: Path, lo: int, hi: int) -> float | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read(TS_HEAD_BYTES)
@@ -129,7 +154,7 @@ def first_video_pts(path: Path) -> float | None:
         if pkt[0] != 0x47 or not pkt[1] & 0x40 or not pkt[3] & 0x10:
             continue
         pes = pkt[5 + pkt[4] :] if pkt[3] & 0x20 else pkt[4:]
-        if len(pes) < 14 or pes[:3] != b"\0\0\1" or not 0xE0 <= pes[3] <= 0xEF or not pes[7] & 0x80:
+        if len(pes) < 14 or pes[:3] != b"\0\0\1" or not lo <= pes[3] <= hi or not pes[7] & 0x80:
             continue
         p = pes[9:14]
         ticks = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
@@ -362,9 +387,22 @@ class Build:
     def concat(self, segments: list[Segment], b: float) -> None:
         """Join the segment files into the clip, ending at `b`, atomically; the list file goes after."""
         self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
-        # Segment times tile the stream's own timeline, so wall-clock offsets are stream offsets.
-        end = b - segments[0].start if segments[-1].end > b else None
+        end = self.clip_end(segments, b) if segments[-1].end > b else None
         self._join(join_entries(runs(segments, self.buffer)), end, segments)
+
+    def clip_end(self, segments: list[Segment], b: float) -> float:
+        """Output duration that ends the clip at `b`, on a video frame boundary.
+
+        Segment times tile the stream's own timeline, so wall-clock offsets are stream offsets.
+        """
+        first = self.buffer / segments[0].name
+        video, audio = first_video_pts(first), first_audio_pts(first)
+        lead = video - audio if video is not None and audio is not None and audio < video else 0.0
+        try:
+            fps = probe(first).fps
+        except FFmpegError:
+            fps = 0.0
+        return end_on_frame(b - segments[0].start, fps, lead)
 
     def _join(self, entries: list[Path | str], end: float | None, segments: list[Segment]) -> None:
         fd, name = tempfile.mkstemp(prefix=TMP_MARK, suffix=".ffconcat", dir=self.settings.clips_dir)
