@@ -2,8 +2,9 @@
 """CPU of `gravanois recorder` in copy mode against a true `ffmpeg -c copy` of the same RTSP camera.
 
 The camera is GStreamer's RTSP server on loopback (tests/rtsp_server.py): live 720p30 H.264 with AAC
-audio by default (`--audio alaw` for a G.711 camera). Two runners record it in turn, interleaved
-(baseline, recorder, then recorder, baseline, …) so a change in the machine's load hits both:
+audio by default (`--audio none`: a silent one; not G.711, which a true copy cannot put into MPEG-TS).
+Two runners record it in turn, interleaved (baseline, recorder, then recorder, baseline, …) so a change
+in the machine's load hits both:
 
 - baseline: `ffmpeg -rtsp_transport tcp -i URL -map 0 -c copy -f segment …` (1 s MPEG-TS segments),
   written here by hand, not taken from the recorder's presets;
@@ -136,7 +137,7 @@ def main() -> None:
     )
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--audio", choices=("aac", "alaw", "mulaw", "none"), default="aac")
+    parser.add_argument("--audio", choices=("aac", "none"), default="aac")
     opts = parser.parse_args()
     for tool in ("ffmpeg", "redis-server"):
         if shutil.which(tool) is None:

@@ -114,6 +114,7 @@ def check_raw_clip(raw: Path, segments: list[Path], audio: str, split_keyframes:
     n = len(frames)
     assert 0 < n <= len(camera), (n, len(camera))
     camera_span, clip_span = camera[n - 1] - camera[0], frames[n - 1] - frames[0]
+    print(f"FIGURES {raw.name} raw: {n} frames span {clip_span:.3f} s, camera clock {camera_span:.3f} s")
     assert abs(clip_span - camera_span) <= SPAN_TOLERANCE, (clip_span, camera_span)
     # No frame was lost or invented at a join: every step is one camera frame step.
     steps = [b - a for a, b in itertools.pairwise(frames)]
