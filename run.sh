@@ -26,8 +26,10 @@ system_packages() {
       missing+=(python3-gi gir1.2-gst-rtsp-server-1.0)
     command -v gst-inspect-1.0 >/dev/null || missing+=(gstreamer1.0-tools)
     local pair
-    for pair in videotestsrc:base audiotestsrc:base audioconvert:base rtph264pay:good rtpmp4apay:good \
-                x264enc:ugly voaacenc:bad; do
+    # The cameras venues buy: H.264 or H.265 (x265enc), AAC or G.711 A-law/µ-law audio.
+    for pair in videotestsrc:base audiotestsrc:base audioconvert:base audioresample:base \
+                rtph264pay:good rtph265pay:good rtpmp4apay:good rtppcmapay:good rtppcmupay:good \
+                alawenc:good mulawenc:good x264enc:ugly x265enc:bad voaacenc:bad; do
       gst-inspect-1.0 "${pair%%:*}" >/dev/null 2>&1 || missing+=("gstreamer1.0-plugins-${pair##*:}")
     done
     # The web app's browser tests: Debian's chromium, driven by Playwright (no browser download).

@@ -45,7 +45,7 @@ from common.journal import Press  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import load_settings, to_env  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
-from worker.build import concat_args, concat_list, concat_protocol_args  # noqa: E402
+from worker.build import concat_args, concat_list  # noqa: E402
 
 POST = 10.0
 PATHS = ("progressive", "single-pass")
@@ -172,8 +172,11 @@ class Bench:
         paths = [buffer / name for name, a, _b in self.rows if a < window]
         out = self.work / f"join-{how}.mp4"
         listing = self.work / "join.ffconcat"
-        listing.write_text(concat_list(paths))
-        args = concat_protocol_args(paths, out) if how == "protocol" else concat_args(listing, out)
+        # What the build writes: one concat-protocol entry for a run cut from one stream, or (the
+        # demuxer's way) one entry per segment file.
+        protocol = "concat:" + "|".join(str(p.resolve()) for p in paths)
+        listing.write_text(concat_list([protocol] if how == "protocol" else list(paths)))
+        args = concat_args(listing, out)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         run(args, 600, what="join")

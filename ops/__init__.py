@@ -1,1 +1,1 @@
-"""Operator commands: `status`, `metrics`, `failed`, `demo` and the web app; may import every package."""
+"""Operator commands: `status`, `metrics`, `failed`, `demo`, `camera probe`, the web app; may import all."""

@@ -32,6 +32,7 @@ from common.settings import Camera, Settings, camera_mode
 from common.watermark import Watermark
 from recorder import keyframes, presets, retention
 from recorder.health import Health, State
+from recorder.probe import camera_audio
 from recorder.segmenter import (
     Anchor,
     ListEntry,
@@ -178,6 +179,12 @@ class Recorder:
             rtsp_transport=self.settings.rtsp_transport,
             timeout_seconds=self.settings.rtsp_timeout_seconds,
             wm=self.wm,
+            audio=camera_audio(
+                self.camera.id,
+                self.camera.source,
+                self.settings.rtsp_transport,
+                self.settings.rtsp_timeout_seconds,
+            ),
         )
         self.stderr_tail.clear()
         self.dir.mkdir(parents=True, exist_ok=True)

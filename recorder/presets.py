@@ -26,6 +26,12 @@ SYNTHETIC_FPS = 25
 # segment; without it that segment would run to the next keyframe (2 × seg_time).
 SEGMENT_TIME_DELTA = 0.05
 AUDIO_BITRATE = "64k"
+# An AAC frame holds 1024 samples: 21 ms at 48 kHz but 128 ms at 8 kHz (G.711's rate). Each join between
+# segments can leave up to one frame uncovered, which the clip pays for in holes and stretched video
+# (measured: a 12 s window of 8 kHz AAC became 14.4 s), so audio that must be re-encoded goes to 48 kHz
+# and only AAC at 44.1 kHz or more is copied as it is.
+AUDIO_RATE = 48000
+COPY_AAC_MIN_RATE = 44100
 HW_BITRATE = "4M"
 PART_PREFIX = "part_"
 # v4l2 options an operator may append to a device path: /dev/video0?input_format=yuyv422&framerate=30
@@ -40,6 +46,18 @@ class SourceKind(StrEnum):
     V4L2 = "v4l2"
     NETWORK = "network"
     FILE = "file"
+
+
+@dataclass(frozen=True)
+class AudioIn:
+    """The camera's audio as probed: codec name (ffprobe's) and sample rate in Hz."""
+
+    codec: str
+    rate: int
+
+    def copyable(self) -> bool:
+        """True when the recorder can keep this audio as it is (AAC with short frames)."""
+        return self.codec == "aac" and self.rate >= COPY_AAC_MIN_RATE
 
 
 @dataclass(frozen=True)
@@ -155,9 +173,16 @@ def video_args(mode: str, encoder: str, seg_time: float) -> list[str]:
     return [*args, "-pix_fmt", "yuv420p", "-force_key_frames", force_keyframes(seg_time)]
 
 
-def audio_args() -> list[str]:
-    """Audio is kept as AAC (MPEG-TS cannot carry the G.711 many cameras send)."""
-    return ["-c:a", "aac", "-b:a", AUDIO_BITRATE]
+def audio_args(audio: AudioIn | None = None) -> list[str]:
+    """Copy the camera's AAC; anything else (G.711, low-rate AAC, unknown) becomes 48 kHz AAC.
+
+    MPEG-TS cannot carry G.711, and copying costs nothing: re-encoding was two thirds of the recorder's
+    CPU in copy mode.
+    """
+    if audio is not None and audio.copyable():
+        return ["-c:a", "copy"]
+    rate = str(AUDIO_RATE)
+    return ["-af", f"aresample={rate}", "-c:a", "aac", "-ar", rate, "-b:a", AUDIO_BITRATE]
 
 
 def part_pattern(directory: Path, run_id: str) -> Path:
@@ -196,8 +221,12 @@ def record_args(
     timeout_seconds: float = 5.0,
     wm: watermark.Watermark | None = None,
     font: Path | None = FONT,
+    audio: AudioIn | None = None,
 ) -> list[str]:
-    """The whole recording command line for one camera (`wm`: burn that logo in; encode mode only)."""
+    """The whole recording command line for one camera (`wm`: burn that logo in; encode mode only).
+
+    `audio` is the camera's probed audio (None: unknown, so it is re-encoded, which is always safe).
+    """
     kind = source_kind(source)
     mode = effective_mode(kind, mode)
     graph = watermark_graph(source, wm) if wm is not None and mode == "encode" else None
@@ -209,24 +238,50 @@ def record_args(
         *logos,
         *map_args(kind, graph),
         *video_args(mode, encoder, seg_time),
-        *audio_args(),
+        *audio_args(audio),
         *segment_args(seg_time, pattern),
     ]
 
 
 def keyframe_probe_args(path: Path) -> list[str]:
-    """ffprobe listing the times of a file's video keyframes, one per line."""
+    """ffprobe listing a file's video packets as `pts_time,flags` lines (keyframes have a K flag).
+
+    Packets, not decoded frames: cheaper, and an IDR sent in several slices shows up as several key
+    packets at the same instant, which keyframes.py counts as one.
+    """
     return [
         FFPROBE,
         "-v",
         "error",
         "-select_streams",
         "v:0",
-        "-skip_frame",
-        "nokey",
         "-show_entries",
-        "frame=pts_time",
+        "packet=pts_time,flags",
         "-of",
         "csv=p=0",
         str(path),
     ]
+
+
+def source_probe_args(
+    source: str, rtsp_transport: str = "tcp", timeout_seconds: float = 5.0, read_seconds: float = 0.0
+) -> list[str]:
+    """ffprobe describing a camera's streams as JSON; with `read_seconds`, also its packets for that long.
+
+    The stream description alone needs no analysis time (an RTSP camera states its codecs when asked);
+    the packets give the keyframe interval.
+    """
+    kind = source_kind(source)
+    timeout_us = str(int(timeout_seconds * 1_000_000))
+    args = [FFPROBE, "-v", "error"]
+    if kind is SourceKind.RTSP:
+        args += ["-rtsp_transport", rtsp_transport, "-timeout", timeout_us]
+    elif kind is SourceKind.NETWORK and not source.lower().startswith("udp://"):
+        args += ["-rw_timeout", timeout_us]
+    entries = "stream=index,codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,sample_rate"
+    if read_seconds > 0:
+        args += ["-read_intervals", f"%+{read_seconds:g}"]
+        entries += ":packet=stream_index,pts_time,flags"
+    else:
+        args += ["-analyzeduration", "0"]
+    return [*args, "-show_entries", entries, "-of", "json", "-i", source]

@@ -1,4 +1,4 @@
-"""A GStreamer RTSP server on loopback serving a live H.264 test pattern (and optionally AAC audio).
+"""A GStreamer RTSP server on loopback serving a live test camera: H.264 or H.265, AAC, G.711 or no audio.
 
 Run by the system interpreter, /usr/bin/python3, which has GStreamer's Python bindings (python3-gi,
 gir1.2-gst-rtsp-server-1.0); the tests drive it through tests/rtsp_server.py. Prints `ready <port>`
@@ -16,21 +16,52 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
+VIDEO_CODECS = ("h264", "h265")
+AUDIO_CODECS = ("none", "aac", "alaw", "mulaw")
 
-def launch_line(width: int, height: int, fps: int, gop_frames: int, audio: bool) -> str:
-    """The media pipeline: live test pattern → x264 (keyframe every gop_frames) → RTP; tone → AAC → RTP."""
-    video = (
+
+def video_branch(codec: str, width: int, height: int, fps: int, gop_frames: int, slices: int) -> str:
+    """Live test pattern → x264/x265 (a keyframe every gop_frames, `slices` slices a frame) → RTP."""
+    src = (
         f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},"
-        f"framerate={fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop_frames} "
-        "! rtph264pay name=pay0 pt=96 config-interval=1"
+        f"framerate={fps}/1"
     )
-    sound = ""
-    if audio:
-        sound = (
-            " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample "
-            "! audio/x-raw,rate=48000,channels=1 ! voaacenc bitrate=64000 ! rtpmp4apay name=pay1 pt=97"
-        )
-    return f"( {video}{sound} )"
+    if codec == "h265":
+        # Several slices make each IDR arrive as several packets, as some cameras' encoders do.
+        opts = f" option-string=slices={slices}" if slices > 1 else ""
+        enc = f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={gop_frames}{opts}"
+        return f"{src} ! {enc} ! rtph265pay name=pay0 pt=96 config-interval=-1"
+    # zerolatency alone turns sliced threads on: one slice per frame unless `slices` asks for more.
+    opts = f" option-string=slices={slices}" if slices > 1 else " sliced-threads=false"
+    enc = f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop_frames}{opts}"
+    return f"{src} ! {enc} ! rtph264pay name=pay0 pt=96 config-interval=-1"
+
+
+def audio_branch(codec: str) -> str:
+    """A live tone → AAC (48 kHz) or G.711 A-law/µ-law (8 kHz mono, as IP cameras send it) → RTP."""
+    tone = "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample"
+    if codec == "aac":
+        aac = "voaacenc bitrate=64000 ! rtpmp4apay name=pay1 pt=97"
+        return f"{tone} ! audio/x-raw,rate=48000,channels=1 ! {aac}"
+    if codec == "alaw":
+        return f"{tone} ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1 pt=8"
+    if codec == "mulaw":
+        return f"{tone} ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1 pt=0"
+    return ""
+
+
+def launch_line(
+    width: int,
+    height: int,
+    fps: int,
+    gop_frames: int,
+    video: str = "h264",
+    audio: str = "none",
+    slices: int = 1,
+) -> str:
+    """The media pipeline of one camera, as gst-launch syntax."""
+    branches = [video_branch(video, width, height, fps, gop_frames, slices), audio_branch(audio)]
+    return "( " + " ".join(b for b in branches if b) + " )"
 
 
 def main() -> None:
@@ -41,7 +72,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--gop-frames", type=int, default=15)
-    parser.add_argument("--audio", action="store_true")
+    parser.add_argument("--video", choices=VIDEO_CODECS, default="h264")
+    parser.add_argument("--audio", choices=AUDIO_CODECS, default="none")
+    parser.add_argument("--slices", type=int, default=1)
     args = parser.parse_args()
 
     Gst.init(None)
@@ -49,7 +82,9 @@ def main() -> None:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line(args.width, args.height, args.fps, args.gop_frames, args.audio))
+    factory.set_launch(
+        launch_line(args.width, args.height, args.fps, args.gop_frames, args.video, args.audio, args.slices)
+    )
     factory.set_shared(True)
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:

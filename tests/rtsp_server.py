@@ -1,6 +1,7 @@
 """A real RTSP camera on loopback for tests: GStreamer's RTSP server, run by /usr/bin/python3.
 
     server = RtspServer(gop_seconds=1).start()   # H.264, a keyframe every gop_seconds
+    RtspServer(video="h265", audio="alaw", fps=25, gop_seconds=4)   # a budget camera's defaults
     server.url                                   # rtsp://127.0.0.1:<port>/cam
     server.stop(); server.start()                # the camera goes away and comes back on the same URL
 
@@ -24,7 +25,11 @@ HELPER = Path(__file__).resolve().parent / "rtsp_gst_server.py"
 
 
 class RtspServer:
-    """One RTSP test camera (320x240 at 15 fps by default), optionally with AAC audio."""
+    """One RTSP test camera (320x240 at 15 fps, H.264, no audio by default).
+
+    `video`: h264 or h265; `audio`: none, aac, alaw or mulaw (True means aac); `slices` > 1 splits every
+    frame, keyframes included, into that many slices (several packets per IDR).
+    """
 
     def __init__(
         self,
@@ -32,12 +37,16 @@ class RtspServer:
         fps: int = 15,
         width: int = 320,
         height: int = 240,
-        audio: bool = False,
+        audio: bool | str = False,
         port: int | None = None,
         path: str = "/cam",
+        video: str = "h264",
+        slices: int = 1,
     ) -> None:
         self.gop_frames = max(1, round(gop_seconds * fps))
-        self.fps, self.width, self.height, self.audio = fps, width, height, audio
+        self.fps, self.width, self.height = fps, width, height
+        self.audio = "aac" if audio is True else "none" if audio is False else audio
+        self.video, self.slices = video, slices
         self.port = port or free_port()
         self.path = path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -66,7 +75,8 @@ class RtspServer:
             return self
         args = [SYSTEM_PYTHON, str(HELPER), "--port", str(self.port), "--path", self.path]
         args += ["--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
-        args += ["--gop-frames", str(self.gop_frames)] + (["--audio"] if self.audio else [])
+        args += ["--gop-frames", str(self.gop_frames), "--video", self.video, "--audio", self.audio]
+        args += ["--slices", str(self.slices)]
         deadline = time.monotonic() + timeout
         while True:
             proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)

@@ -59,7 +59,10 @@ def test_concat_args_copy_faststart_concat_demuxer(tmp_path):
     assert args[args.index("-safe") + 1] == "0"
     assert args[args.index("-c") + 1] == "copy"
     assert args[args.index("-movflags") + 1] == "+faststart"
-    assert args[-1] == str(tmp_path / "o.mp4")
+    assert args[-1] == str(tmp_path / "o.mp4") and "-t" not in args
+    # Ending at the window's end: an output duration, placed after the input.
+    limited = build.concat_args(tmp_path / "l.ffconcat", tmp_path / "o.mp4", 9.25)
+    assert limited[limited.index("-t") + 1] == "9.250" and limited.index("-t") > limited.index("-i")
 
 
 def test_concat_list_quotes_paths(tmp_path):
@@ -77,6 +80,41 @@ def test_find_gaps():
     assert build.find_gaps(segs, 0, 2) == []
     # jitter below the tolerance is not a gap
     assert build.find_gaps([Segment(0, 1, "a"), Segment(1.05, 2, "b")], 0, 2) == []
+
+
+def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: redis.Redis) -> None:
+    s = _settings(make_settings)
+    first = make_segments(s, redis_conn, "cam1", 1000.0, 4, index=False)
+    # A second ffmpeg run whose first segment tiles exactly after the first run's last one (a restart
+    # within the millisecond): the names say contiguous, the timestamps start again.
+    second = make_segments(s, redis_conn, "cam1", first[-1].end, 3, index=False)
+    directory = s.camera_buffer_dir("cam1")
+    assert first[-1].end == second[0].start
+    pts = [build.first_video_pts(directory / x.name) for x in first]
+    assert all(
+        b - a == pytest.approx(x.duration, abs=0.05) for a, b, x in zip(pts, pts[1:], first, strict=False)
+    )
+    groups = build.runs([*first, *second], directory)
+    assert [len(g) for g in groups] == [len(first), len(second)]
+    entries = build.join_entries(groups)
+    assert all(
+        isinstance(e, str) and e.startswith("concat:") and e.count("|") == len(g) - 1
+        for e, g in zip(entries, groups, strict=True)
+    )
+    # A hole in the index starts a new run too; a single file stays a plain path.
+    gapped = [first[0], *first[2:]]
+    assert [len(g) for g in build.runs(gapped, directory)] == [1, len(first) - 2]
+    assert build.join_entries([[directory / first[0].name]]) == [directory / first[0].name]
+    assert build.first_video_pts(directory / "missing.ts") is None
+
+
+def test_clip_ends_on_a_video_frame_boundary() -> None:
+    # 10.01 s at 25 fps: the frame holding the end starts at 10.00 s, so the clip stops at its end.
+    assert build.end_on_frame(10.01, 25) == pytest.approx(10.04 - build.FRAME_EPSILON)
+    assert build.end_on_frame(10.0, 25) == pytest.approx(10.0 - build.FRAME_EPSILON)
+    # Audio starting 20 ms before the video moves the output's time 0; an unknown rate cuts at the end.
+    assert build.end_on_frame(10.0, 30, lead=0.02) == pytest.approx(10.02 - build.FRAME_EPSILON)
+    assert build.end_on_frame(7.5, 0) == 7.5
 
 
 def test_wait_seconds_follows_segment_or_gop(settings):
@@ -117,7 +155,9 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     # the clip is exactly the selected segments: pre+post within one segment at each end
     info = probe(clip)
     assert info.codec == "h264" and info.width == 320
-    assert abs(info.duration_sec - (last - first)) < 0.25
+    # The clip stops at the window's end (a copy can stop on any frame), not at the last segment's end.
+    assert abs(info.duration_sec - (min(last, b) - first)) < 0.25
+    assert abs(parse_iso(data["actual_window"]["end"]) - min(last, b)) < 0.002
     assert p.pre + p.post - 0.1 <= info.duration_sec <= p.pre + p.post + 2 * s.seg_time + 0.25
     assert decode_errors(clip) == ""
     # render job: deterministic id, one arg = the sidecar's name, on the render queue
@@ -133,7 +173,8 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     # (progressive, the default) wait beside the clip in their temp directory; nothing else is left.
     assert data["join"] == "protocol"
     pieces = progressive.pieces_dir(s, clip.stem)
-    assert data["progressive"] == {"dir": pieces.name, "pieces": sorted(p.name for p in pieces.glob("*.ts"))}
+    assert data["progressive"]["dir"] == pieces.name
+    assert data["progressive"]["pieces"] == sorted(p.name for p in pieces.glob("*.ts"))
     expected = [clip.name, sidecar.path_for(clip).name, pieces.name]
     assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted(expected)
 

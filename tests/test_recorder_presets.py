@@ -99,7 +99,38 @@ def test_record_args_segment_muxer_keeps_timestamps(tmp_path: Path) -> None:
 
 def test_keyframe_probe_args(tmp_path: Path) -> None:
     args = presets.keyframe_probe_args(tmp_path / "a.ts")
-    assert args[0] == "ffprobe" and "-skip_frame" in args and args[args.index("-skip_frame") + 1] == "nokey"
+    # Packets, not decoded frames: an IDR in slices is several key packets at one instant.
+    assert args[0] == "ffprobe" and args[args.index("-show_entries") + 1] == "packet=pts_time,flags"
+    assert args[args.index("-select_streams") + 1] == "v:0" and args[-1] == str(tmp_path / "a.ts")
+
+
+def test_audio_copied_only_when_aac_with_short_frames() -> None:
+    assert presets.audio_args(presets.AudioIn("aac", 48000)) == ["-c:a", "copy"]
+    assert presets.audio_args(presets.AudioIn("aac", 44100)) == ["-c:a", "copy"]
+    # G.711, 8/16 kHz AAC (128/64 ms frames) and unknown audio: AAC at 48 kHz through aresample.
+    for audio in (presets.AudioIn("pcm_alaw", 8000), presets.AudioIn("pcm_mulaw", 8000), None):
+        args = presets.audio_args(audio)
+        assert args[args.index("-af") + 1] == "aresample=48000" and args[args.index("-c:a") + 1] == "aac"
+        assert args[args.index("-ar") + 1] == "48000"
+    assert "copy" not in presets.audio_args(presets.AudioIn("aac", 16000))
+    pattern = Path("/tmp/part_%06d.ts")
+    copied = presets.record_args(
+        "rtsp://cam/s", "copy", "libx264", 1.0, pattern, audio=presets.AudioIn("aac", 48000)
+    )
+    assert " ".join(copied).count("-c:a copy") == 1 and "-af" not in copied
+
+
+def test_source_probe_args() -> None:
+    quick = presets.source_probe_args("rtsp://u:p@cam/s", "tcp", 5.0)
+    assert quick[0] == "ffprobe" and quick[-2:] == ["-i", "rtsp://u:p@cam/s"]
+    assert (
+        quick[quick.index("-rtsp_transport") + 1] == "tcp" and quick[quick.index("-timeout") + 1] == "5000000"
+    )
+    # Only the description: no analysis time, no packets.
+    assert quick[quick.index("-analyzeduration") + 1] == "0" and "packet" not in " ".join(quick)
+    long = presets.source_probe_args("rtsp://cam/s", "udp", 2.0, read_seconds=10)
+    assert long[long.index("-read_intervals") + 1] == "%+10" and "packet=" in " ".join(long)
+    assert "-rtsp_transport" not in presets.source_probe_args("/srv/cam.mp4")
 
 
 def test_watermark_at_record_only_in_encode_mode(tmp_path: Path) -> None:

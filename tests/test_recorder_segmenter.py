@@ -103,6 +103,18 @@ def test_keyframe_interval_from_probe_and_durations(tmp_path: Path) -> None:
     assert abs(keyframes.measure([clip], [3.0]) - 7 / 15) < 0.01
 
 
+def test_keyframes_sent_in_slices_count_once() -> None:
+    # An IDR in slices: two key packets 11 µs apart (one RTP clock tick) every 2 s.
+    split = [t for k in range(5) for t in (2.0 * k + 0.5, 2.0 * k + 0.500011)]
+    assert keyframes.distinct(split) == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert keyframes.interval_from(split, []) == 2.0
+    # The segment muxer cut between the slices too: one-frame slivers, then the GOP's remainder.
+    assert keyframes.interval_from([], [0.04, 2.0, 0.04, 2.0, 0.04, 2.0]) == 2.04
+    assert keyframes.whole_segments([2.1, 0.04, 2.0, 0.04]) == [2.1, 2.04]
+    # An all-intra 60 fps camera still has a keyframe every frame.
+    assert keyframes.interval_from([k / 60 for k in range(10)], []) == round(1 / 60, 3)
+
+
 def test_backoff_and_watchdog() -> None:
     backoff = Backoff(first=0.5, cap=4.0)
     assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]

@@ -83,7 +83,18 @@ def test_cli_help_lists_every_process(settings) -> None:
     result = run_gravanois(settings, "--help")
     assert result.returncode == 0
     listed = result.stdout.split("Commands:")[1].split()
-    for command in ("recorder", "trigger", "worker", "status", "failed", "metrics", "demo", "web"):
+    for command in (
+        "recorder",
+        "trigger",
+        "worker",
+        "scheduler",
+        "status",
+        "failed",
+        "metrics",
+        "demo",
+        "web",
+        "camera",
+    ):
         assert command in listed, f"`gravanois {command}` is not available"
 
 

@@ -1,8 +1,9 @@
 """Build stage: a press → the raw highlight clip (concat of the segments covering its window) + sidecar.
 
-The job is enqueued at the press. It waits (bounded) for a closed segment reaching t+post, selects
+The job is enqueued at the press. It waits (bounded) for a closed segment reaching t+post (meanwhile,
+with the progressive render on, watermarking the window's closed segments: worker.progressive), selects
 segments by wall-clock overlap with [t-pre, t+post], checks each file (a zero-byte or garbage segment is
-left out), joins them with the concat demuxer and `-c copy` into the clips dir (atomically), writes the
+left out), joins them with `-c copy` into the clips dir (atomically) ending at t+post, writes the
 sidecar, enqueues the render job and releases the pin. Missing or bad segments inside the window become
 `gaps` in the sidecar; only a window that nothing covers fails the highlight.
 """
@@ -21,13 +22,13 @@ from typing import Any
 import redis
 
 from common import keys, sidecar
-from common.ffmpeg import base_args, mp4_copy_args, probe, run
+from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_file
 from common.journal import Press, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.redisconn import incr, note_highlight
-from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, continuous
+from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from worker import context, progressive
@@ -36,10 +37,19 @@ log = get_logger(__name__)
 
 # How often the build looks for the segment closing t+post (a cheap Redis read).
 POLL_SECONDS = 0.05
+# Segments of one run tile exactly (names in ms): one ends where the next starts.
+CONTIGUOUS = 0.0015
+# MPEG-TS: 188-byte packets, each starting with the sync byte; how much of a segment to read for its
+# first timestamp; the 33-bit PTS wrap.
+TS_PACKET, TS_SYNC = 188, 0x47
+TS_HEAD_BYTES = 64 * 1024
+PTS_WRAP = 2**33 / 90000
+# A timestamp step this far from the segment's duration means a new stream (timestamps reset).
+STREAM_JUMP = 0.25
+# The clip's end sits this far before the next video frame, so that frame is surely left out.
+FRAME_EPSILON = 0.001
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
-# MPEG-TS: 188-byte packets, each starting with this sync byte.
-TS_PACKET, TS_SYNC = 188, 0x47
 # A clip this much shorter than the segments it joins lost some of them on the way.
 DURATION_SLACK = 0.5
 
@@ -91,37 +101,127 @@ def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Pr
     return Press(camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source)
 
 
-def concat_list(paths: list[Path]) -> str:
-    """The concat demuxer's list file for these segment files (absolute paths, quoted)."""
+def concat_list(entries: list[Path | str]) -> str:
+    """The concat demuxer's list file for these entries (segment files, absolute, or `concat:` URLs)."""
     lines = ["ffconcat version 1.0"]
-    for p in paths:
-        quoted = str(p.resolve()).replace("'", "'\\''")
+    for entry in entries:
+        text = entry if isinstance(entry, str) else str(entry.resolve())
+        quoted = text.replace("'", "'\\''")
         lines.append(f"file '{quoted}'")
     return "\n".join(lines) + "\n"
 
 
-def concat_args(list_file: Path, out: Path) -> list[str]:
-    """ffmpeg: join MPEG-TS segments without re-encoding into an MP4 whose index is at the front."""
+def first_video_pts(path: Path) -> float | None:
+    """PTS in seconds of the first video PES packet of an MPEG-TS file, read from its first bytes.
+
+    Cheaper than an ffprobe per segment (which opens and probes the whole stream).
+    """
+    return _first_pts(path, 0xE0, 0xEF)
+
+
+def first_audio_pts(path: Path) -> float | None:
+    """PTS in seconds of the first audio PES packet of an MPEG-TS file (None without audio)."""
+    return _first_pts(path, 0xC0, 0xDF)
+
+
+def end_on_frame(window: float, fps: float, lead: float = 0.0) -> float:
+    """The clip's output duration (`-t`) for a window of `window` s from the first video frame.
+
+    The clip ends right after the video frame that holds the window's end, so the audio, which a copy
+    cuts at the same instant, ends with the video instead of a frame earlier. `lead`: how much earlier
+    than the first video frame the audio starts (the output's time 0 is the earliest stream).
+    """
+    if fps <= 0:
+        return window + lead
+    frame = 1 / fps
+    frames = math.ceil(window / frame - 1e-6)
+    return frames * frame - FRAME_EPSILON + lead
+
+
+def _first_pts(path: Path, lo: int, hi: int) -> float | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(TS_HEAD_BYTES)
+    except OSError:
+        return None
+    for off in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
+        pkt = data[off : off + TS_PACKET]
+        # Sync byte, then only packets that start a PES and carry a payload.
+        if pkt[0] != TS_SYNC or not pkt[1] & 0x40 or not pkt[3] & 0x10:
+            continue
+        pes = pkt[5 + pkt[4] :] if pkt[3] & 0x20 else pkt[4:]
+        if len(pes) < 14 or pes[:3] != b"\0\0\1" or not lo <= pes[3] <= hi or not pes[7] & 0x80:
+            continue
+        p = pes[9:14]
+        ticks = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
+        return ticks / 90000
+    return None
+
+
+def same_stream(a: Path, seg_a: Segment, b: Path) -> bool:
+    """True when file b's timestamps carry on where file a's left off (same ffmpeg run)."""
+    pa, pb = first_video_pts(a), first_video_pts(b)
+    if pa is None or pb is None:
+        return False
+    step = (pb - pa) % PTS_WRAP
+    # Wall-clock durations are slewed toward arrival by up to a quarter (recorder/segmenter.py).
+    return abs(step - seg_a.duration) <= max(STREAM_JUMP, 0.3 * seg_a.duration)
+
+
+def runs(segments: list[Segment], directory: Path) -> list[list[Path]]:
+    """Segment files grouped into stretches cut from one stream: tiling without a hole in the index
+    and with timestamps that carry on (a restart can tile in the index yet reset the timestamps)."""
+    out: list[list[Path]] = []
+    prev: Segment | None = None
+    for seg in segments:
+        path = directory / seg.name
+        if (
+            out
+            and prev is not None
+            and abs(seg.start - prev.end) <= CONTIGUOUS
+            and same_stream(out[-1][-1], prev, path)
+        ):
+            out[-1].append(path)
+        else:
+            out.append([path])
+        prev = seg
+    return out
+
+
+def join_entries(groups: list[list[Path]]) -> list[Path | str]:
+    """One concat-demuxer entry per run: a single file, or the concat protocol over the run's files.
+
+    The concat protocol joins MPEG-TS cut from one stream byte for byte, timestamps untouched. The
+    demuxer instead shifts each file by its duration, which ends with the last audio frame: up to one
+    audio frame too far, leaving a hole (and a stretched video) at every join.
+    """
+    entries: list[Path | str] = []
+    for files in groups:
+        if len(files) == 1 or any("|" in str(f.resolve()) for f in files):
+            entries += files
+        else:
+            entries.append("concat:" + "|".join(str(f.resolve()) for f in files))
+    return entries
+
+
+def concat_args(list_file: Path, out: Path, duration: float | None = None) -> list[str]:
+    """ffmpeg: join MPEG-TS segments without re-encoding into an MP4 whose index is at the front.
+
+    `duration` ends the clip there (at the window's end): a copy must start on a keyframe but can stop
+    on any frame, so a long GOP lengthens the clip only at its start.
+    """
+    limit = ["-t", f"{duration:.3f}"] if duration is not None else []
     return [
         *base_args(),
+        "-protocol_whitelist",
+        "file,concat",
         "-f",
         "concat",
         "-safe",
         "0",
         "-i",
         str(list_file),
-        *mp4_copy_args(out),
-    ]
-
-
-def concat_protocol_args(paths: list[Path], out: Path) -> list[str]:
-    """ffmpeg: MPEG-TS segments of one continuous run joined by the concat protocol, into an MP4."""
-    return [
-        *base_args(),
-        "-f",
-        "mpegts",
-        "-i",
-        "concat:" + "|".join(str(p) for p in paths),
+        *limit,
         *mp4_copy_args(out),
     ]
 
@@ -184,8 +284,13 @@ class Build:
                 if pieces is not None:
                     pieces.give_up("nothing to render")
                 raise BuildFailed(self.nothing_reason(a))
-            join = self.concat(segments)
-            extra = {"join": join, "progressive": pieces.finish(segments) if pieces is not None else None}
+            joined = self.concat(segments, b)
+            extra = {"join": joined["join"]}
+            if pieces is not None:
+                one_stream = joined["runs"] == 1
+                extra["progressive"] = pieces.finish(segments, joined["end"]) if one_stream else None
+                if not one_stream:
+                    pieces.give_up("the window holds more than one recording run")
             self.write_sidecar(segments, a, b, **extra)
             incr(self.conn, self.settings, STAGES[Stage.BUILD].done_counter)
         enqueue(self.settings, self.conn, Stage.RENDER, self.sidecar_path.name, press_id=p.press_id, at=p.at)
@@ -255,31 +360,45 @@ class Build:
             f"no segment covers the window starting {iso(a)}"
         )
 
-    def concat(self, segments: list[Segment]) -> str:
-        """Join the segment files into the clip, atomically; returns how ("protocol" or "demuxer").
+    def concat(self, segments: list[Segment], b: float) -> dict[str, Any]:
+        """Join the segment files into the clip, ending at `b`, atomically; returns how (for the sidecar).
 
-        Segments of one continuous recording run share one clock: the concat protocol joins their bytes
-        (a fifth of the demuxer's CPU, no timestamp warning at each join). Across a gap or a restart of
-        the recorder's ffmpeg the timestamps jump, and only the concat demuxer rebuilds them.
+        Each stretch cut from one stream is joined byte for byte (the concat protocol: a fifth of the
+        demuxer's CPU, no timestamp step at each join); only separate stretches (a restart of the
+        recorder's ffmpeg, a gap) go through the concat demuxer, which rebuilds their timestamps.
         """
         self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
-        paths = [self.buffer / s.name for s in segments]
-        timeout = 60 + 0.5 * (segments[-1].end - segments[0].start)
-        if continuous(segments):
-            with atomic_output(self.clip) as tmp:
-                run(concat_protocol_args(paths, tmp), timeout, what="concat")
-            return "protocol"
+        end = self.clip_end(segments, b) if segments[-1].end > b else None
+        groups = runs(segments, self.buffer)
+        self._join(join_entries(groups), end, segments)
+        return {"join": "protocol" if len(groups) == 1 else "demuxer", "runs": len(groups), "end": end}
+
+    def clip_end(self, segments: list[Segment], b: float) -> float:
+        """Output duration that ends the clip at `b`, on a video frame boundary.
+
+        Segment times tile the stream's own timeline, so wall-clock offsets are stream offsets.
+        """
+        first = self.buffer / segments[0].name
+        video, audio = first_video_pts(first), first_audio_pts(first)
+        lead = video - audio if video is not None and audio is not None and audio < video else 0.0
+        try:
+            fps = probe(first).fps
+        except FFmpegError:
+            fps = 0.0
+        return end_on_frame(b - segments[0].start, fps, lead)
+
+    def _join(self, entries: list[Path | str], end: float | None, segments: list[Segment]) -> None:
         fd, name = tempfile.mkstemp(prefix=TMP_MARK, suffix=".ffconcat", dir=self.settings.clips_dir)
         list_file = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(concat_list(paths))
+                fh.write(concat_list(entries))
+            timeout = 60 + 0.5 * (segments[-1].end - segments[0].start)
             with atomic_output(self.clip) as tmp:
-                run(concat_args(list_file, tmp), timeout, what="concat")
+                run(concat_args(list_file, tmp, end), timeout, what="concat")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 list_file.unlink()
-        return "demuxer"
 
     def write_sidecar(self, segments: list[Segment], a: float, b: float, **extra: Any) -> None:
         """The raw clip's sidecar: seed fields, the press and its window, what was really recorded."""
@@ -298,7 +417,7 @@ class Build:
             segments=len(segments),
             first_segment={"name": first.name, "start": iso(first.start), "end": iso(first.end)},
             last_segment={"name": last.name, "start": iso(last.start), "end": iso(last.end)},
-            actual_window={"start": iso(first.start), "end": iso(last.end)},
+            actual_window={"start": iso(first.start), "end": iso(min(last.end, b))},
             gaps=[{"start": iso(x), "end": iso(y), "seconds": round(y - x, 3)} for x, y in gaps],
             covered_seconds=round(covered, 3),
             **{k: v for k, v in extra.items() if v is not None},

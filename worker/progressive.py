@@ -87,12 +87,15 @@ def piece_args(
     ]
 
 
-def join_args(pieces: list[Path], out: Path) -> list[str]:
-    """ffmpeg: the pieces joined by a stream copy into an MP4 whose index is at the front."""
+def join_args(pieces: list[Path], out: Path, end: float | None = None) -> list[str]:
+    """ffmpeg: the pieces joined by a stream copy into an MP4 whose index is at the front, ending where
+    the raw clip ends (`end`, the build's `-t`, on a frame boundary)."""
+    limit = ["-t", f"{end:.3f}"] if end is not None else []
     return [
         *base_args(),
         "-i",
         "concat:" + "|".join(str(p) for p in pieces),
+        *limit,
         *mp4_copy_args(out),
     ]
 
@@ -161,15 +164,17 @@ class Encoder:
         event(log, "progressive_off", 30, highlight=self.stem, reason=why)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def finish(self, used: list[Segment]) -> dict[str, Any] | None:
-        """After the raw clip: the pieces for the sidecar if they hold exactly its segments, else None."""
+    def finish(self, used: list[Segment], end: float | None = None) -> dict[str, Any] | None:
+        """After the raw clip: the pieces for the sidecar if they hold exactly its segments, else None.
+
+        `end` is where the raw clip ends (its `-t`): the join of the pieces ends there too."""
         if not self.broken:
             self.advance([s for s in used if not self.done or s.start > self.done[-1].start])
         if self.broken or [s.name for s in self.done] != [s.name for s in sorted(used)]:
             if not self.broken:
                 self.give_up("the pieces do not hold the clip's segments")
             return None
-        return {"dir": self.dir.name, "pieces": [p["file"] for p in self.pieces]}
+        return {"dir": self.dir.name, "pieces": [p["file"] for p in self.pieces], "end": end}
 
 
 def pieces_for(settings: Settings, data: dict[str, Any]) -> list[Path] | None:
@@ -189,6 +194,9 @@ def pieces_for(settings: Settings, data: dict[str, Any]) -> list[Path] | None:
     if not names or names != info.get("pieces"):
         return None
     paths = [directory / str(n) for n in names]
+    end = info.get("end")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, int | float) or end <= 0):
+        return None
     # Names come from our own manifest, but a sidecar is data: never follow one out of the directory.
     if any(p.parent != directory or not p.is_file() for p in paths):
         return None

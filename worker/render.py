@@ -226,7 +226,8 @@ class Render:
             return None
         try:
             with atomic_output(self.wm_path) as tmp:
-                run(progressive.join_args(pieces, tmp), 60 + info.duration_sec, what="join pieces")
+                end = (self.data.get("progressive") or {}).get("end")
+                run(progressive.join_args(pieces, tmp, end), 60 + info.duration_sec, what="join pieces")
                 joined = probe(tmp)
                 frame = 1 / (info.fps or 30)
                 if abs(joined.duration_sec - info.duration_sec) > frame + 0.01:

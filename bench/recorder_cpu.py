@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""CPU of `gravanois recorder` in copy mode against a true `ffmpeg -c copy` of the same RTSP camera.
+
+The camera is GStreamer's RTSP server on loopback (tests/rtsp_server.py): live 720p30 H.264 with AAC
+audio by default (`--audio none`: a silent one; not G.711, which a true copy cannot put into MPEG-TS).
+Two runners record it in turn, interleaved (baseline, recorder, then recorder, baseline, …) so a change
+in the machine's load hits both:
+
+- baseline: `ffmpeg -rtsp_transport tcp -i URL -map 0 -c copy -f segment …` (1 s MPEG-TS segments),
+  written here by hand, not taken from the recorder's presets;
+- recorder: the real `gravanois recorder` process (Python loop, its ffmpeg, probes, Redis).
+
+Each run is measured over `--seconds` (default 60) after `--warmup` seconds of start-up (connecting,
+probing, the keyframe measurement). CPU is user+system time of the runner's whole process tree, read
+from /proc (children that ended inside the window count through their parent). Prints one row per run
+with the 1-minute load average at its end, then the medians and the ratio recorder / baseline.
+Needs ffmpeg, redis-server and the GStreamer RTSP server (`./run.sh test` installs it); about 5 min.
+
+    .venv/bin/python bench/recorder_cpu.py [--seconds 60] [--warmup 10] [--rounds 2] [--audio aac]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
+    # Run with the project's venv (the README's setup), which has the recorder's dependencies.
+    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+sys.path.insert(0, str(REPO))
+
+from tests.redis_server import RedisServer  # noqa: E402
+from tests.rtsp_server import RtspServer  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds so far of `root` and its live descendants, including their waited-for children."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        # Fields after the name: state ppid … utime(12) stime(13) cutime(14) cstime(15).
+        ppid = int(fields[1])
+        cpu = sum(int(x) for x in fields[11:15]) / CLK_TCK
+        stats[int(entry)] = (ppid, cpu)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+        todo += [p for p, (ppid, _) in stats.items() if ppid == pid]
+    return total
+
+
+def baseline_cmd(url: str, out: Path) -> list[str]:
+    """A true stream copy of the camera into 1 s MPEG-TS segments: what the recorder is compared with."""
+    return [
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-rtsp_transport", "tcp", "-i", url,
+        "-map", "0", "-c", "copy",
+        "-f", "segment", "-segment_format", "mpegts", "-segment_time", "1",
+        str(out / "%06d.ts"),
+    ]  # fmt: skip
+
+
+def recorder_cmd(url: str, base: Path, redis_url: str) -> tuple[list[str], dict[str, str]]:
+    """`gravanois recorder` on the same camera, in copy mode, with a private Redis and buffer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
+    env.update(
+        GN_DEVICE_ID="bench",
+        GN_REDIS_URL=redis_url,
+        GN_BUFFER_DIR=str(base / "buffer"),
+        GN_DATA_DIR=str(base / "data"),
+        GN_CAMERAS=json.dumps([{"id": "bench", "source": url, "mode": "copy"}]),
+        GN_LOG_FORMAT="json",
+        PYTHONPATH=str(REPO),
+    )
+    args = [sys.executable, "-m", "common.cli", "--env-file", os.devnull, "recorder", "--camera", "bench"]
+    return args, env
+
+
+def measure(args: list[str], env: dict[str, str] | None, warmup: float, seconds: float, log: Path) -> dict:
+    """Start a runner, skip its start-up, measure its tree's CPU over `seconds`, stop it."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(warmup)
+        startup = tree_cpu(proc.pid)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        cpu = tree_cpu(proc.pid) - startup
+        wall = time.monotonic() - t0
+        alive = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT if args[0] == "ffmpeg" else signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"startup": startup, "cpu": cpu, "wall": wall, "alive": alive, "load1": os.getloadavg()[0]}
+
+
+def segments_in(directory: Path) -> int:
+    """How many MPEG-TS files a runner wrote (a runner that records nothing is no baseline)."""
+    return sum(1 for _ in directory.rglob("*.ts")) if directory.is_dir() else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per run (default 60)")
+    parser.add_argument(
+        "--warmup", type=float, default=10.0, help="start-up seconds not measured (default 10)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="baseline+recorder pairs, interleaved (default 2)"
+    )
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--audio", choices=("aac", "none"), default="aac")
+    opts = parser.parse_args()
+    for tool in ("ffmpeg", "redis-server"):
+        if shutil.which(tool) is None:
+            sys.exit(f"error: {tool} is not installed")
+    if not RtspServer.available():
+        sys.exit("error: GStreamer's RTSP server is missing: run ./run.sh test once to install it")
+    width, height = (int(x) for x in opts.size.split("x"))
+    rows = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="gn-bench-") as tmp:
+        root = Path(tmp)
+        redis = RedisServer(data_dir=root / "redis").start()
+        camera = RtspServer(
+            gop_seconds=1, fps=opts.fps, width=width, height=height, audio=opts.audio, path="/bench"
+        ).start()
+        try:
+            for r in range(opts.rounds):
+                # Alternate the order so neither runner always goes first after a pause.
+                order = ("baseline", "recorder") if r % 2 == 0 else ("recorder", "baseline")
+                for who in order:
+                    base = root / f"{who}-{r}"
+                    base.mkdir()
+                    if who == "baseline":
+                        args, env = baseline_cmd(camera.url, base), None
+                    else:
+                        args, env = recorder_cmd(camera.url, base, redis.url)
+                    result = measure(args, env, opts.warmup, opts.seconds, root / f"{who}-{r}.log")
+                    result.update(who=who, round=r + 1, segments=segments_in(base))
+                    if not result["alive"] or result["segments"] < opts.seconds / 2:
+                        log = (root / f"{who}-{r}.log").read_text(errors="replace")[-1500:]
+                        sys.exit(f"error: the {who} run stopped recording:\n{log}")
+                    rows.append(result)
+        finally:
+            camera.stop()
+            redis.stop()
+    load_after = os.getloadavg()
+    print(
+        f"{opts.size}@{opts.fps} H.264 + {opts.audio} RTSP camera (GStreamer, loopback), copy mode, "
+        f"{opts.seconds:g} s measured after {opts.warmup:g} s start-up, {opts.rounds} interleaved rounds, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
+    head = f"{'round':>5} {'runner':<19} {'segments':>8} {'startup_cpu_s':>13} {'cpu_s':>7} {'cpu_s/s':>8}"
+    print(f"{head} {'load1':>6}")
+    for row in rows:
+        name = "ffmpeg -c copy" if row["who"] == "baseline" else "gravanois recorder"
+        rate = row["cpu"] / row["wall"]
+        print(
+            f"{row['round']:>5} {name:<19} {row['segments']:>8} {row['startup']:>13.2f} {row['cpu']:>7.2f} "
+            f"{rate:>8.4f} {row['load1']:>6.2f}"
+        )
+    rates = {
+        who: statistics.median(r["cpu"] / r["wall"] for r in rows if r["who"] == who)
+        for who in ("baseline", "recorder")
+    }
+    print(
+        f"median cpu_s/s: ffmpeg -c copy {rates['baseline']:.4f}, gravanois recorder {rates['recorder']:.4f}"
+    )
+    print(f"ratio recorder / ffmpeg -c copy: {rates['recorder'] / rates['baseline']:.2f}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
+
+
+if __name__ == "__main__":
+    main()
