@@ -26,7 +26,7 @@ from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
 from recorder import keyframes
-from tests.conftest import run_gravanois
+from tests.helpers import run_gravanois
 from tests.recorder_helpers import health
 from tests.redis_server import free_port
 from tests.rtsp_server import RtspServer
