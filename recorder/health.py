@@ -37,14 +37,18 @@ class Health:
 
     def publish(self, t: float, **fields: Any) -> None:
         """Write the health hash (all fields as text) and register the camera for `status`."""
+        pipe = self.conn.pipeline()
+        self.queue_publish(pipe, t, **fields)
+        pipe.execute()
+
+    def queue_publish(self, pipe: redis.client.Pipeline, t: float, **fields: Any) -> None:
+        """Queue what `publish` writes on `pipe` (the recorder's one round trip a second)."""
         mapping = {**self.fixed, **fields, "updated_at": t}
         text = {k: ("" if v is None else str(v)) for k, v in mapping.items()}
         if "last_error" in text:
             text["last_error"] = redact(text["last_error"])
-        pipe = self.conn.pipeline()
         pipe.sadd(keys.cameras(self.settings.device_id), self.camera)
         pipe.hset(self.key, mapping=text)
-        pipe.execute()
 
     def restarted(self, t: float) -> None:
         """Note an ffmpeg restart: the restarts ZSET (last day kept) and the device counter."""
