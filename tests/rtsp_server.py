@@ -3,6 +3,7 @@
     server = RtspServer(gop_seconds=1).start()   # H.264, a keyframe every gop_seconds
     server.url                                   # rtsp://127.0.0.1:<port>/cam
     server.stop(); server.start()                # the camera goes away and comes back on the same URL
+    RtspServer(credentials=("admin", "pw"))      # a camera that answers 401 without them
 
 Also a context manager. `RtspServer.available()` says whether the system has the GStreamer bindings.
 """
@@ -35,17 +36,21 @@ class RtspServer:
         audio: bool = False,
         port: int | None = None,
         path: str = "/cam",
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.gop_frames = max(1, round(gop_seconds * fps))
         self.fps, self.width, self.height, self.audio = fps, width, height, audio
         self.port = port or free_port()
         self.path = path
+        # (user, password) the camera requires (HTTP basic), or None for an open camera.
+        self.credentials = credentials
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """Where a client reads the stream."""
-        return f"rtsp://127.0.0.1:{self.port}{self.path}"
+        """Where a client reads the stream (with the credentials, if the camera requires them)."""
+        auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
+        return f"rtsp://{auth}127.0.0.1:{self.port}{self.path}"
 
     @staticmethod
     def available() -> bool:
@@ -67,6 +72,8 @@ class RtspServer:
         args = [SYSTEM_PYTHON, str(HELPER), "--port", str(self.port), "--path", self.path]
         args += ["--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
         args += ["--gop-frames", str(self.gop_frames)] + (["--audio"] if self.audio else [])
+        if self.credentials:
+            args += ["--user", self.credentials[0], "--password", self.credentials[1]]
         deadline = time.monotonic() + timeout
         while True:
             proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
