@@ -55,6 +55,8 @@ class Recorder:
         self.house = Housekeeper(settings, camera.id, self.link, self.indexer, health)
         self.state = State.STARTING
         self.last_error = ""
+        # Closed segments the index has not had yet: they ride on the next housekeeping round trip.
+        self.unindexed: list[Segment] = []
         self.next_housekeeping = 0.0
         self.stopping = False
 
@@ -103,14 +105,15 @@ class Recorder:
         if failure is not None:
             self.on_failure(failure)
         elif closed or time.monotonic() >= self.next_housekeeping:
-            self.keep_house(closed)
+            self.keep_house()
 
     def shutdown(self) -> None:
         """Stop ffmpeg gracefully so the last segment closes and is indexed; publish `stopped`."""
         self.stopping = True
-        closed = self.end_run() if self.ffmpeg.proc is not None else []
+        if self.ffmpeg.proc is not None:
+            self.end_run()
         self.state = State.STOPPED
-        self.keep_house(closed, retain=False)
+        self.keep_house(retain=False)
         event(log, "recorder_stopped", camera=self.camera.id, segments=len(self.indexer.segments))
 
     def start(self) -> None:
@@ -132,15 +135,15 @@ class Recorder:
         event(log, "ffmpeg_started", level, camera=self.camera.id, pid=self.ffmpeg.pid, run=run_id)
         self.keep_house()
 
-    def end_run(self) -> list[Segment]:
-        """Stop this run's ffmpeg and return what it closed last (to be indexed)."""
+    def end_run(self) -> None:
+        """Stop this run's ffmpeg; what it closed last is indexed with the next round trip."""
         self.ffmpeg.stop()
-        closed = self.indexer.pump(self.ffmpeg.events, 0)
+        self.unindexed += self.indexer.pump(self.ffmpeg.events, 0)
         self.indexer.end_run()
-        return closed
 
     def on_closed(self, closed: list[Segment]) -> None:
         """Segments closed: the camera works (again)."""
+        self.unindexed += closed
         failures = self.ffmpeg.backoff.failures
         self.ffmpeg.progress(time.monotonic())
         if self.indexer.keyframe_interval is not None:
@@ -156,7 +159,7 @@ class Recorder:
         if failure.stalled:
             self.state = State.STALLED
             self.link.call(self.house.health.stalled)
-        closed = self.end_run()
+        self.end_run()
         self.last_error = redact(failure.reason)
         delay = self.ffmpeg.schedule_restart()
         self.state = State.BACKOFF
@@ -172,9 +175,9 @@ class Recorder:
             failures=self.ffmpeg.backoff.failures,
         )
         self.link.call(lambda: self.house.health.restarted(time.time()))
-        self.keep_house(closed)
+        self.keep_house()
 
-    def keep_house(self, added: list[Segment] | None = None, retain: bool = True) -> None:
+    def keep_house(self, retain: bool = True) -> None:
         """Index what closed, publish health, apply retention (unless told not to): one Redis round trip."""
         segments = self.indexer.segments
         fields = {
@@ -185,7 +188,8 @@ class Recorder:
             "pid": self.ffmpeg.pid,
             "last_error": self.last_error,
         }
-        self.house.run(added or [], fields, retain)
+        added, self.unindexed = self.unindexed, []
+        self.house.run(added, fields, retain)
         self.next_housekeeping = time.monotonic() + housekeeping.EVERY
 
 
