@@ -123,16 +123,20 @@ class SegmentIndex:
         self.read_pins(pipe)
         return self.pins_from(pipe.execute()[-1])
 
-    def read_pins(self, pipe: redis.client.Pipeline) -> None:
-        """Queue on `pipe` what `pins()` does; `pins_from` parses the pipeline's last reply."""
-        pipe.zremrangebyscore(self.pin_key, "-inf", now())
+    def read_pins(self, pipe: redis.client.Pipeline, sweep: bool = True) -> None:
+        """Queue on `pipe` what `pins()` does (`sweep=False`: leave expired pins for a later sweep);
+        `pins_from` parses the pipeline's last reply."""
+        if sweep:
+            pipe.zremrangebyscore(self.pin_key, "-inf", now())
         pipe.zrange(self.pin_key, 0, -1, withscores=True)
 
     @staticmethod
-    def pins_from(reply: list[tuple[bytes | str, float]]) -> list[Pin]:
-        """Pins from the reply of `read_pins`' ZRANGE."""
+    def pins_from(reply: list[tuple[bytes | str, float]], t: float | None = None) -> list[Pin]:
+        """Pins from the reply of `read_pins`' ZRANGE (those still in force at `t`, if given)."""
         result = []
         for member, score in reply:
+            if t is not None and score <= t:
+                continue
             text = member.decode() if isinstance(member, bytes) else member
             pin_id, start, end = text.rsplit("|", 2)
             result.append(Pin(pin_id, float(start), float(end), float(score)))

@@ -34,6 +34,8 @@ log = get_logger(__name__)
 
 # Longest time between two passes when no segment closes (camera down): health stays fresh.
 EVERY = 1.5
+# Expired pins (a crashed job's) are removed from Redis this often; in between they are just ignored.
+PIN_SWEEP_EVERY = 60.0
 # While the disk guard keeps deleting, it says so once, then at most this often (the alarm stays up).
 DISK_GUARD_LOG_EVERY = 300.0
 
@@ -51,6 +53,7 @@ class Housekeeper:
         self.health = health
         self.index = SegmentIndex(link.conn, settings.device_id, camera)
         self.pins: list[Pin] = []
+        self.swept_at = 0.0
         # Decided by the last pass: leave the index in the next round trip, then the disk.
         self.doomed: list[Segment] = []
         # Of those, the ones that were protected already (the disk guard's last resort): no second look.
@@ -67,6 +70,7 @@ class Housekeeper:
     def sync(self) -> bool:
         """Make the Redis index exactly what is on disk (at start, and when Redis is back)."""
         segments = list(self.indexer.segments)
+        self.health.forget()
         return self.link.call(lambda: self.index.replace_all(segments) or True) is True
 
     def run(self, added: list[Segment], fields: dict[str, Any], retain: bool = True) -> None:
@@ -85,7 +89,7 @@ class Housekeeper:
         reindex, self.reindex = self.reindex, []
         replies = self.link.call(lambda: self._round_trip([*added, *reindex], doomed, t, fields))
         if replies is not None:
-            self.pins = SegmentIndex.pins_from(replies[-1])
+            self.pins = SegmentIndex.pins_from(replies[-1], t)
         windows = retention.windows_from(
             self.pins, journal.pending(self.settings.journal_dir, self.camera), t
         )
@@ -103,7 +107,9 @@ class Housekeeper:
         self.index.add(*added, pipe=pipe)
         self.index.remove(*doomed, pipe=pipe)
         self.health.queue_publish(pipe, t, **fields)
-        self.index.read_pins(pipe)
+        sweep = t - self.swept_at >= PIN_SWEEP_EVERY
+        self.index.read_pins(pipe, sweep=sweep)
+        self.swept_at = t if sweep else self.swept_at
         return pipe.execute()
 
     def _delete(self, segments: list[Segment]) -> None:
