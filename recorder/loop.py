@@ -33,8 +33,9 @@ from recorder.supervisor import Failure, Supervisor
 
 log = get_logger(__name__)
 
-# Longest wait for ffmpeg's output in one turn: bounds how late an exit, a stall or SIGTERM is seen.
-TURN = 0.5
+# Longest wait for ffmpeg's output in one turn: bounds how late a stall or SIGTERM is seen (an exit is
+# seen at once: ffmpeg's stdout closes). Every wake-up costs CPU, a few times more than its work.
+TURN = 1.0
 
 
 class Recorder:
@@ -95,7 +96,10 @@ class Recorder:
         """One turn: (re)start ffmpeg when due, index what closed, watch ffmpeg, keep house."""
         if self.ffmpeg.due(time.monotonic()):
             self.start()
-        wait = min(TURN, max(0.0, self.next_housekeeping - time.monotonic()))
+        now = time.monotonic()
+        wait = min(TURN, self.next_housekeeping - now)
+        if self.ffmpeg.proc is None:
+            wait = min(wait, self.ffmpeg.next_start - now)
         closed = self.indexer.pump(self.ffmpeg.events, max(wait, 0.01))
         if closed:
             self.on_closed(closed)
