@@ -33,8 +33,8 @@ from recorder.supervisor import Failure, Supervisor
 
 log = get_logger(__name__)
 
-# Longest wait for ffmpeg's output in one turn: bounds how late a stall or SIGTERM is seen (an exit is
-# seen at once: ffmpeg's stdout closes). Every wake-up costs CPU, a few times more than its work.
+# Longest wait for ffmpeg's output in one turn: bounds how late a stall, an exit or SIGTERM is seen (an
+# exit usually wakes the loop at once: ffmpeg's stdout closes). Each wake-up costs CPU even when idle.
 TURN = 1.0
 
 
