@@ -63,14 +63,19 @@ def mp4_copy_args(out: Path) -> list[str]:
     return ["-map", "0:v:0", "-map", "0:a?", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)]
 
 
-def run(args: Sequence[str], timeout: float, what: str = "ffmpeg") -> subprocess.CompletedProcess[bytes]:
-    """Run a command to completion (killed with us, killed after `timeout`); FFmpegError on failure."""
+def run(
+    args: Sequence[str], timeout: float, what: str = "ffmpeg", stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command to completion (killed with us, killed after `timeout`); FFmpegError on failure.
+
+    `stdin`: bytes the command reads (e.g. a camera URL with its password, kept out of `ps`)."""
+    feed = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
     try:
-        child = proc.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        child = proc.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=feed)
     except FileNotFoundError:
         raise MissingToolError(f"{args[0]} is not installed: run `sudo apt-get install -y ffmpeg`") from None
     try:
-        out, err = child.communicate(timeout=timeout)
+        out, err = child.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         child.kill()
         out, err = child.communicate()

@@ -86,10 +86,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def free_mb(path: Path) -> float:
     """Free space in MiB on the disk holding `path` (or its nearest existing parent)."""
-    p = Path(path).resolve()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free / (1 << 20)
+    # Asked about an existing folder once a second by each recorder: no path resolution in that case.
+    p = Path(path)
+    while True:
+        try:
+            return shutil.disk_usage(p).free / (1 << 20)
+        except (FileNotFoundError, NotADirectoryError):
+            if p == p.parent:
+                raise
+            p = p.parent
 
 
 def read_json(path: Path) -> Any:

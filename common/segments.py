@@ -75,16 +75,16 @@ class SegmentIndex:
         self.seg_key = keys.segments(device, camera)
         self.pin_key = keys.pins(device, camera)
 
-    # --- segments (written by the recorder)
-    def add(self, *segments: Segment) -> None:
+    # --- segments (written by the recorder; `pipe`: queue the command on that pipeline instead)
+    def add(self, *segments: Segment, pipe: redis.client.Pipeline | None = None) -> None:
         """Index closed segments."""
         if segments:
-            self.conn.zadd(self.seg_key, {s.member(): s.start for s in segments})
+            (pipe or self.conn).zadd(self.seg_key, {s.member(): s.start for s in segments})
 
-    def remove(self, *segments: Segment) -> None:
+    def remove(self, *segments: Segment, pipe: redis.client.Pipeline | None = None) -> None:
         """Forget segments (their files are being deleted)."""
         if segments:
-            self.conn.zrem(self.seg_key, *(s.member() for s in segments))
+            (pipe or self.conn).zrem(self.seg_key, *(s.member() for s in segments))
 
     def replace_all(self, segments: list[Segment]) -> None:
         """Make the index exactly `segments` (the recorder's rebuild from disk at start)."""
@@ -127,10 +127,24 @@ class SegmentIndex:
 
     def pins(self) -> list[Pin]:
         """Pins still in force (expired ones are dropped as a side effect)."""
-        t = now()
-        self.conn.zremrangebyscore(self.pin_key, "-inf", t)
+        pipe = self.conn.pipeline(transaction=False)
+        self.read_pins(pipe)
+        return self.pins_from(pipe.execute()[-1])
+
+    def read_pins(self, pipe: redis.client.Pipeline, sweep: bool = True) -> None:
+        """Queue on `pipe` what `pins()` does (`sweep=False`: leave expired pins for a later sweep);
+        `pins_from` parses the pipeline's last reply."""
+        if sweep:
+            pipe.zremrangebyscore(self.pin_key, "-inf", now())
+        pipe.zrange(self.pin_key, 0, -1, withscores=True)
+
+    @staticmethod
+    def pins_from(reply: list[tuple[bytes | str, float]], t: float | None = None) -> list[Pin]:
+        """Pins from the reply of `read_pins`' ZRANGE (those still in force at `t`, if given)."""
         result = []
-        for member, score in self.conn.zrange(self.pin_key, 0, -1, withscores=True):
+        for member, score in reply:
+            if t is not None and score <= t:
+                continue
             text = member.decode() if isinstance(member, bytes) else member
             pin_id, start, end = text.rsplit("|", 2)
             result.append(Pin(pin_id, float(start), float(end), float(score)))

@@ -35,9 +35,11 @@ log = get_logger(__name__)
 def recorder(ctx: click.Context, camera_id: str, source: str | None, mode: str | None) -> None:
     """Record one camera all the time: segments on disk, their wall-clock times in Redis.
 
-    Keeps GN_BUFFER_SECONDS of segments (never the ones a pending highlight pinned), restarts a stalled
-    or dead ffmpeg with backoff, and publishes its health for `gravanois status`. Stop with SIGTERM or
-    Ctrl-C: the last segment is closed and indexed first.
+    Keeps GN_BUFFER_SECONDS of segments, never the ones a pending highlight pinned, except as a last
+    resort: below GN_BUFFER_MIN_FREE_MB free the oldest segments go, pinned ones too if that is not
+    enough (an alarm says so). Restarts a stalled or dead ffmpeg (a network camera as soon as it answers
+    again), and publishes its health for `gravanois status`. Stop with SIGTERM or Ctrl-C: the last
+    segment is closed and indexed first.
     """
     settings = settings_from(ctx, process=f"recorder-{camera_id}")
     try:

@@ -13,6 +13,9 @@ from common.redisconn import incr
 from common.settings import Settings
 
 RESTARTS_KEPT_SECONDS = 86400.0
+# Between two full writes of the health hash only the fields that changed are sent (a recorder's own
+# CPU is mostly Redis client work); a full write this often repairs a hash that Redis lost unnoticed.
+FULL_PUBLISH_EVERY = 60.0
 
 
 class State(StrEnum):
@@ -34,17 +37,33 @@ class Health:
         self.camera = camera
         self.key = keys.camera_health(settings.device_id, camera)
         self.fixed = {"source": redact(source), "mode": mode}
+        # What the hash holds, as far as this process knows; empty: write it all.
+        self.published: dict[str, str] = {}
+        self.full_at = 0.0
 
     def publish(self, t: float, **fields: Any) -> None:
         """Write the health hash (all fields as text) and register the camera for `status`."""
+        pipe = self.conn.pipeline()
+        self.queue_publish(pipe, t, **fields)
+        pipe.execute()
+
+    def queue_publish(self, pipe: redis.client.Pipeline, t: float, **fields: Any) -> None:
+        """Queue what `publish` writes on `pipe` (the recorder's one round trip a second)."""
         mapping = {**self.fixed, **fields, "updated_at": t}
         text = {k: ("" if v is None else str(v)) for k, v in mapping.items()}
         if "last_error" in text:
             text["last_error"] = redact(text["last_error"])
-        pipe = self.conn.pipeline()
-        pipe.sadd(keys.cameras(self.settings.device_id), self.camera)
-        pipe.hset(self.key, mapping=text)
-        pipe.execute()
+        if not self.published or t - self.full_at >= FULL_PUBLISH_EVERY:
+            pipe.sadd(keys.cameras(self.settings.device_id), self.camera)
+            pipe.hset(self.key, mapping=text)
+            self.full_at = t
+        else:
+            pipe.hset(self.key, mapping={k: v for k, v in text.items() if self.published.get(k) != v})
+        self.published = text
+
+    def forget(self) -> None:
+        """Redis may have lost the hash (it was unreachable): the next publish writes it all."""
+        self.published = {}
 
     def restarted(self, t: float) -> None:
         """Note an ffmpeg restart: the restarts ZSET (last day kept) and the device counter."""

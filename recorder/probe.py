@@ -92,7 +92,8 @@ def probe_source(
     """
     args = presets.source_probe_args(source, rtsp_transport, timeout_seconds, read_seconds)
     timeout = 2 * timeout_seconds + read_seconds + PROBE_MARGIN
-    out = run(args, timeout, what="ffprobe camera").stdout
+    script = presets.input_script(source, rtsp_transport, timeout_seconds)
+    out = run(args, timeout, what="ffprobe camera", stdin=script).stdout
     try:
         return parse(json.loads(out or b"{}"))
     except (ValueError, TypeError) as exc:

@@ -1,13 +1,29 @@
-"""The watchdog's decisions: is ffmpeg stalled, and how long to wait before the next restart.
+"""The watchdog's decisions: is ffmpeg stalled, and when to try the camera again.
 
 Only "a new closed segment appeared recently" proves a recording is healthy: ffmpeg can stay alive while
-writing nothing (an RTSP camera that dropped). The recorder's loop asks `stalled()` and restarts
-ffmpeg with `Backoff` delays; both are plain state machines driven by the time the caller passes in.
+writing nothing (an RTSP camera that dropped). The supervisor asks `stalled()` and restarts ffmpeg with
+`Backoff` delays; both are plain state machines driven by the time the caller passes in.
+
+A network camera that dropped is not retried by spawning ffmpeg again and again: `reachable()` (one TCP
+connect to the camera's host:port, a few hundred bytes on the wire) is tried every `PROBE_EVERY` seconds
+while the camera does not answer, and ffmpeg starts as soon as it does. So a camera that comes back
+records again within about `PROBE_EVERY` + ffmpeg's start-up, however long it was gone, while a camera
+gone for good costs one connection attempt a second and no process. The exponential backoff only
+paces failures of a camera that does answer (wrong path, wrong password, a stream that will not start).
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Seconds between reachability checks of a network camera that does not answer.
+PROBE_EVERY = 1.0
+# How long one check waits for the TCP handshake (a camera on the LAN answers in milliseconds).
+PROBE_TIMEOUT = 1.0
+# Default ports of the URL schemes whose host:port a TCP connect can check (UDP cannot be checked).
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935, "tcp": None}
 
 
 @dataclass
@@ -55,3 +71,26 @@ def stall_limit(stall_seconds: float, seg_time: float, keyframe_interval: float 
     """The watchdog's limit: GN_STALL_SECONDS, stretched when keyframes (hence segments) are further apart."""
     extra = max(0.0, (keyframe_interval or seg_time) - seg_time)
     return stall_seconds + extra
+
+
+def probe_target(source: str) -> tuple[str, int] | None:
+    """The host:port a TCP connect can check for this camera source (None: not a TCP network source)."""
+    try:
+        url = urlsplit(source)
+        port = url.port
+    except ValueError:
+        return None
+    scheme = url.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not url.hostname:
+        return None
+    port = port or DEFAULT_PORTS[scheme]
+    return (url.hostname, port) if port else None
+
+
+def reachable(target: tuple[str, int], timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when something accepts a TCP connection at `target`, else why not (one short line)."""
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__

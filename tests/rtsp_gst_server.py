@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--video", choices=VIDEO_CODECS, default="h264")
     parser.add_argument("--audio", choices=AUDIO_CODECS, default="none")
     parser.add_argument("--slices", type=int, default=1)
+    parser.add_argument("--user", help="require HTTP basic authentication with this user …")
+    parser.add_argument("--password", default="", help="… and this password")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -86,6 +88,20 @@ def main() -> None:
         launch_line(args.width, args.height, args.fps, args.gop_frames, args.video, args.audio, args.slices)
     )
     factory.set_shared(True)
+    if args.user:
+        # Like a real camera: 401 without the right credentials.
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "viewer")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_role_from_structure(
+            Gst.Structure.new_from_string(
+                "viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+            )
+        )
+        factory.set_permissions(permissions)
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:
         raise SystemExit(f"cannot listen on 127.0.0.1:{args.port}")

@@ -4,6 +4,7 @@
     RtspServer(video="h265", audio="alaw", fps=25, gop_seconds=4)   # a budget camera's defaults
     server.url                                   # rtsp://127.0.0.1:<port>/cam
     server.stop(); server.start()                # the camera goes away and comes back on the same URL
+    RtspServer(credentials=("admin", "pw"))      # a camera that answers 401 without them
 
 Also a context manager. `RtspServer.available()` says whether the system has the GStreamer bindings.
 """
@@ -42,6 +43,7 @@ class RtspServer:
         path: str = "/cam",
         video: str = "h264",
         slices: int = 1,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.gop_frames = max(1, round(gop_seconds * fps))
         self.fps, self.width, self.height = fps, width, height
@@ -49,12 +51,15 @@ class RtspServer:
         self.video, self.slices = video, slices
         self.port = port or free_port()
         self.path = path
+        # (user, password) the camera requires (HTTP basic), or None for an open camera.
+        self.credentials = credentials
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """Where a client reads the stream."""
-        return f"rtsp://127.0.0.1:{self.port}{self.path}"
+        """Where a client reads the stream (with the credentials, if the camera requires them)."""
+        auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
+        return f"rtsp://{auth}127.0.0.1:{self.port}{self.path}"
 
     @staticmethod
     def available() -> bool:
@@ -77,6 +82,8 @@ class RtspServer:
         args += ["--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
         args += ["--gop-frames", str(self.gop_frames), "--video", self.video, "--audio", self.audio]
         args += ["--slices", str(self.slices)]
+        if self.credentials:
+            args += ["--user", self.credentials[0], "--password", self.credentials[1]]
         deadline = time.monotonic() + timeout
         while True:
             proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)

@@ -150,6 +150,12 @@ def test_disk_guard_drops_oldest_and_raises_alarm(
         assert "GN_BUFFER_MIN_FREE_MB" in message
     finally:
         assert rec.terminate() == 0
+    # The guard deleted every second, and said so once (then at most every few minutes), not each time.
+    lines = [json.loads(ln) for ln in rec.log().splitlines() if ln.startswith("{")]
+    guard = [ln for ln in lines if ln.get("event") == "disk_guard"]
+    assert len(guard) == 1 and guard[0]["level"] == "warning" and guard[0]["deleted"] >= 1, guard
+    assert "pinned" in guard[0]["msg"]
+    assert sum(1 for ln in lines if ln.get("event") == "disk_low") == 1
     # With a sane floor the next run clears the alarm left by the previous one.
     rec = RecorderProc(cam_settings(make_settings, buffer_min_free_mb=0), "cam1", tmp_path / "logs")
     try:

@@ -121,8 +121,8 @@ def test_audio_copied_only_when_aac_with_short_frames() -> None:
 
 
 def test_source_probe_args() -> None:
-    quick = presets.source_probe_args("rtsp://u:p@cam/s", "tcp", 5.0)
-    assert quick[0] == "ffprobe" and quick[-2:] == ["-i", "rtsp://u:p@cam/s"]
+    quick = presets.source_probe_args("rtsp://cam/s", "tcp", 5.0)
+    assert quick[0] == "ffprobe" and quick[-2:] == ["-i", "rtsp://cam/s"]
     assert (
         quick[quick.index("-rtsp_transport") + 1] == "tcp" and quick[quick.index("-timeout") + 1] == "5000000"
     )
@@ -131,6 +131,10 @@ def test_source_probe_args() -> None:
     long = presets.source_probe_args("rtsp://cam/s", "udp", 2.0, read_seconds=10)
     assert long[long.index("-read_intervals") + 1] == "%+10" and "packet=" in " ".join(long)
     assert "-rtsp_transport" not in presets.source_probe_args("/srv/cam.mp4")
+    # A password stays out of the arguments (`ps`): the URL goes on stdin, like the recorder's.
+    secret = presets.source_probe_args("rtsp://u:s3cret@cam/s", "tcp", 5.0)
+    assert "s3cret" not in " ".join(secret) and secret[-2:] == ["-i", "pipe:0"]
+    assert b"s3cret" in (presets.input_script("rtsp://u:s3cret@cam/s") or b"")
 
 
 def test_watermark_at_record_only_in_encode_mode(tmp_path: Path) -> None:
@@ -151,3 +155,25 @@ def test_watermark_at_record_only_in_encode_mode(tmp_path: Path) -> None:
         "scale2ref" in enc[enc.index("-filter_complex") + 1]
         and "[0:v:0]" in enc[enc.index("-filter_complex") + 1]
     )
+
+
+def test_credentials_go_to_stdin_not_to_the_arguments() -> None:
+    url = "rtsp://admin:p%40ss'w@192.168.1.64:554/Streaming/Channels/101"
+    args = presets.record_args(url, "copy", "libx264", 1.0, Path("/b/part_%06d.ts"), timeout_seconds=2.5)
+    assert not [a for a in args if "p%40ss" in a or "192.168" in a]
+    assert args[args.index("-i") - 6 : args.index("-i") + 2] == [
+        "-f", "concat", "-safe", "0", "-protocol_whitelist", presets.SCRIPT_PROTOCOLS, "-i", "pipe:0"
+    ]  # fmt: skip
+    script = presets.input_script(url, "tcp", 2.5)
+    assert script is not None
+    # ffconcat quoting: a quote inside the URL is closed, escaped and reopened.
+    assert script.decode().splitlines() == [
+        "ffconcat version 1.0",
+        "file 'rtsp://admin:p%40ss'\\''w@192.168.1.64:554/Streaming/Channels/101'",
+        "option rtsp_transport tcp",
+        "option timeout 2500000",
+    ]
+    # Without credentials nothing changes: the URL is the input, nothing is read on stdin.
+    plain = "rtsp://192.168.1.64:554/stream1"
+    assert presets.input_script(plain) is None and plain in presets.input_args(plain)
+    assert presets.input_script("testsrc") is None

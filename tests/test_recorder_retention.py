@@ -12,10 +12,14 @@ import redis
 from common import journal
 from common.segments import Pin, Segment
 from common.settings import Settings
+from recorder.health import Health
+from recorder.housekeeping import Housekeeper
+from recorder.indexer import SegmentIndexer
+from recorder.redislink import RedisLink
 from recorder.retention import MIB, plan, windows_from
 from recorder.segmenter import make_segment
 from tests.helpers import wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc, index_of, on_disk
+from tests.recorder_helpers import TEST_SOURCE, RecorderProc, health, index_of, on_disk
 
 NOW = 10_000.0
 
@@ -104,3 +108,37 @@ def test_real_recorder_holds_the_bound_and_keeps_pinned_segments(
         assert pinned.name not in on_disk(settings, "cam1")
     finally:
         assert rec.terminate() == 0
+
+
+def test_a_pin_that_arrives_between_decision_and_deletion_keeps_the_segment(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    # The housekeeper deletes one pass after deciding (the index removal rides on the next round trip):
+    # a press that pins a doomed segment in between must still get it, on disk and back in the index.
+    settings = make_settings(
+        cameras=json.dumps({"cam1": TEST_SOURCE}), pre_seconds=1.0, post_seconds=1.0, buffer_seconds=12.0
+    )
+    indexer = SegmentIndexer("cam1", "encode", settings.seg_time, settings.camera_buffer_dir("cam1"))
+    indexer.dir.mkdir(parents=True)
+    t = time.time()
+    for i in range(30):
+        seg = make_segment(t - 30 + i, t - 29 + i)
+        (indexer.dir / seg.name).write_bytes(b"\x47" * 188)
+    indexer.load()
+    link = RedisLink(redis_conn, "cam1")
+    house = Housekeeper(settings, "cam1", link, indexer, Health(redis_conn, settings, "cam1", "x", "encode"))
+    index = index_of(redis_conn, settings, "cam1")
+    assert house.sync() and len(index.all()) == 30
+    house.run([], {"state": "recording"})
+    doomed = list(house.doomed)
+    # Decided (the 17 or 18 that ended more than 12 s ago, depending on the clock), not yet done.
+    assert len(doomed) in (17, 18) and len(index.all()) == 30
+    late = doomed[5]
+    index.pin("press-late", late.start + 0.1, late.end - 0.1, ttl=60)
+    house.run([], {"state": "recording"})
+    names = set(on_disk(settings, "cam1"))
+    assert late.name in names and late in indexer.segments
+    assert not [s for s in doomed if s != late and s.name in names]
+    house.run([], {"state": "recording"})
+    assert late in index.all() and not [s for s in index.all() if s in doomed and s != late]
+    assert health(redis_conn, settings, "cam1")["state"] == "recording"

@@ -15,8 +15,9 @@ from common import keys
 from common.ffmpeg import probe_json
 from common.proc import spawn, stop
 from common.settings import Settings
+from tests.conftest import run_gravanois
 from tests.helpers import wait_for
-from tests.recorder_helpers import RecorderProc, health, index_of, max_gap, on_disk
+from tests.recorder_helpers import RecorderProc, children_ffmpeg, health, index_of, max_gap, on_disk
 from tests.redis_server import free_port
 from tests.rtsp_server import RtspServer
 
@@ -195,3 +196,85 @@ def test_camera_clock_one_percent_slow_for_three_minutes(
     assert 0.985 < stream_span / wall_span < 0.995, (stream_span, wall_span)
     # Retention held its bound all along (buffer 30 s + a housekeeping beat).
     assert worst_bound < settings.buffer_seconds + 2.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outage", [60.0, 70.0])
+def test_camera_back_after_a_minute_records_within_five_seconds(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path, outage: float
+) -> None:
+    # The default backoff cap (30 s): a camera that comes back must not wait for the next restart slot,
+    # whatever phase of the backoff it returns in (hence two outage lengths).
+    server = RtspServer(gop_seconds=1).start()
+    settings = rtsp_settings(make_settings, server.url, restart_backoff_max=30.0)
+    rec = RecorderProc(settings, "cam1", tmp_path / "logs")
+    index = index_of(redis_conn, settings, "cam1")
+    restarts = keys.camera_restarts(settings.device_id, "cam1")
+    try:
+        wait_for("recording", lambda: len(index.all()) >= 3, timeout=40)
+        server.stop()
+        down = time.time()
+        time.sleep(outage / 2)
+        h = health(redis_conn, settings, "cam1")
+        assert h["state"] == "backoff" and "does not answer" in h["last_error"], h
+        time.sleep(max(0.0, outage - (time.time() - down)))
+        # Not hammered while gone: ffmpeg was started again only when the camera answered.
+        assert redis_conn.zcount(restarts, down, "+inf") <= 2
+        server.start()
+        back = time.time()
+        first = wait_for(
+            "a segment after the outage", lambda: [s for s in index.all() if s.start > down + 1], timeout=30
+        )[0]
+        seen = time.time()
+        print(
+            f"outage {outage:g} s: first segment starts {first.start - back:.2f} s, ends "
+            f"{first.end - back:.2f} s, indexed {seen - back:.2f} s after the camera came back"
+        )
+        assert first.start - back <= 5.0, f"recording again only {first.start - back:.1f} s after the return"
+        wait_for("recording again", lambda: health(redis_conn, settings, "cam1")["state"] == "recording")
+        assert not [s for s in index.all() if s.overlaps(down + 1, back - 1)]
+    finally:
+        code = rec.terminate()
+        server.stop()
+    assert code == 0
+    assert on_disk(settings, "cam1") == sorted(s.name for s in index.all())
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_camera_password_stays_out_of_process_arguments(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    password = "Pw-s3cret-8812"
+    server = RtspServer(gop_seconds=1, audio=True, credentials=("admin", password)).start()
+    settings = rtsp_settings(make_settings, server.url)
+    wrong = rtsp_settings(make_settings, server.url.replace(password, "Not-it-5531"), device_id="wrong-pw")
+    rec = RecorderProc(settings, "cam1", tmp_path / "logs")
+    refused = RecorderProc(wrong, "cam1", tmp_path / "logs-wrong")
+    index = index_of(redis_conn, settings, "cam1")
+    try:
+        segs = wait_for("segments from a camera with a password", lambda: len(index.all()) >= 3, 40)
+        pid = wait_for("ffmpeg's pid", lambda: children_ffmpeg(rec.proc.pid))[0]
+        args = cmdline(pid)
+        # What `ps` shows every local user: neither the password nor the URL holding it.
+        assert password.encode() not in args and b"pipe:0" in args, args
+        assert password.encode() not in cmdline(rec.proc.pid)
+        streams = probe_json(settings.camera_buffer_dir("cam1") / index.all()[1].name)["streams"]
+        assert sorted(st["codec_name"] for st in streams) == ["aac", "h264"]
+        # A wrong password: refused by the camera, said clearly, the password in no output either.
+        wait_for("the refusal", lambda: "401" in refused.log(), timeout=30)
+        h = health(redis_conn, wrong, "cam1")
+        assert h["state"] == "backoff" and "401 Unauthorized" in h["last_error"], h
+        status = run_gravanois(settings, "status")
+    finally:
+        codes = rec.terminate(), refused.terminate()
+        server.stop()
+    assert codes == (0, 0) and segs
+    texts = [rec.log(), refused.log(), status.stdout + status.stderr]
+    for device in (settings.device_id, wrong.device_id):
+        texts += [str(redis_conn.hgetall(keys.camera_health(device, "cam1")))]
+    for text in texts:
+        assert password not in text and "Not-it-5531" not in text
+    assert "rtsp://***@127.0.0.1" in refused.log()

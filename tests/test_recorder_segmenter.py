@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 
 from common.segments import Segment
@@ -17,7 +18,7 @@ from recorder.segmenter import (
     seg_name,
     segment_from_name,
 )
-from recorder.watchdog import Backoff, Watchdog, stall_limit
+from recorder.watchdog import Backoff, Watchdog, probe_target, reachable, stall_limit
 from tests.media import make_video
 
 
@@ -149,3 +150,29 @@ def test_anchor_follows_a_system_clock_stepped_back() -> None:
     anchor.place(0, 1, 5000.0)
     assert anchor.place(1, 2, 1001.0) == (1000.0, 1001.0)  # NTP moved the clock back ~67 minutes
     assert anchor.place(2, 3, 1002.0) == (1001.0, 1002.0)
+
+
+def test_probe_target_of_network_sources() -> None:
+    assert probe_target("rtsp://u:p@192.168.1.64/Streaming/Channels/101") == ("192.168.1.64", 554)
+    assert probe_target("rtsp://cam.local:8554/live") == ("cam.local", 8554)
+    assert probe_target("http://10.0.0.5/video.mjpg") == ("10.0.0.5", 80)
+    assert probe_target("tcp://127.0.0.1:9000") == ("127.0.0.1", 9000)
+    for source in (
+        "udp://239.0.0.1:1234",
+        "tcp://127.0.0.1",
+        "/dev/video0",
+        "testsrc",
+        "clip.mp4",
+        "rtsp://h:x/",
+    ):
+        assert probe_target(source) is None, source
+
+
+def test_reachable_is_a_real_tcp_connect() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert reachable(("127.0.0.1", port)) is None
+    why = reachable(("127.0.0.1", port))
+    assert why is not None and "refused" in why.lower()

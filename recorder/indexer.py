@@ -1,0 +1,166 @@
+"""Segment indexing: ffmpeg's closed parts → segments with wall-clock times, named after them on disk.
+
+The indexer keeps the list of closed segments on disk (the source of truth, with their sizes for
+retention) and measures the camera's keyframe interval on each run's first segments. It never talks to
+Redis: the segments it returns are written to the index by the housekeeper's round trip. The pure parts
+(list lines, `Anchor`, file names) are in `recorder.segmenter`, the keyframe measurement in
+`recorder.keyframes`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+from collections.abc import Iterable
+from pathlib import Path
+
+from common.log import event, get_logger
+from common.segments import Segment
+from recorder import keyframes
+from recorder.segmenter import (
+    Anchor,
+    ListEntry,
+    back_project,
+    clean_leftovers,
+    make_segment,
+    parse_list_line,
+    scan,
+)
+from recorder.supervisor import Event
+
+log = get_logger(__name__)
+
+# A hole between two segments larger than this is logged (a frame at 15 fps is 0.067 s).
+GAP_LOGGED = 0.1
+# Which segment of a run is probed for keyframes: the first may start mid-GOP, the newest may still
+# have bytes in ffmpeg's buffer.
+PROBE_AFTER = 3
+# Quiet time that ends a fresh run's initial burst of closed segments.
+BURST_SETTLE = 0.3
+
+
+class SegmentIndexer:
+    """One camera's closed segments: on disk, in order, with their sizes and the keyframe interval."""
+
+    def __init__(self, camera: str, mode: str, seg_time: float, directory: Path) -> None:
+        self.camera = camera
+        self.mode = mode
+        self.seg_time = seg_time
+        self.dir = directory
+        self.anchor = Anchor()
+        self.segments: list[Segment] = []
+        self.sizes: dict[str, int] = {}
+        self.run_id = ""
+        self.run_closed: list[tuple[Segment, float]] = []
+        self.keyframe_interval: float | None = None
+        self.warned_keyframes = False
+
+    def load(self) -> list[str]:
+        """Clean what a crash left and take the closed segments on disk; returns the leftovers removed."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        removed = clean_leftovers(self.dir)
+        self.segments = scan(self.dir)
+        self.sizes = {s.name: self._size(s.name) for s in self.segments}
+        if self.segments:
+            self.anchor.floor = self.segments[-1].end
+        return removed
+
+    def new_run(self, run_id: str) -> None:
+        """A new ffmpeg run: its first segment is re-anchored at its arrival."""
+        self.run_id = run_id
+        self.anchor.reset()
+        self.run_closed = []
+
+    def end_run(self) -> None:
+        """The run is over: delete the parts it never closed."""
+        clean_leftovers(self.dir, self.run_id)
+
+    def pump(self, events: queue.Queue[Event], timeout: float) -> list[Segment]:
+        """Handle every list line waiting (waiting up to `timeout` for the first); returns new segments."""
+        try:
+            first = events.get(timeout=timeout) if timeout > 0 else events.get_nowait()
+        except queue.Empty:
+            return []
+        batch = [first]
+        # A fresh run often delivers its first segments in a burst (ffmpeg buffered them while probing
+        # the input): wait for the burst to end, so its last arrival anchors them all.
+        settle = BURST_SETTLE if self.anchor.prev_stream_end is None and timeout > 0 else 0.0
+        while True:
+            try:
+                batch.append(events.get(timeout=settle) if settle else events.get_nowait())
+            except queue.Empty:
+                break
+        entries = []
+        for run_id, arrival, line in batch:
+            entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
+            if entry is not None:
+                entries.append((entry, arrival))
+        arrivals = back_project([(e.stream_end, a) for e, a in entries])
+        closed = []
+        for (entry, _), arrival in zip(entries, arrivals, strict=True):
+            seg = self._closed(entry, arrival)
+            if seg is not None:
+                closed.append(seg)
+        return closed
+
+    def _closed(self, entry: ListEntry, arrival: float) -> Segment | None:
+        """A part is closed: give it wall-clock times and rename it after them."""
+        part = self.dir / entry.name
+        if not part.is_file():
+            return None
+        start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival)
+        seg = make_segment(start, end)
+        os.replace(part, self.dir / seg.name)
+        prev = self.segments[-1] if self.segments else None
+        self.segments.append(seg)
+        self.sizes[seg.name] = self._size(seg.name)
+        self.run_closed.append((seg, entry.stream_end - entry.stream_start))
+        if prev is not None and seg.start - prev.end > GAP_LOGGED:
+            event(log, "segment_gap", camera=self.camera, gap=round(seg.start - prev.end, 3))
+        if len(self.run_closed) == PROBE_AFTER:
+            self.measure_keyframes()
+        return seg
+
+    def measure_keyframes(self) -> None:
+        """Measure the keyframe interval on this run's closed segments; warn once if too long for copy."""
+        probe = [self.dir / seg.name for seg, _ in self.run_closed[1:-1]]
+        durations = [d for _, d in self.run_closed[1:]]
+        interval = keyframes.measure(probe, durations)
+        if interval is None:
+            return
+        self.keyframe_interval = interval
+        seg_time = self.seg_time
+        if self.mode == "copy" and keyframes.too_long(interval, seg_time) and not self.warned_keyframes:
+            self.warned_keyframes = True
+            event(
+                log,
+                "keyframe_interval_long",
+                logging.WARNING,
+                msg=(
+                    f"camera {self.camera} sends a keyframe every {interval:g} s, longer than "
+                    f"GN_SEG_TIME={seg_time:g} s: in copy mode segments cannot be shorter, so clips will be "
+                    f"up to {interval - seg_time:.2g} s less precise; set the camera's GOP / I-frame "
+                    f"interval to {seg_time:g} s (its frame rate × {seg_time:g}) or record with --mode encode"
+                ),
+                camera=self.camera,
+                keyframe_interval=interval,
+                seg_time=seg_time,
+            )
+
+    def forget(self, gone: Iterable[Segment]) -> None:
+        """Retention deleted these segments."""
+        gone = set(gone)
+        self.segments = [s for s in self.segments if s not in gone]
+        for seg in gone:
+            self.sizes.pop(seg.name, None)
+
+    def with_sizes(self) -> list[tuple[Segment, int]]:
+        """Each segment with its size in bytes (what retention weighs)."""
+        return [(s, self.sizes.get(s.name, 0)) for s in self.segments]
+
+    def _size(self, name: str) -> int:
+        with contextlib.suppress(OSError):
+            return (self.dir / name).stat().st_size
+        return 0
