@@ -15,8 +15,7 @@ from common import keys
 from common.ffmpeg import probe_json
 from common.proc import spawn, stop
 from common.settings import Settings
-from tests.conftest import run_gravanois
-from tests.helpers import wait_for
+from tests.helpers import run_gravanois, wait_for
 from tests.recorder_helpers import RecorderProc, children_ffmpeg, health, index_of, max_gap, on_disk
 from tests.redis_server import free_port
 from tests.rtsp_server import RtspServer

@@ -18,12 +18,13 @@ saying which segments each piece holds; the render removes it after use, retenti
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
+from common.ffmpeg import FFPROBE, FFmpegError, base_args, mp4_copy_args, probe_json, run
 from common.fsutil import TMP_MARK, read_json, write_json_atomic
 from common.log import event, get_logger
 from common.segments import Segment, continuous
@@ -117,6 +118,7 @@ class Encoder:
         self.dir.mkdir(parents=True)
         self.wm = Watermark.from_settings(self.settings)
         self.width: int | None = None
+        self.rate = ""
 
     def advance(self, closed: list[Segment]) -> None:
         """Encode the closed segments not encoded yet (the window's, in order) as one more piece."""
@@ -129,9 +131,9 @@ class Encoder:
             self.give_up("a gap or a new recording run in the window")
             return
         sources = [self.buffer / s.name for s in new]
-        if self.width is None:
+        if not self.rate:
             try:
-                self.width = probe(sources[0]).width or None
+                self.width, self.rate = video_format(sources[0])
             except FFmpegError as exc:
                 self.give_up(f"cannot read {sources[0].name}: {exc}")
                 return
@@ -140,7 +142,7 @@ class Encoder:
         args = piece_args(
             sources,
             input_args(self.wm),
-            filtergraph(self.wm, self.width),
+            paced_graph(self.wm, self.width, self.rate),
             self.codec(),
             self.dir / name,
         )
@@ -175,6 +177,40 @@ class Encoder:
                 self.give_up("the pieces do not hold the clip's segments")
             return None
         return {"dir": self.dir.name, "pieces": [p["file"] for p in self.pieces], "end": end}
+
+
+def paced_graph(wm: Watermark, width: int | None, rate: str) -> str:
+    """The watermark filtergraph behind an `fps` filter at the camera's rate (`rate`, like "25/1").
+
+    The single pass writes MP4 at a constant rate; so must the pieces, from their first frame on: a
+    camera that sends an IDR in slices gives two frames a hair apart, and one of them goes. Frames that
+    keep the camera's rate pass untouched.
+    """
+    return f"[0:v]fps={rate}[paced];" + filtergraph(wm, width, video="paced")
+
+
+def crowded_frames(video: Path, frame: float) -> float | None:
+    """The smallest gap between two video frames when it is under half a frame (`frame`, seconds), else
+    None. A camera that sends an IDR in slices can leave one frame of it in a piece of its own, next to
+    the rest in the next piece: two frames a hair apart, which players stumble on."""
+    args = [FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time"]
+    out = run([*args, "-of", "csv=p=0", str(video)], 30, what="ffprobe frames").stdout.decode()
+    fields = (t.strip().strip(",") for t in out.split())
+    times = sorted(float(t) for t in fields if t and t != "N/A")
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    smallest = min(gaps, default=frame)
+    return round(smallest, 6) if smallest < frame / 2 else None
+
+
+def video_format(path: Path) -> tuple[int | None, str]:
+    """A segment's video width and exact frame rate (ffprobe's `r_frame_rate`, like "30000/1001")."""
+    for stream in probe_json(path).get("streams", []):
+        if stream.get("codec_type") == "video":
+            rate = str(stream.get("r_frame_rate") or "")
+            if not rate or rate.startswith("0/") or rate.endswith("/0"):
+                raise FFmpegError(f"{path.name} has no frame rate")
+            return int(stream.get("width") or 0) or None, rate
+    raise FFmpegError(f"{path.name} has no video")
 
 
 def pieces_for(settings: Settings, data: dict[str, Any]) -> list[Path] | None:

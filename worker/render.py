@@ -234,7 +234,10 @@ class Render:
                     raise FFmpegError(
                         f"the pieces last {joined.duration_sec:.3f} s, the clip {info.duration_sec:.3f} s"
                     )
-        except FFmpegError as exc:
+                crowded = progressive.crowded_frames(tmp, frame)
+                if crowded:
+                    raise FFmpegError(f"two frames {crowded} s apart where the pieces meet")
+        except (FFmpegError, ValueError) as exc:
             event(log, "progressive_fallback", 30, clip=self.stem, reason=str(exc))
             return None
         self.progress(100.0, force=True)
