@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -201,3 +202,21 @@ def test_missing_logo_stops_the_worker_with_one_line(
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: GN_WM_LOGO="), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_started_with_data_dir_writes_there(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    """Jobs take their settings from the worker that runs them: its flag beats the environment."""
+    flagged = make_settings(data_dir=tmp_path / "flagged", wm_logo=make_logo(tmp_path / "logo.png"))
+    side = stage_clip(flagged, seconds=2)
+    data = sidecar.load(side)
+    enqueue(flagged, redis_conn, "render", side.name, press_id=data["press_id"], at=time.time())
+    elsewhere = dataclasses.replace(flagged, data_dir=tmp_path / "from-env")  # what GN_DATA_DIR says
+    done = run_gravanois(
+        elsewhere, "--data-dir", str(flagged.data_dir), "worker", "--queues", "render", "--burst",
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (flagged.output_dir / side.name).is_file() and (flagged.output_dir / data["file_name"]).is_file()
+    assert not (tmp_path / "from-env").exists()
