@@ -14,6 +14,7 @@ from typing import Any
 from common.fsutil import read_json, write_json_atomic
 from common.journal import Press
 from common.log import redact
+from common.pipeline import SidecarStatus
 from common.timeutil import compact, iso
 
 SEED_FIELDS = (
@@ -47,7 +48,7 @@ def new(press: Press, clip: Path, **fields: Any) -> dict[str, Any]:
     a, b = press.window
     data: dict[str, Any] = {
         "type": "highlight_raw",
-        "status": "queued",
+        "status": SidecarStatus.QUEUED,
         "created_at": iso(),
         "file_name": clip.name,
         "camera": press.camera,

@@ -43,6 +43,7 @@ from common.timeutil import iso, now
 from ops.web import guard
 from ops.web.records import Highlight, Records, local_time
 from ops.web.snapshots import Snapshots
+from trigger.press import Result
 
 log = get_logger(__name__)
 
@@ -59,11 +60,13 @@ LOGIN_LIMIT, LOGIN_WINDOW = 5, 300.0
 MAX_RANGES = 8
 # What the dashboard says after an action (the redirect names one of these keys).
 NOTES = {
-    "scheduled": "pressed; the highlight is on its way.",
-    "cooldown": "not pressed: within the camera's cooldown.",
-    "closed": "not pressed: outside the opening hours (GN_OPEN_HOURS).",
-    "journalled": "pressed while Redis is down: saved in the journal, the listener enqueues it.",
-    "duplicate": "this press is already queued.",
+    Result.SCHEDULED: "pressed; the highlight is on its way.",
+    Result.COOLDOWN: "not pressed: within the camera's cooldown.",
+    Result.CLOSED: "not pressed: outside the opening hours (GN_OPEN_HOURS).",
+    Result.JOURNALLED: "pressed while Redis is down: saved in the journal, the listener enqueues it.",
+    Result.DUPLICATE: "this press is already queued.",
+    Result.REFUSED: "not pressed: the camera is not recording (see Cameras).",
+    Result.NOT_SAVED: "not pressed: Redis is down and the journal cannot be written (disk full?).",
     "requeued": "Job requeued with a fresh attempt budget.",
     "purged": "Job and its files purged.",
     "gone": "That job is no longer in the failed registry.",
