@@ -155,8 +155,3 @@ class Scheduler:
         for q in self.queues:
             clean_registries(q, exception_handlers=[self.worker.policy.on_exception])
             worker_registration.clean_worker_registry(q)
-
-
-def is_running(conn: redis.Redis, settings: Settings) -> bool:
-    """True while some scheduler holds this device's lock (for `status`)."""
-    return bool(conn.exists(keys.scheduler(settings.device_id)))
