@@ -286,11 +286,10 @@ class Build:
                 raise BuildFailed(self.nothing_reason(a))
             joined = self.concat(segments, b)
             extra = {"join": joined["join"]}
-            if pieces is not None:
-                one_stream = joined["runs"] == 1
-                extra["progressive"] = pieces.finish(segments, joined["end"]) if one_stream else None
-                if not one_stream:
-                    pieces.give_up("the window holds more than one recording run")
+            if pieces is not None and joined["runs"] == 1:
+                extra["progressive"] = pieces.finish(segments, joined["end"])
+            elif pieces is not None:
+                pieces.give_up("the window holds more than one recording run")
             self.write_sidecar(segments, a, b, **extra)
             incr(self.conn, self.settings, STAGES[Stage.BUILD].done_counter)
         enqueue(self.settings, self.conn, Stage.RENDER, self.sidecar_path.name, press_id=p.press_id, at=p.at)
@@ -319,12 +318,16 @@ class Build:
             gop = 0.0
         deadline = max(now(), b) + wait_seconds(self.settings, gop)
         a = self.press.window[0]
+        encoded_up_to: Segment | None = None
         while True:
             latest = self.index.latest()
             if latest is not None and latest.end >= b - 0.01:
                 return
-            if pieces is not None:
+            if pieces is not None and latest != encoded_up_to:
+                # Only when a segment closed: checking the window's files every poll would read them
+                # (and log a bad one) twenty times a second.
                 pieces.advance(self.usable(self.index.covering(a, b)))
+                encoded_up_to = latest
             if now() >= deadline:
                 event(
                     log,
