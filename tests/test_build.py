@@ -22,7 +22,7 @@ from common.timeutil import iso, parse_iso
 from tests.build_helpers import files_under, make_segments, run_build_worker
 from tests.helpers import fetch
 from trigger import press as press_mod
-from worker import build, progressive
+from worker import build, progressive, tsfiles
 
 SIDECAR_FIELDS = {
     *sidecar.SEED_FIELDS,
@@ -90,22 +90,22 @@ def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: re
     second = make_segments(s, redis_conn, "cam1", first[-1].end, 3, index=False)
     directory = s.camera_buffer_dir("cam1")
     assert first[-1].end == second[0].start
-    pts = [build.first_video_pts(directory / x.name) for x in first]
+    pts = [tsfiles.first_video_pts(directory / x.name) for x in first]
     assert all(
         b - a == pytest.approx(x.duration, abs=0.05) for a, b, x in zip(pts, pts[1:], first, strict=False)
     )
-    groups = build.runs([*first, *second], directory)
-    assert [len(g) for g in groups] == [len(first), len(second)]
-    entries = build.join_entries(groups)
+    groups = tsfiles.runs([*first, *second], directory)
+    assert groups == [first, second]
+    entries = build.join_entries([[directory / x.name for x in g] for g in groups])
     assert all(
         isinstance(e, str) and e.startswith("concat:") and e.count("|") == len(g) - 1
         for e, g in zip(entries, groups, strict=True)
     )
     # A hole in the index starts a new run too; a single file stays a plain path.
     gapped = [first[0], *first[2:]]
-    assert [len(g) for g in build.runs(gapped, directory)] == [1, len(first) - 2]
+    assert [len(g) for g in tsfiles.runs(gapped, directory)] == [1, len(first) - 2]
     assert build.join_entries([[directory / first[0].name]]) == [directory / first[0].name]
-    assert build.first_video_pts(directory / "missing.ts") is None
+    assert tsfiles.first_video_pts(directory / "missing.ts") is None
 
 
 def test_clip_ends_on_a_video_frame_boundary() -> None:
@@ -234,8 +234,9 @@ def test_a_bad_segment_in_the_window_is_a_gap_not_a_silently_short_clip(
     used = [x for x in segs if x.overlaps(a, b) and x not in damaged]
     assert data["segments"] == len(used)
     assert abs(data["meta"]["duration_sec"] - probe(clip).duration_sec) < 0.01
-    assert abs(data["covered_seconds"] - sum(x.duration for x in used)) < 0.01
-    assert abs(data["meta"]["duration_sec"] - data["covered_seconds"]) < 0.3
+    # Covered: what the joined segments hold of the clip, which stops at t+post.
+    assert abs(data["covered_seconds"] - sum(min(x.end, b) - x.start for x in used)) < 0.01
+    assert abs(data["meta"]["duration_sec"] - data["covered_seconds"]) < 0.1
     assert "duration_short_by" not in data
     assert decode_errors(clip) == ""
 
@@ -245,10 +246,10 @@ def test_ts_problem_names_what_is_wrong(tmp_path):
     empty.write_bytes(b"")
     junk.write_bytes(b"\x00" * 1000)
     short.write_bytes(b"\x47" * 10)
-    assert build.ts_problem(empty) == "0 bytes"
-    assert build.ts_problem(junk) == "not MPEG-TS"
-    assert build.ts_problem(short) == "10 bytes"
-    assert build.ts_problem(tmp_path / "gone.ts") == "missing"
+    assert tsfiles.ts_problem(empty) == "0 bytes"
+    assert tsfiles.ts_problem(junk) == "not MPEG-TS"
+    assert tsfiles.ts_problem(short) == "10 bytes"
+    assert tsfiles.ts_problem(tmp_path / "gone.ts") == "missing"
 
 
 def test_camera_that_recorded_nothing_is_a_failed_highlight(make_settings, redis_conn: redis.Redis):
@@ -342,3 +343,20 @@ def test_double_enqueue_of_the_same_press_is_a_noop(make_settings, redis_conn: r
     job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
     assert job.args[0] == asdict(p)
     assert job.func_name == "worker.build.build_highlight"
+
+
+def test_a_long_gop_clip_is_not_reported_short(make_settings, redis_conn: redis.Redis) -> None:
+    # 4 s keyframe interval: the segment holding t+post runs on for up to 4 s past it, but the clip
+    # stops at t+post, so what the segments cover is counted up to there too.
+    s = _settings(make_settings, wm_progressive=False)
+    base = time.time() - 40
+    segs = make_segments(s, redis_conn, "cam1", base, 24, gop=4.0)
+    p = Press(camera="cam1", at=base + 13.0, pre=5, post=2)
+    a, b = p.window
+    last = next(x for x in segs if x.overlaps(a, b) and x.end > b)
+    assert last.end - b > 1.0  # the case: the last segment goes on well past the window
+    assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
+    assert run_build_worker(s).returncode == 0
+    data = json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
+    assert "duration_short_by" not in data, data
+    assert abs(data["meta"]["duration_sec"] - data["covered_seconds"]) < 0.1

@@ -32,20 +32,12 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from worker import context, progressive
+from worker.tsfiles import first_audio_pts, first_video_pts, runs, ts_problem
 
 log = get_logger(__name__)
 
 # How often the build looks for the segment closing t+post (a cheap Redis read).
 POLL_SECONDS = 0.05
-# Segments of one run tile exactly (names in ms): one ends where the next starts.
-CONTIGUOUS = 0.0015
-# MPEG-TS: 188-byte packets, each starting with the sync byte; how much of a segment to read for its
-# first timestamp; the 33-bit PTS wrap.
-TS_PACKET, TS_SYNC = 188, 0x47
-TS_HEAD_BYTES = 64 * 1024
-PTS_WRAP = 2**33 / 90000
-# A timestamp step this far from the segment's duration means a new stream (timestamps reset).
-STREAM_JUMP = 0.25
 # The clip's end sits this far before the next video frame, so that frame is surely left out.
 FRAME_EPSILON = 0.001
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -111,19 +103,6 @@ def concat_list(entries: list[Path | str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def first_video_pts(path: Path) -> float | None:
-    """PTS in seconds of the first video PES packet of an MPEG-TS file, read from its first bytes.
-
-    Cheaper than an ffprobe per segment (which opens and probes the whole stream).
-    """
-    return _first_pts(path, 0xE0, 0xEF)
-
-
-def first_audio_pts(path: Path) -> float | None:
-    """PTS in seconds of the first audio PES packet of an MPEG-TS file (None without audio)."""
-    return _first_pts(path, 0xC0, 0xDF)
-
-
 def end_on_frame(window: float, fps: float, lead: float = 0.0) -> float:
     """The clip's output duration (`-t`) for a window of `window` s from the first video frame.
 
@@ -136,56 +115,6 @@ def end_on_frame(window: float, fps: float, lead: float = 0.0) -> float:
     frame = 1 / fps
     frames = math.ceil(window / frame - 1e-6)
     return frames * frame - FRAME_EPSILON + lead
-
-
-def _first_pts(path: Path, lo: int, hi: int) -> float | None:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(TS_HEAD_BYTES)
-    except OSError:
-        return None
-    for off in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
-        pkt = data[off : off + TS_PACKET]
-        # Sync byte, then only packets that start a PES and carry a payload.
-        if pkt[0] != TS_SYNC or not pkt[1] & 0x40 or not pkt[3] & 0x10:
-            continue
-        pes = pkt[5 + pkt[4] :] if pkt[3] & 0x20 else pkt[4:]
-        if len(pes) < 14 or pes[:3] != b"\0\0\1" or not lo <= pes[3] <= hi or not pes[7] & 0x80:
-            continue
-        p = pes[9:14]
-        ticks = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
-        return ticks / 90000
-    return None
-
-
-def same_stream(a: Path, seg_a: Segment, b: Path) -> bool:
-    """True when file b's timestamps carry on where file a's left off (same ffmpeg run)."""
-    pa, pb = first_video_pts(a), first_video_pts(b)
-    if pa is None or pb is None:
-        return False
-    step = (pb - pa) % PTS_WRAP
-    # Wall-clock durations are slewed toward arrival by up to a quarter (recorder/segmenter.py).
-    return abs(step - seg_a.duration) <= max(STREAM_JUMP, 0.3 * seg_a.duration)
-
-
-def runs(segments: list[Segment], directory: Path) -> list[list[Path]]:
-    """Segment files grouped into stretches cut from one stream: tiling without a hole in the index
-    and with timestamps that carry on (a restart can tile in the index yet reset the timestamps)."""
-    out: list[list[Path]] = []
-    prev: Segment | None = None
-    for seg in segments:
-        path = directory / seg.name
-        if (
-            out
-            and prev is not None
-            and abs(seg.start - prev.end) <= CONTIGUOUS
-            and same_stream(out[-1][-1], prev, path)
-        ):
-            out[-1].append(path)
-        else:
-            out.append([path])
-        prev = seg
-    return out
 
 
 def join_entries(groups: list[list[Path]]) -> list[Path | str]:
@@ -372,7 +301,7 @@ class Build:
         """
         self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
         end = self.clip_end(segments, b) if segments[-1].end > b else None
-        groups = runs(segments, self.buffer)
+        groups = [[self.buffer / s.name for s in run] for run in runs(segments, self.buffer)]
         self._join(join_entries(groups), end, segments)
         return {"join": "protocol" if len(groups) == 1 else "demuxer", "runs": len(groups), "end": end}
 
@@ -407,7 +336,8 @@ class Build:
         """The raw clip's sidecar: seed fields, the press and its window, what was really recorded."""
         first, last = segments[0], segments[-1]
         gaps = find_gaps(segments, a, b)
-        covered = sum(s.duration for s in segments)
+        # What the segments hold of the clip, which stops at `b` (the last segment may go on).
+        covered = sum(min(s.end, b) - s.start for s in segments)
         data = sidecar.new(
             self.press,
             self.clip,
@@ -430,23 +360,3 @@ class Build:
             data["duration_short_by"] = round(covered - data["meta"]["duration_sec"], 3)
             event(log, "clip_short", level=30, clip=self.clip.name, **{"covered": covered, **data["meta"]})
         sidecar.save(self.sidecar_path, data)
-
-
-def ts_problem(path: Path) -> str:
-    """Why a segment file cannot be joined ('' when it looks fine): missing, empty, or not MPEG-TS.
-
-    Reads two packet headers, not the file: the recorder's own closing record says the rest.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(TS_PACKET + 1)
-    except FileNotFoundError:
-        return "missing"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
-    if size < TS_PACKET:
-        return f"{size} bytes"
-    if head[0] != TS_SYNC or (len(head) > TS_PACKET and head[TS_PACKET] != TS_SYNC):
-        return "not MPEG-TS"
-    return ""

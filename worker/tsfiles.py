@@ -1,0 +1,100 @@
+"""Facts about the recorder's MPEG-TS segment files, read from their first bytes (no ffprobe).
+
+- `ts_problem`: whether a file can be joined at all (missing, empty, not MPEG-TS);
+- `first_video_pts` / `first_audio_pts`: a file's first timestamps;
+- `runs`: which segments were cut from one stream (one recording run), the one test of it that the
+  raw clip's join and the progressive render's pieces both use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.segments import Segment
+
+# Segments of one run tile exactly (names in ms): one ends where the next starts.
+CONTIGUOUS = 0.0015
+# MPEG-TS: 188-byte packets, each starting with the sync byte; how much of a segment to read for its
+# first timestamp; the 33-bit PTS wrap.
+TS_PACKET, TS_SYNC = 188, 0x47
+TS_HEAD_BYTES = 64 * 1024
+PTS_WRAP = 2**33 / 90000
+# A timestamp step this far from the segment's duration means a new stream (timestamps reset).
+STREAM_JUMP = 0.25
+
+
+def ts_problem(path: Path) -> str:
+    """Why a segment file cannot be joined ('' when it looks fine): missing, empty, or not MPEG-TS.
+
+    Reads two packet headers, not the file: the recorder's own closing record says the rest.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(TS_PACKET + 1)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if size < TS_PACKET:
+        return f"{size} bytes"
+    if head[0] != TS_SYNC or (len(head) > TS_PACKET and head[TS_PACKET] != TS_SYNC):
+        return "not MPEG-TS"
+    return ""
+
+
+def runs(segments: list[Segment], directory: Path) -> list[list[Segment]]:
+    """Segments (sorted) grouped into stretches cut from one stream: one recording run each."""
+    out: list[list[Segment]] = []
+    for seg in segments:
+        if out and follows(out[-1][-1], seg, directory):
+            out[-1].append(seg)
+        else:
+            out.append([seg])
+    return out
+
+
+def follows(prev: Segment, seg: Segment, directory: Path) -> bool:
+    """True when `seg` carries on `prev`'s stream: it tiles on in the index and its timestamps carry
+    on (a restart of the recorder's ffmpeg can tile in the index yet reset the timestamps)."""
+    if abs(seg.start - prev.end) > CONTIGUOUS:
+        return False
+    pa, pb = first_video_pts(directory / prev.name), first_video_pts(directory / seg.name)
+    if pa is None or pb is None:
+        return False
+    step = (pb - pa) % PTS_WRAP
+    # Wall-clock durations are slewed toward arrival by up to a quarter (recorder/segmenter.py).
+    return abs(step - prev.duration) <= max(STREAM_JUMP, 0.3 * prev.duration)
+
+
+def first_video_pts(path: Path) -> float | None:
+    """PTS in seconds of the first video PES packet of an MPEG-TS file, read from its first bytes.
+
+    Cheaper than an ffprobe per segment (which opens and probes the whole stream).
+    """
+    return _first_pts(path, 0xE0, 0xEF)
+
+
+def first_audio_pts(path: Path) -> float | None:
+    """PTS in seconds of the first audio PES packet of an MPEG-TS file (None without audio)."""
+    return _first_pts(path, 0xC0, 0xDF)
+
+
+def _first_pts(path: Path, lo: int, hi: int) -> float | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(TS_HEAD_BYTES)
+    except OSError:
+        return None
+    for off in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
+        pkt = data[off : off + TS_PACKET]
+        # Sync byte, then only packets that start a PES and carry a payload.
+        if pkt[0] != TS_SYNC or not pkt[1] & 0x40 or not pkt[3] & 0x10:
+            continue
+        pes = pkt[5 + pkt[4] :] if pkt[3] & 0x20 else pkt[4:]
+        if len(pes) < 14 or pes[:3] != b"\0\0\1" or not lo <= pes[3] <= hi or not pes[7] & 0x80:
+            continue
+        p = pes[9:14]
+        ticks = ((p[0] >> 1) & 7) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
+        return ticks / 90000
+    return None
