@@ -63,7 +63,7 @@ def cli(ctx: click.Context, env_file: str, **overrides: Any) -> None:
     """Grava Nóis Capture: record the court all the time, turn a button press into a highlight.
 
     \b
-    Processes (supervisord runs these):  recorder, trigger listen, scheduler, worker, web
+    Processes (supervisord runs these):  recorder, trigger listen, scheduler, ahead, worker, web
     Operators:                           status, failed, metrics, trigger press, camera probe
     First run:                           demo
     """

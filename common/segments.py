@@ -103,6 +103,10 @@ class SegmentIndex:
         found = self.conn.zrange(self.seg_key, -1, -1)
         return Segment.from_member(found[0]) if found else None
 
+    def after(self, t: float) -> list[Segment]:
+        """Segments that started after `t`, oldest first (what closed since one already seen)."""
+        return [Segment.from_member(m) for m in self.conn.zrangebyscore(self.seg_key, f"({t!r}", "+inf")]
+
     def last_before(self, t: float) -> Segment | None:
         """The newest segment that started at or before `t` (what a camera last recorded by then)."""
         found = self.conn.zrevrangebyscore(self.seg_key, t, "-inf", start=0, num=1)

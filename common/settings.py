@@ -174,6 +174,14 @@ class Settings:
             "after it (ffmpeg engine, libx264, no vertical crop); false: one pass after the post-roll."
         ),
     )
+    wm_ahead: bool = field(
+        default=True,
+        metadata=_meta(
+            "With the progressive render, also watermark each camera's newest segments before any press "
+            "(the `gravanois ahead` process, at low priority), so a highlight is ready about a second "
+            "after its post-roll whatever the window's length; false: save that CPU."
+        ),
+    )
     thumb_width: int = field(default=0, metadata=_meta("Thumbnail width in pixels (0: the video's width)."))
     # --- jobs, retries, retention
     max_attempts: int = field(default=3, metadata=_meta("Attempts for each build/render/upload job."))

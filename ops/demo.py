@@ -1,8 +1,9 @@
 """`gravanois demo`: the whole pipeline on a synthetic camera, on a machine with nothing configured.
 
-It starts a private redis-server (temp dir, free loopback port), a recorder on ffmpeg's test pattern and
-a worker with RQ's scheduler, waits for the pre-roll, presses, waits for the highlight, prints the
-watermarked clip, its thumbnail and its sidecar JSON, and stops everything it started.
+It starts a private redis-server (temp dir, free loopback port), a recorder on ffmpeg's test pattern,
+the ahead encoder, a worker with the device's scheduler and the web app; waits for the pre-roll,
+presses, waits for the highlight, prints the watermarked clip, its thumbnail and its sidecar JSON, and
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -256,8 +257,9 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
             if time.monotonic() > deadline:
                 fail(f"the private Redis did not answer; its log is in {box.log_dir}", 1)
             time.sleep(0.1)
-    click.echo("starting the recorder, a worker with the scheduler, and the web app", err=True)
+    click.echo("starting the recorder, the ahead encoder, a worker and the web app", err=True)
     box.start("recorder", gravanois_args("recorder", "--camera", CAMERA))
+    box.start("ahead", gravanois_args("ahead"))
     box.start("worker", gravanois_args("worker"))
     box.start("web", gravanois_args("web"))
     index = SegmentIndex(conn, settings.device_id, CAMERA)

@@ -110,11 +110,11 @@ def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: re
 
 def test_clip_ends_on_a_video_frame_boundary() -> None:
     # 10.01 s at 25 fps: the frame holding the end starts at 10.00 s, so the clip stops at its end.
-    assert build.end_on_frame(10.01, 25) == pytest.approx(10.04 - build.FRAME_EPSILON)
-    assert build.end_on_frame(10.0, 25) == pytest.approx(10.0 - build.FRAME_EPSILON)
+    assert tsfiles.end_on_frame(10.01, 25) == pytest.approx(10.04 - tsfiles.FRAME_EPSILON)
+    assert tsfiles.end_on_frame(10.0, 25) == pytest.approx(10.0 - tsfiles.FRAME_EPSILON)
     # Audio starting 20 ms before the video moves the output's time 0; an unknown rate cuts at the end.
-    assert build.end_on_frame(10.0, 30, lead=0.02) == pytest.approx(10.02 - build.FRAME_EPSILON)
-    assert build.end_on_frame(7.5, 0) == 7.5
+    assert tsfiles.end_on_frame(10.0, 30, lead=0.02) == pytest.approx(10.02 - tsfiles.FRAME_EPSILON)
+    assert tsfiles.end_on_frame(7.5, 0) == 7.5
 
 
 def test_wait_seconds_follows_segment_or_gop(settings):

@@ -14,7 +14,7 @@ import yaml
 
 from tests.helpers import REPO, gn_env, gravanois_cmd
 
-BOX_SERVICES = ("recorder", "trigger", "scheduler", "worker", "web")
+BOX_SERVICES = ("recorder", "trigger", "scheduler", "ahead", "worker", "web")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The progressive render against the single pass, from the same press: the viewer must not tell them apart.
 
 Segments are indexed as a recorder indexes them (each when its wall-clock end passes), so the build job
-really encodes pieces while the post-roll "records"; real workers, real ffmpeg, real Redis.
+really encodes pieces while the post-roll "records"; real workers, real ffmpeg, real Redis. With the
+ahead encoder (a real `gravanois ahead`), part of the pieces come from its cache.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark, logo_width
 from tests.build_helpers import make_segments, run_build_worker
+from tests.helpers import start_gravanois, wait_for
 from tests.media import make_logo
 from tests.render_helpers import frame, region_diff
 from trigger import press as press_mod
@@ -88,6 +90,15 @@ def test_progressive_and_single_pass_give_the_same_highlight(live_press, tmp_pat
     s, _press, data, manifest, raw, segments = live_press
     # Pieces were made while the post-roll was still recording: more than one, joined later.
     assert len(manifest["pieces"]) >= 2, manifest
+    done = render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
+    assert done["progressive"]["ahead_pieces"] == 0  # no ahead encoder ran
+
+
+def render_like_single_pass(
+    s: Settings, data: dict, manifest: dict, raw: Path, segments: list[Segment], tmp_path: Path
+) -> dict:
+    """Render the built press (progressive path) and check it against a single pass of its raw clip:
+    the same frames, duration, audio, and the logo on both sides of every join. The final sidecar."""
     rendered = run_build_worker(s, "render", timeout=180)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     out_side = s.output_dir / sidecar.path_for(Path(data["file_name"])).name
@@ -121,13 +132,55 @@ def test_progressive_and_single_pass_give_the_same_highlight(live_press, tmp_pat
     lh = lw // 2
     corner = (W - s.wm_margin - lw, H - s.wm_margin - lh, W - s.wm_margin, H - s.wm_margin)
     for join in joins:
-        for at in (join - 1.5 / FPS, join + 0.5 / FPS):
+        # The last frame before the join and the first after it (a seek lands on the next frame).
+        for at in (join - 1.5 / FPS, join - 0.5 / FPS):
             p, r, one = frame(prog, at, W, H), frame(raw, at, W, H), frame(single, at, W, H)
             assert region_diff(p, r, W, *corner) > 40, f"no logo at {at:.3f} s (join at {join:.3f} s)"
             assert region_diff(p, one, W, *corner) < 8, f"logo differs from the single pass at {at:.3f} s"
             assert region_diff(p, r, W, 0, 0, W, H // 2) < 8, f"the picture changed at {at:.3f} s"
             # The same moment: the progressive frame is the single-pass frame.
             assert region_diff(p, one, W, 0, 0, W, H) < 4, f"a different frame at {at:.3f} s"
+    return done
+
+
+def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = make_settings(
+        pre_seconds=12, post_seconds=4, seg_time=1, buffer_seconds=60, cooldown_seconds=0,
+        wm_logo=make_logo(tmp_path / "logo.png", size="120x60", color="red"), wm_opacity=1.0,
+    )  # fmt: skip
+    t = time.time()
+    segments = make_segments(s, redis_conn, "cam1", t - 13, 30, index=False)
+    feeder = index_live(redis_conn, s, segments)
+    ahead = start_gravanois(s, "ahead")
+    try:
+        cache = progressive.ahead_dir(s, "cam1")
+        record = wait_for("a batch in the ahead cache", lambda: sorted(cache.glob("*/*.json")), timeout=60)[0]
+        batch = json.loads(record.read_text())["segments"]
+        assert len(batch) >= 2, batch
+        # The window starts half a segment before the cached batch: the build encodes that part itself,
+        # so the clip joins the build's pieces and the cache's.
+        by_name = {seg.name: seg for seg in segments}
+        at = time.time()
+        press = Press("cam1", at, round(at - by_name[batch[0]].start + 0.5, 3), 4)
+        assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
+        built = run_build_worker(s, "build", timeout=120)
+        assert built.returncode == 0, built.stderr[-2000:]
+    finally:
+        ahead.terminate()
+        assert ahead.wait(10) == 0
+    feeder.join(30)
+    clip = s.clips_dir / sidecar.clip_name(press)
+    data = sidecar.load(sidecar.path_for(clip))
+    manifest = json.loads((progressive.pieces_dir(s, clip.stem) / progressive.MANIFEST).read_text())
+    sources = [p["from"] for p in manifest["pieces"]]
+    assert sources[0] == "build" and "ahead" in sources, manifest
+    assert next(p["segments"] for p in manifest["pieces"] if p["from"] == "ahead") == batch
+    assert data["progressive"]["ahead_pieces"] == sources.count("ahead")
+    raw = tmp_path / "raw.mp4"
+    shutil.copyfile(clip, raw)
+    render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
 
 
 def test_without_pieces_the_render_takes_the_single_pass(live_press) -> None:

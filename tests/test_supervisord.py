@@ -61,11 +61,13 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         "upload-1",
         "trigger",
         "scheduler",
+        "ahead",
         "web",
     }
     prio = {name: g.priority for name, (g, _) in procs.items()}
     assert prio["redis"] < prio["recorder-court1"] < prio["worker-0"] < prio["upload-0"] < prio["trigger"]
     assert prio["redis"] < prio["scheduler"] < prio["worker-0"]
+    assert prio["recorder-court1"] < prio["ahead"] < prio["worker-0"]
     assert prio["trigger"] < prio["web"]  # the web app starts last and stops first
     data = tmp_path / "data"
     for name, (_, p) in procs.items():
@@ -79,7 +81,7 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         ), exe
         if name.startswith(("recorder", "worker", "upload")):
             assert p.stopwaitsecs >= 15 and p.stopsignal == signal.SIGTERM, name
-        if name == "scheduler":
+        if name in ("scheduler", "ahead"):
             assert p.stopwaitsecs >= 5 and p.stopsignal == signal.SIGTERM, name
     redis_cmd = procs["redis"][1].command
     assert f"--dir {data / 'redis'}" in redis_cmd and "deploy/redis.conf" in redis_cmd
@@ -91,6 +93,7 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
     # One scheduler per device, its own program; the workers run none.
     assert "--queues build,render" in worker_cmd and "--no-scheduler" in worker_cmd
     assert procs["scheduler"][1].command.endswith("gravanois scheduler")
+    assert procs["ahead"][1].command.endswith("gravanois ahead") and procs["ahead"][1].autostart
     assert all("--no-scheduler" in p.command for n, (_, p) in procs.items() if n.startswith("upload"))
     assert "--queues upload" in procs["upload-1"][1].command
     assert procs["trigger"][1].command.endswith("trigger listen --input gpio")
@@ -172,8 +175,8 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
             time.sleep(0.5)
             n_segments = conn.zcard(f"gn:{device}:cam:cam1:segments")
         status = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True, timeout=30)
-        # redis, recorder-cam1, scheduler, worker-0, trigger, web (no upload worker: uploads are off)
-        assert status.stdout.count("RUNNING") == 6, status.stdout
+        # redis, recorder-cam1, scheduler, ahead, worker-0, trigger, web (no upload worker: uploads off)
+        assert status.stdout.count("RUNNING") == 7, status.stdout
         health = urllib.request.urlopen(f"http://127.0.0.1:{env['GN_WEB_PORT']}/healthz", timeout=10)
         assert health.status == 200
 

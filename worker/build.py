@@ -32,14 +32,12 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from worker import context, progressive
-from worker.tsfiles import first_audio_pts, first_video_pts, runs, ts_problem
+from worker.tsfiles import clip_end, runs, ts_problem
 
 log = get_logger(__name__)
 
 # How often the build looks for the segment closing t+post (a cheap Redis read).
 POLL_SECONDS = 0.05
-# The clip's end sits this far before the next video frame, so that frame is surely left out.
-FRAME_EPSILON = 0.001
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 # A clip this much shorter than the segments it joins lost some of them on the way.
@@ -101,20 +99,6 @@ def concat_list(entries: list[Path | str]) -> str:
         quoted = text.replace("'", "'\\''")
         lines.append(f"file '{quoted}'")
     return "\n".join(lines) + "\n"
-
-
-def end_on_frame(window: float, fps: float, lead: float = 0.0) -> float:
-    """The clip's output duration (`-t`) for a window of `window` s from the first video frame.
-
-    The clip ends right after the video frame that holds the window's end, so the audio, which a copy
-    cuts at the same instant, ends with the video instead of a frame earlier. `lead`: how much earlier
-    than the first video frame the audio starts (the output's time 0 is the earliest stream).
-    """
-    if fps <= 0:
-        return window + lead
-    frame = 1 / fps
-    frames = math.ceil(window / frame - 1e-6)
-    return frames * frame - FRAME_EPSILON + lead
 
 
 def join_entries(groups: list[list[Path]]) -> list[Path | str]:
@@ -216,7 +200,8 @@ class Build:
             joined = self.concat(segments, b)
             extra = {"join": joined["join"]}
             if pieces is not None and joined["runs"] == 1:
-                extra["progressive"] = pieces.finish(segments, joined["end"])
+                cut = joined["end"] is not None
+                extra["progressive"] = pieces.finish(segments, b - segments[0].start if cut else None)
             elif pieces is not None:
                 pieces.give_up("the window holds more than one recording run")
             self.write_sidecar(segments, a, b, **extra)
@@ -233,7 +218,7 @@ class Build:
         """The progressive render's encoder, when the render settings allow it (worker.progressive)."""
         if not progressive.applies(self.settings):
             return None
-        return progressive.Encoder(self.settings, self.clip.stem, self.buffer)
+        return progressive.Encoder(self.settings, self.clip.stem, self.press.camera)
 
     def wait_for_end(self, b: float, pieces: progressive.Encoder | None = None) -> None:
         """Poll the index until a closed segment ends at or after t+post (bounded); meanwhile, encode
@@ -300,24 +285,17 @@ class Build:
         recorder's ffmpeg, a gap) go through the concat demuxer, which rebuilds their timestamps.
         """
         self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
-        end = self.clip_end(segments, b) if segments[-1].end > b else None
+        end = None
+        if segments[-1].end > b:
+            first = self.buffer / segments[0].name
+            try:
+                fps = probe(first).fps
+            except FFmpegError:
+                fps = 0.0
+            end = clip_end(first, b - segments[0].start, fps)
         groups = [[self.buffer / s.name for s in run] for run in runs(segments, self.buffer)]
         self._join(join_entries(groups), end, segments)
         return {"join": "protocol" if len(groups) == 1 else "demuxer", "runs": len(groups), "end": end}
-
-    def clip_end(self, segments: list[Segment], b: float) -> float:
-        """Output duration that ends the clip at `b`, on a video frame boundary.
-
-        Segment times tile the stream's own timeline, so wall-clock offsets are stream offsets.
-        """
-        first = self.buffer / segments[0].name
-        video, audio = first_video_pts(first), first_audio_pts(first)
-        lead = video - audio if video is not None and audio is not None and audio < video else 0.0
-        try:
-            fps = probe(first).fps
-        except FFmpegError:
-            fps = 0.0
-        return end_on_frame(b - segments[0].start, fps, lead)
 
     def _join(self, entries: list[Path | str], end: float | None, segments: list[Segment]) -> None:
         fd, name = tempfile.mkstemp(prefix=TMP_MARK, suffix=".ffconcat", dir=self.settings.clips_dir)

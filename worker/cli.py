@@ -17,6 +17,7 @@ from common.pipeline import Stage, queue
 from common.proc import spawn, stop
 from common.redisconn import SERIALIZER, connect, wait_for_redis
 from common.settings import Settings, to_env
+from worker import ahead as ahead_mod
 from worker.rqworker import BoxWorker
 from worker.scheduler import Scheduler
 
@@ -155,3 +156,42 @@ def preflight(settings: Settings, stages: list[str]) -> None:
                 check(settings)
             except ValueError as exc:
                 fail(str(exc))
+
+
+@click.command()
+@click.option("--redis-wait", default=60.0, show_default=True, help=REDIS_WAIT_HELP)
+@click.pass_context
+def ahead(ctx: click.Context, redis_wait: float) -> None:
+    """Watermark each camera's newest segments before any press (one per device, low CPU priority).
+
+    A highlight is then ready about a second after its post-roll, whatever its length. With
+    GN_WM_AHEAD=false (or no progressive render) it deletes its cache and only waits for SIGTERM.
+    """
+    settings = settings_from(ctx, process="ahead")
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # Stop at once, even in the middle of a batch: its ffmpeg is killed and its temp file removed.
+        stopping.append(signum)
+        raise Stopping
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        off = ahead_mod.off_reason(settings)
+        if off:
+            ahead_mod.remove_cache(settings)
+            event(log, "ahead_off", reason=off)
+            while True:
+                signal.pause()
+        ahead_mod.lower_priority()
+        conn = connect(settings)
+        if not wait_for_redis(conn, redis_wait):
+            event(log, "ahead_redis_wait", 30, seconds=redis_wait)  # it keeps trying in its loop
+        ahead_mod.Ahead(settings, conn).run(lambda: bool(stopping))
+    except Stopping:
+        event(log, "ahead_stop", signal=stopping[0])
+
+
+class Stopping(BaseException):
+    """SIGTERM/SIGINT reached `gravanois ahead` (a BaseException: no `except Exception` swallows it)."""

@@ -1,15 +1,23 @@
 """The progressive render: watermark the window's segments while the post-roll records.
 
 When the button is pressed, most of the window already exists. The build job, while it waits for the
-segment that closes `t + post`, encodes the closed segments of the window into watermarked pieces (one
+segment that closes `t + post`, turns the closed segments of the window into watermarked pieces (one
 ffmpeg run per batch of segments, the camera's audio copied, timestamps kept); at `t + post` only the
 last segments remain. The render job then joins the pieces with a stream copy: no second encode.
 
-The pieces are cut where the segments are (on the camera's keyframes) from one continuous recording
-run, and keep its timestamps (`-copyts`), so their join is the same frames, the same audio packets and
-the same clock as the single-pass render of the raw clip. Anything that breaks that assumption (a gap
-in the window, a segment from another recording run, an engine or encoder that is not ffmpeg's
-libx264, the 9:16 crop) makes the build drop the pieces, and the render takes the single-pass path.
+With the ahead encoder on (`gravanois ahead`, worker/ahead.py), most pieces exist before the press: it
+watermarks each camera's newest segments in batches as they close, into a cache. The build takes every
+cached batch that lies inside its window (a hard link) and encodes only the rest: the window's first
+seconds (up to one batch) and what closed since the last batch. What is left at `t + post` is then the
+last segment, whatever the window's length.
+
+The pieces are cut where the segments are (on the camera's keyframes) from one recording run
+(worker.tsfiles.runs) and keep its timestamps (`-copyts`), so their join is the same frames, the same
+audio packets and the same clock as the single-pass render of the raw clip. A piece from the cache
+joins as well as one of the build's own: both come from one `Recipe`, and the cache is kept per recipe.
+Anything that breaks those assumptions (a gap in the window, a segment from another recording run, an
+engine or encoder that is not ffmpeg's libx264, the 9:16 crop) makes the build drop the pieces, and the
+render takes the single-pass path.
 
 The pieces live in a temp directory beside the raw clip (`.tmp-pieces-<highlight>/`), with a manifest
 saying which segments each piece holds; the render removes it after use, retention after 6 hours.
@@ -18,19 +26,24 @@ saying which segments each piece holds; the render removes it after use, retenti
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
+import os
 import shutil
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from common.ffmpeg import FFPROBE, FFmpegError, base_args, mp4_copy_args, probe_json, run
-from common.fsutil import TMP_MARK, read_json, write_json_atomic
+from common.fsutil import TMP_MARK, atomic_output, is_tmp, read_json, write_json_atomic
 from common.log import event, get_logger
-from common.segments import Segment, continuous
+from common.segments import Segment
 from common.settings import Settings
 from common.watermark import Watermark, filtergraph, input_args, outputs
 from worker.engines import x264_args
+from worker.tsfiles import clip_end, follows
 
 log = get_logger(__name__)
 
@@ -55,6 +68,47 @@ def applies(settings: Settings) -> bool:
 def pieces_dir(settings: Settings, stem: str) -> Path:
     """Where a highlight's pieces are written (a temp directory: retention knows such names)."""
     return settings.clips_dir / f"{TMP_MARK}pieces-{stem}"
+
+
+def ahead_dir(settings: Settings, camera: str) -> Path:
+    """The ahead encoder's cache of one camera (a folder per recipe inside)."""
+    return settings.data_dir / "ahead" / camera
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one camera stream's pieces are encoded. Pieces of one recipe join; `key` names it."""
+
+    rate: str
+    graph: str
+    logo_inputs: tuple[str, ...]
+    codec: tuple[str, ...]
+    key: str
+
+    @classmethod
+    def of(cls, settings: Settings, wm: Watermark, segment: Path) -> Recipe:
+        """The recipe for the stream `segment` belongs to (its size and rate, read once per run)."""
+        width, rate = video_format(segment)
+        graph = paced_graph(wm, width, rate)
+        codec = [
+            *x264_args(settings.wm_preset, settings.wm_crf),
+            # A keyframe every couple of seconds, so the thumbnail's seek decodes little.
+            *("-force_key_frames", f"expr:gte(t,n_forced*{PIECE_GOP_SECONDS})"),
+        ]
+        logos = input_args(wm)
+        # The logo's file, not just its name: a new logo at the same path is a new recipe.
+        stamps = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in wm.logos]
+        text = json.dumps([rate, graph, codec, logos, stamps])
+        key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cls(rate, graph, tuple(logos), tuple(codec), key)
+
+    def encode(self, segments: list[Segment], buffer: Path, out: Path) -> None:
+        """Watermark a run of segments (files in `buffer`) into the piece `out`, written atomically."""
+        seconds = segments[-1].end - segments[0].start
+        sources = [buffer / s.name for s in segments]
+        with atomic_output(out) as tmp:
+            args = piece_args(sources, list(self.logo_inputs), self.graph, list(self.codec), tmp)
+            run(args, PIECE_TIMEOUT_BASE + PIECE_TIMEOUT_PER_SECOND * seconds, what="watermark piece")
 
 
 def piece_args(
@@ -101,64 +155,132 @@ def join_args(pieces: list[Path], out: Path, end: float | None = None) -> list[s
     ]
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A watermarked piece in the ahead cache and the segments it holds (in order)."""
+
+    path: Path
+    segments: tuple[str, ...]
+    end: float
+
+
+class AheadCache:
+    """One camera's cached pieces for one recipe: `<first segment>.ts`, then its `.json` record.
+
+    Written by the ahead encoder (the record last, so a record always has its piece), read by builds.
+    """
+
+    def __init__(self, settings: Settings, camera: str, recipe: Recipe) -> None:
+        self.dir = ahead_dir(settings, camera) / recipe.key
+        self.recipe = recipe
+
+    def batches(self) -> list[Batch]:
+        """The cached pieces, oldest first (a record that cannot be read is skipped)."""
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.dir):
+                if not entry.name.endswith(".json") or is_tmp(Path(entry.name)):
+                    continue
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    data = read_json(Path(entry.path))
+                    names = tuple(str(n) for n in data["segments"])
+                    out.append(Batch(self.dir / data["file"], names, float(data["end"])))
+        return sorted(out, key=lambda b: b.end)
+
+    def add(self, segments: list[Segment], buffer: Path) -> Batch:
+        """Encode a run of closed segments into a cached piece."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        piece = self.dir / f"{Path(segments[0].name).stem}.ts"
+        self.recipe.encode(segments, buffer, piece)
+        record = {"file": piece.name, "segments": [s.name for s in segments], "end": segments[-1].end}
+        write_json_atomic(piece.with_suffix(".json"), record)
+        return Batch(piece, tuple(record["segments"]), segments[-1].end)
+
+    def forget(self, batch: Batch) -> None:
+        """Delete a cached piece (its record first, so a build never finds a record without it)."""
+        for path in (batch.path.with_suffix(".json"), batch.path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 @dataclass
 class Encoder:
     """The pieces of one highlight, made as its segments close (used by the build job)."""
 
     settings: Settings
     stem: str
-    buffer: Path
-    done: list[Segment] = field(default_factory=list)
+    camera: str
+    seen: list[Segment] = field(default_factory=list)
     pieces: list[dict[str, Any]] = field(default_factory=list)
     broken: str = ""
 
     def __post_init__(self) -> None:
+        self.buffer = self.settings.camera_buffer_dir(self.camera)
         self.dir = pieces_dir(self.settings, self.stem)
         shutil.rmtree(self.dir, ignore_errors=True)  # an earlier attempt's pieces: start clean
         self.dir.mkdir(parents=True)
         self.wm = Watermark.from_settings(self.settings)
-        self.width: int | None = None
-        self.rate = ""
+        self.recipe: Recipe | None = None
+        self.cache: AheadCache | None = None
 
     def advance(self, closed: list[Segment]) -> None:
-        """Encode the closed segments not encoded yet (the window's, in order) as one more piece."""
+        """Make pieces for the window's closed segments that have none yet: from the ahead cache where
+        it holds them, else encoded here (one piece per stretch)."""
         if self.broken:
             return
-        new = [s for s in sorted(closed) if not self.done or s.start > self.done[-1].start]
+        new = [s for s in sorted(closed) if not self.seen or s.start > self.seen[-1].start]
         if not new:
             return
-        if not continuous([*self.done[-1:], *new]):
-            self.give_up("a gap or a new recording run in the window")
-            return
-        sources = [self.buffer / s.name for s in new]
-        if not self.rate:
-            try:
-                self.width, self.rate = video_format(sources[0])
-            except FFmpegError as exc:
-                self.give_up(f"cannot read {sources[0].name}: {exc}")
+        for prev, seg in itertools.pairwise([*self.seen[-1:], *new]):
+            if not follows(prev, seg, self.buffer):
+                self.give_up("a gap or a new recording run in the window")
                 return
-        name = f"p{len(self.pieces):03d}.ts"
-        seconds = new[-1].end - new[0].start
-        args = piece_args(
-            sources,
-            input_args(self.wm),
-            paced_graph(self.wm, self.width, self.rate),
-            self.codec(),
-            self.dir / name,
-        )
+        self.seen += new
+        if self.recipe is None:
+            try:
+                self.recipe = Recipe.of(self.settings, self.wm, self.buffer / self.seen[0].name)
+            except (FFmpegError, OSError) as exc:
+                self.give_up(f"cannot read {self.seen[0].name}: {exc}")
+                return
+            self.cache = AheadCache(self.settings, self.camera, self.recipe)
         try:
-            run(args, PIECE_TIMEOUT_BASE + PIECE_TIMEOUT_PER_SECOND * seconds, what="watermark piece")
+            self.fill()
         except (FFmpegError, OSError) as exc:
             self.give_up(str(exc))
             return
-        self.done += new
-        self.pieces.append({"file": name, "segments": [s.name for s in new]})
+        self.pieces.sort(key=lambda p: self.position[p["segments"][0]])
         write_json_atomic(self.dir / MANIFEST, {"pieces": self.pieces})
 
-    def codec(self) -> list[str]:
-        """The render's encoder settings, with a keyframe every couple of seconds for the thumbnail."""
-        args = x264_args(self.settings.wm_preset, self.settings.wm_crf)
-        return [*args, "-force_key_frames", f"expr:gte(t,n_forced*{PIECE_GOP_SECONDS})"]
+    @property
+    def position(self) -> dict[str, int]:
+        """Each seen segment's place in the window."""
+        return {s.name: i for i, s in enumerate(self.seen)}
+
+    def fill(self) -> None:
+        """Pieces for every seen segment without one: cached batches first, then own encodes."""
+        assert self.recipe is not None and self.cache is not None
+        held = {name for piece in self.pieces for name in piece["segments"]}
+        names = [s.name for s in self.seen]
+        for batch in self.cache.batches():
+            if held.intersection(batch.segments) or batch.segments[0] not in names:
+                continue
+            i = names.index(batch.segments[0])
+            if tuple(names[i : i + len(batch.segments)]) != batch.segments:
+                continue  # the batch runs past the segments seen so far
+            name = f"a{len(self.pieces):03d}.ts"
+            try:
+                os.link(batch.path, self.dir / name)
+            except FileNotFoundError:
+                continue  # retention took it just now: encode those segments here instead
+            except OSError:
+                shutil.copyfile(batch.path, self.dir / name)  # another filesystem
+            self.pieces.append({"file": name, "segments": list(batch.segments), "from": "ahead"})
+            held.update(batch.segments)
+        todo = [s for s in self.seen if s.name not in held]
+        for segs in stretches(todo, self.position):
+            name = f"p{len(self.pieces):03d}.ts"
+            self.recipe.encode(segs, self.buffer, self.dir / name)
+            self.pieces.append({"file": name, "segments": [s.name for s in segs], "from": "build"})
 
     def give_up(self, why: str) -> None:
         """Stop making pieces: the render will take the single-pass path."""
@@ -166,17 +288,34 @@ class Encoder:
         event(log, "progressive_off", 30, highlight=self.stem, reason=why)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def finish(self, used: list[Segment], end: float | None = None) -> dict[str, Any] | None:
+    def finish(self, used: list[Segment], window: float | None = None) -> dict[str, Any] | None:
         """After the raw clip: the pieces for the sidecar if they hold exactly its segments, else None.
 
-        `end` is where the raw clip ends (its `-t`): the join of the pieces ends there too."""
-        if not self.broken:
-            self.advance([s for s in used if not self.done or s.start > self.done[-1].start])
-        if self.broken or [s.name for s in self.done] != [s.name for s in sorted(used)]:
+        `window`: the seconds from the clip's first video frame to its end, when the raw clip was cut
+        there; the join of the pieces is cut there too (measured on the pieces' own timestamps)."""
+        self.advance(used)
+        held = [name for piece in self.pieces for name in piece["segments"]]
+        if self.broken or held != [s.name for s in sorted(used)]:
             if not self.broken:
                 self.give_up("the pieces do not hold the clip's segments")
             return None
-        return {"dir": self.dir.name, "pieces": [p["file"] for p in self.pieces], "end": end}
+        assert self.recipe is not None
+        first = self.dir / self.pieces[0]["file"]
+        end = clip_end(first, window, float(Fraction(self.recipe.rate))) if window is not None else None
+        ahead = sum(1 for p in self.pieces if p["from"] == "ahead")
+        pieces = [p["file"] for p in self.pieces]
+        return {"dir": self.dir.name, "pieces": pieces, "end": end, "ahead_pieces": ahead}
+
+
+def stretches(segments: list[Segment], position: dict[str, int]) -> list[list[Segment]]:
+    """`segments` (in window order) cut where one is not the next of the window (`position`)."""
+    out: list[list[Segment]] = []
+    for seg in segments:
+        if out and position[seg.name] == position[out[-1][-1].name] + 1:
+            out[-1].append(seg)
+        else:
+            out.append([seg])
+    return out
 
 
 def paced_graph(wm: Watermark, width: int | None, rate: str) -> str:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from common.segments import Segment
@@ -21,6 +22,8 @@ TS_HEAD_BYTES = 64 * 1024
 PTS_WRAP = 2**33 / 90000
 # A timestamp step this far from the segment's duration means a new stream (timestamps reset).
 STREAM_JUMP = 0.25
+# A clip's end sits this far before the next video frame, so that frame is surely left out.
+FRAME_EPSILON = 0.001
 
 
 def ts_problem(path: Path) -> str:
@@ -65,6 +68,32 @@ def follows(prev: Segment, seg: Segment, directory: Path) -> bool:
     step = (pb - pa) % PTS_WRAP
     # Wall-clock durations are slewed toward arrival by up to a quarter (recorder/segmenter.py).
     return abs(step - prev.duration) <= max(STREAM_JUMP, 0.3 * prev.duration)
+
+
+def clip_end(first: Path, window: float, fps: float) -> float:
+    """The output duration (`-t`) that ends a join of MPEG-TS files, the first being `first`, `window`
+    seconds after its first video frame, on a frame boundary (`fps`: the video's frame rate).
+
+    Where the audio starts before the video, the output's time 0 is the audio's start: the end moves by
+    that lead. Measured on the join's own first file: its video may sit a hair off the camera's.
+    """
+    video, audio = first_video_pts(first), first_audio_pts(first)
+    lead = video - audio if video is not None and audio is not None and audio < video else 0.0
+    return end_on_frame(window, fps, lead)
+
+
+def end_on_frame(window: float, fps: float, lead: float = 0.0) -> float:
+    """The clip's output duration (`-t`) for a window of `window` s from the first video frame.
+
+    The clip ends right after the video frame that holds the window's end, so the audio, which a copy
+    cuts at the same instant, ends with the video instead of a frame earlier. `lead`: how much earlier
+    than the first video frame the audio starts (the output's time 0 is the earliest stream).
+    """
+    if fps <= 0:
+        return window + lead
+    frame = 1 / fps
+    frames = math.ceil(window / frame - 1e-6)
+    return frames * frame - FRAME_EPSILON + lead
 
 
 def first_video_pts(path: Path) -> float | None:

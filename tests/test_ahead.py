@@ -1,0 +1,118 @@
+"""The ahead encoder: its cache (one recipe, recent batches only), its stop, and its off switch.
+
+How its pieces join into a highlight is tested in test_progressive.py, against the single pass.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from common.settings import Settings
+from common.watermark import Watermark
+from tests.build_helpers import make_segments
+from tests.helpers import start_gravanois, wait_for
+from tests.media import make_logo
+from tests.recorder_helpers import children_ffmpeg
+from worker import ahead, progressive
+
+
+def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: object) -> Settings:
+    base = {"pre_seconds": 10, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
+    base["wm_logo"] = make_logo(tmp_path / "logo.png", size="120x60", color="red")
+    return make_settings(**{**base, **kw})
+
+
+def records(s: Settings) -> list[Path]:
+    """The cache's batch records, every recipe."""
+    return sorted(progressive.ahead_dir(s, "cam1").glob("*/*.json"))
+
+
+def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path)
+    segments = make_segments(s, redis_conn, "cam1", time.time() - 30, 30)
+    cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
+    cam.tick()
+    [record] = records(s)  # 10 s of pre-roll: one full batch; the rest waits for more segments
+    batch = json.loads(record.read_text())
+    names = [seg.name for seg in segments]
+    first = names.index(batch["segments"][0])
+    assert batch["segments"] == names[first : first + len(batch["segments"])]  # consecutive
+    assert segments[first].start >= time.time() - s.pre_seconds - 1.5  # nothing older than the pre-roll
+    held = sum(seg.duration for seg in segments[first : first + len(batch["segments"])])
+    assert ahead.BATCH_SECONDS - 0.01 <= held < ahead.BATCH_SECONDS + 1.5
+    assert (record.parent / batch["file"]).stat().st_size > 0
+
+    # A new logo is a new recipe: its batches go to a new folder and the old folder goes.
+    old_dir = record.parent
+    make_logo(tmp_path / "logo.png", size="120x60", color="blue")
+    fresh = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
+    fresh.tick()
+    [new_record] = records(s)
+    assert new_record.parent != old_dir and not old_dir.exists()
+
+    # Batches older than pre + post + a margin are dropped.
+    fresh.prune(time.time() + s.pre_seconds + s.post_seconds + ahead.KEEP_EXTRA_SECONDS + 60)
+    assert records(s) == [] and list(new_record.parent.iterdir()) == []
+
+
+def test_a_new_recording_run_starts_a_new_batch(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
+    t = time.time()
+    # Two ffmpeg runs, the second tiling right after the first (a restart): its timestamps start again.
+    first = make_segments(s, redis_conn, "cam1", t - 20, 5)
+    second = make_segments(s, redis_conn, "cam1", first[-1].end, 12)
+    cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
+    cam.tick()
+    batches = [json.loads(r.read_text())["segments"] for r in records(s)]
+    runs = [{seg.name for seg in first}, {seg.name for seg in second}]
+    assert batches, "no batch"
+    assert all(set(b) <= runs[0] or set(b) <= runs[1] for b in batches), batches
+    assert any(set(b) <= runs[0] for b in batches)  # the first run's short stretch, closed by the new run
+
+
+def test_ahead_stops_at_sigterm_without_leftovers(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path, pre_seconds=40, buffer_seconds=120)
+    make_segments(s, redis_conn, "cam1", time.time() - 41, 41)
+    proc = start_gravanois(s, "ahead")
+    try:
+        # Stop it while it works through its first batches.
+        wait_for("an ffmpeg encoding a batch", lambda: children_ffmpeg(proc.pid), timeout=30, every=0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    finally:
+        proc.kill()
+    assert children_ffmpeg(proc.pid) == []
+    leftovers = [p for p in progressive.ahead_dir(s, "cam1").rglob("*") if p.name.startswith(".tmp")]
+    assert leftovers == []
+    for record in records(s):  # every record has its piece
+        assert (record.parent / json.loads(record.read_text())["file"]).is_file()
+
+
+def test_off_it_deletes_its_cache_and_waits(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path, wm_ahead=False)
+    stale = progressive.ahead_dir(s, "cam1") / "0123456789abcdef"
+    stale.mkdir(parents=True)
+    (stale / "x.ts").write_bytes(b"old")
+    proc = start_gravanois(s, "ahead")
+    try:
+        wait_for("the cache removed", lambda: not stale.parent.exists(), timeout=20)
+        time.sleep(1.0)
+        assert proc.poll() is None  # it stays up (supervisord would restart it) but does nothing
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    finally:
+        proc.kill()

@@ -1,0 +1,188 @@
+"""The ahead encoder (`gravanois ahead`): each camera's newest segments watermarked before any press.
+
+A highlight's window is mostly recorded before its press. The build job watermarks it while the
+post-roll records (worker.progressive), but 40 s of pre-roll is a lot to encode in a 10 s post-roll on
+a Pi, and a 5-minute window cannot be encoded in it anywhere. This process keeps the last
+`GN_PRE_SECONDS` of every camera watermarked already, in batches of about `BATCH_SECONDS` as the
+segments close. A build links the batches inside its window and encodes only the window's first
+seconds and its newest segments: the wait after the post-roll no longer grows with the window.
+
+- It runs at a lower CPU priority (nice 10): the recorder, builds and renders come first. When it
+  cannot keep up (a camera too big for the box), it drops batches too old to serve any press and says
+  so, rather than fall further behind.
+- Its cache (`<data>/ahead/<camera>/<recipe>/`) keeps the last pre + post + a minute; a new recipe
+  (another logo, preset or camera size) starts a new folder and the old ones go. Off, it deletes it.
+- It never exits on a Redis or ffmpeg error: it logs once, waits and goes on.
+- One runs per device (supervisord's `ahead` program); a second would encode everything twice and
+  break nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import redis
+
+from common.ffmpeg import FFmpegError
+from common.log import event, get_logger
+from common.segments import Segment, SegmentIndex
+from common.settings import Settings
+from common.timeutil import now
+from common.watermark import Watermark
+from worker import progressive
+from worker.progressive import AheadCache, Recipe
+from worker.tsfiles import follows, ts_problem
+
+log = get_logger(__name__)
+
+POLL_SECONDS = 0.5
+# A batch closes when its segments hold this much video: the most a build encodes at the window's
+# start, against one ffmpeg start-up (~0.1 CPU-s here) per batch.
+BATCH_SECONDS = 8.0
+# How long a batch is kept after the newest pre-roll that could need it: a build may start late.
+KEEP_EXTRA_SECONDS = 60.0
+NICE = 10
+REDIS_RETRY = 1.0
+
+
+def off_reason(settings: Settings) -> str:
+    """Why the ahead encoder does nothing on this box ('' when it runs)."""
+    if not settings.wm_ahead:
+        return "GN_WM_AHEAD=false"
+    if not progressive.applies(settings):
+        return "the progressive render does not apply (see GN_WM_PROGRESSIVE and the render settings)"
+    return ""
+
+
+class Ahead:
+    """The ahead encoder of every camera of the box (see the module's docstring)."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis) -> None:
+        self.settings = settings
+        wm = Watermark.from_settings(settings)
+        self.cameras = [CameraAhead(settings, conn, cam.id, wm) for cam in settings.cameras]
+        self.redis_down_since: float | None = None
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Encode batches until `should_stop()`; errors are logged, never the end of the loop."""
+        with_cache = {cam.camera for cam in self.cameras}
+        root = self.settings.data_dir / "ahead"
+        if root.is_dir():
+            for stale in (p for p in root.iterdir() if p.name not in with_cache):
+                shutil.rmtree(stale, ignore_errors=True)  # a camera no longer configured
+        event(log, "ahead_start", cameras=sorted(with_cache), batch_seconds=BATCH_SECONDS)
+        while not should_stop():
+            try:
+                for cam in self.cameras:
+                    cam.tick()
+                if self.redis_down_since is not None:
+                    event(log, "ahead_redis_back", down_s=round(time.time() - self.redis_down_since, 1))
+                    self.redis_down_since = None
+            except redis.RedisError as exc:
+                if self.redis_down_since is None:
+                    self.redis_down_since = time.time()
+                    event(log, "ahead_redis_down", 30, error=type(exc).__name__)
+                time.sleep(REDIS_RETRY)
+                continue
+            time.sleep(POLL_SECONDS)
+        event(log, "ahead_stop")
+
+
+class CameraAhead:
+    """One camera: batches of its closed segments (one recording run each) into the cache."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis, camera: str, wm: Watermark) -> None:
+        self.settings, self.camera, self.wm = settings, camera, wm
+        self.index = SegmentIndex(conn, settings.device_id, camera)
+        self.buffer = settings.camera_buffer_dir(camera)
+        self.pending: list[Segment] = []
+        self.last: Segment | None = None  # the newest segment looked at
+        self.tail: Segment | None = None  # the newest segment batched (None after a bad one)
+        self.cache: AheadCache | None = None
+        self.new_run = True  # the next batch starts a recording run: read its recipe again
+        self.behind_since: float | None = None
+
+    def tick(self) -> None:
+        """Take the segments closed since the last tick; encode each batch that is complete."""
+        t = now()
+        if self.last is None:
+            fresh = self.index.covering(self.oldest_useful(t), t)
+        else:
+            fresh = self.index.after(self.last.start)
+        for seg in sorted(fresh):
+            self.last = seg
+            if ts_problem(self.buffer / seg.name):
+                self.flush()  # a file a build cannot join ends the batch, and is left out
+                self.tail = None
+                continue
+            if self.tail is None or not follows(self.tail, seg, self.buffer):
+                self.flush()  # a new recording run: a batch never spans two
+                self.new_run = True
+            self.pending.append(seg)
+            self.tail = seg
+            if seg.end - self.pending[0].start >= BATCH_SECONDS - 0.01:
+                self.flush()
+        self.prune(t)
+
+    def oldest_useful(self, t: float) -> float:
+        """The start of the oldest pre-roll a press made from now on can ask for."""
+        return t - self.settings.pre_seconds
+
+    def flush(self) -> None:
+        """Encode the pending segments as one cached batch (unless too old to serve a press)."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        if batch[-1].end < self.oldest_useful(now()):
+            if self.behind_since is None:
+                self.behind_since = now()
+                event(
+                    log, "ahead_behind", 30, camera=self.camera,
+                    reason="encoding is slower than the camera records: older batches are dropped; "
+                    "lower the camera's resolution or frame rate, or set GN_WM_AHEAD=false",
+                )  # fmt: skip
+            return
+        if self.behind_since is not None:
+            event(log, "ahead_caught_up", camera=self.camera, after_s=round(now() - self.behind_since, 1))
+            self.behind_since = None
+        try:
+            cache = self.cache_for(batch[0])
+            if not any(b.segments[0] == batch[0].name for b in cache.batches()):
+                cache.add(batch, self.buffer)
+        except (FFmpegError, OSError) as exc:
+            event(log, "ahead_batch_failed", 30, camera=self.camera, segment=batch[0].name, error=str(exc))
+
+    def cache_for(self, first: Segment) -> AheadCache:
+        """The cache for the recipe of `first`'s recording run (read at each run's first batch)."""
+        if self.cache is None or self.new_run:
+            recipe = Recipe.of(self.settings, self.wm, self.buffer / first.name)
+            if self.cache is None or recipe.key != self.cache.recipe.key:
+                self.cache = AheadCache(self.settings, self.camera, recipe)
+                self.cache.dir.mkdir(parents=True, exist_ok=True)
+                for other in self.cache.dir.parent.iterdir():
+                    if other != self.cache.dir:
+                        shutil.rmtree(other, ignore_errors=True)  # another recipe: no build can use it
+            self.new_run = False
+        return self.cache
+
+    def prune(self, t: float) -> None:
+        """Drop batches no build can need any more (older than pre + post + a margin)."""
+        if self.cache is None:
+            return
+        oldest = t - self.settings.pre_seconds - self.settings.post_seconds - KEEP_EXTRA_SECONDS
+        for batch in self.cache.batches():
+            if batch.end < oldest:
+                self.cache.forget(batch)
+
+
+def lower_priority() -> None:
+    """Let the recorder, builds and renders have the CPU first (ffmpeg children inherit it)."""
+    os.nice(NICE)
+
+
+def remove_cache(settings: Settings) -> None:
+    """Delete every camera's cache (the ahead encoder is off: nothing will use or prune it)."""
+    shutil.rmtree(settings.data_dir / "ahead", ignore_errors=True)
