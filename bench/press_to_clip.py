@@ -5,10 +5,18 @@ For each window (pre = window - 10 s, post = 10 s) and each render path, one pre
 box: a private redis-server, a real `gravanois worker` (build + render, with its scheduler), segments
 indexed as the recorder indexes them (the pre-roll at once, the post-roll at the pace it "records"). The
 clock starts when the segment closing t+post is indexed and stops when the final sidecar, the watermarked
-clip and its thumbnail are on disk. The two paths run interleaved, each on a fresh device:
+clip and its thumbnail are on disk. The three paths run interleaved, each on a fresh device:
 
-- progressive (GN_WM_PROGRESSIVE=true): the build watermarks the window while the post-roll records;
+- ahead (GN_WM_AHEAD=true, the default): a real `gravanois ahead` had watermarked the pre-roll in
+  batches before the press, as it does all the time on the box; the build encodes the rest;
+- progressive (GN_WM_AHEAD=false): the build watermarks the whole window while the post-roll records;
 - single-pass (GN_WM_PROGRESSIVE=false): one ffmpeg run over the raw clip after t+post.
+
+For the ahead path the pre-roll is indexed at once with wall-clock times that end a little in the
+future (0.3 s per second of pre-roll, plus 5 s), the ahead encoder works through it, and the press
+comes when that pre-roll has "ended"; the run fails loudly if the encoder was not done by then. The CPU
+the ahead encoder spent (its ffmpeg children included) per second of video it cached is printed too:
+the price of the ahead path, paid all the time.
 
 A second table times the raw clip's join itself, the concat protocol against the concat demuxer (the
 same segments, `-c copy`, interleaved), in wall and CPU seconds. The load average is printed beside.
@@ -19,7 +27,9 @@ same segments, `-c copy`, interleaved), in wall and CPU seconds. The load averag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import json
 import os
 import resource
 import shutil
@@ -45,10 +55,14 @@ from common.journal import Press  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import load_settings, to_env  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
+from worker import ahead as ahead_mod  # noqa: E402
+from worker import progressive  # noqa: E402
 from worker.build import concat_args, concat_list  # noqa: E402
 
 POST = 10.0
-PATHS = ("progressive", "single-pass")
+PATHS = ("ahead", "progressive", "single-pass")
+# The ahead path: the pre-roll "ends" this long after it is indexed (per second of it, plus a base).
+PREFILL_PER_SECOND, PREFILL_BASE = 0.3, 5.0
 
 
 def free_port() -> int:
@@ -86,8 +100,10 @@ class Bench:
     ) -> None:
         self.work, self.port, self.rows = work, port, rows
         self.window_max = window_max
+        self.window = window_max
         self.conn = redis.Redis(port=port)
         self.runs = 0
+        self.ahead_cost: dict[float, list[float]] = {}
 
     def settings(self, path: str):
         """A fresh device (its own queues, index and data dir) for one run on one path."""
@@ -103,45 +119,35 @@ class Bench:
                 "cooldown_seconds": 0,
                 "log_level": "WARNING",
                 "log_format": "json",
-                "wm_progressive": path == "progressive",
+                "wm_progressive": path != "single-pass",
+                "wm_ahead": path == "ahead",
+                "pre_seconds": self.window - POST,
+                "post_seconds": POST,
             },
             env_file=None,
         )
 
     def one_run(self, window: float, path: str) -> float:
         """One press with a live post-roll; seconds from the closing segment to the finished highlight."""
+        self.window = window
         s = self.settings(path)
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("GN_")}, **to_env(s)}
-        worker = subprocess.Popen(
-            [
-                str(VENV_PYTHON),
-                "-m",
-                "common.cli",
-                "--env-file",
-                "/dev/null",
-                "worker",
-                "--queues",
-                "build,render",
-            ],
-            env={**env, "PYTHONPATH": str(REPO)},
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        worker = self.start(env, "worker", "--queues", "build,render")
+        ahead = self.start(env, "ahead") if path == "ahead" else None
         try:
             time.sleep(2.0)  # the worker is up and waiting, as on the box
             pre = window - POST
-            now = time.time()
-            # Wall-clock times: the pre-roll ends now (already recorded), the post-roll lies ahead.
+            # Wall-clock times: the pre-roll ends at `at` (already recorded), the post-roll lies ahead.
+            at = time.time() + (PREFILL_PER_SECOND * pre + PREFILL_BASE if ahead else 0.0)
             first = next(i for i, r in enumerate(self.rows) if r[2] >= pre) + 1
-            offset = now - self.rows[first - 1][2]
+            offset = at - self.rows[first - 1][2]
             segs = [Segment(offset + a, offset + b, name) for name, a, b in self.rows]
-            at = now
             press = Press("cam1", at, pre, POST, source="bench")
             index = SegmentIndex(self.conn, s.device_id, "cam1")
             start = next(i for i, g in enumerate(segs) if g.end > at - pre)
             index.add(*segs[start:first])
+            if ahead is not None:
+                self.prefill(s, segs[start:first], at)
             hand_over(s, self.conn, press)
             closing = next(i for i, g in enumerate(segs) if g.end >= at + POST)
             for g in segs[first : closing + 1]:
@@ -158,13 +164,50 @@ class Bench:
                     raise SystemExit(f"error: no highlight after 600 s ({path}, {window:g} s window)")
                 time.sleep(0.01)
             took = time.monotonic() - t0
-            if data.get("render_path") != path:
-                raise SystemExit(f"error: asked for {path}, the box took {data.get('render_path')}")
+            used = "ahead" if (data.get("progressive") or {}).get("ahead_pieces") else data.get("render_path")
+            if used != path:
+                raise SystemExit(f"error: asked for {path}, the box took {used}")
+            if ahead is not None:
+                self.ahead_cost.setdefault(window, []).append(self.stop_ahead(s, ahead))
             return took
         finally:
-            worker.terminate()
-            worker.wait(30)
+            for proc in (ahead, worker):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(30)
             shutil.rmtree(s.data_dir, ignore_errors=True)
+
+    def start(self, env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
+        """A `gravanois` process of this checkout with this device's settings."""
+        return subprocess.Popen(
+            [str(VENV_PYTHON), "-m", "common.cli", "--env-file", "/dev/null", *command],
+            env={**env, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def prefill(self, s, pre_roll: list[Segment], at: float) -> None:
+        """Wait until the ahead encoder has cached the pre-roll (all but its last, unfinished batch),
+        then until the pre-roll's end; fail when the encoder was not done by then."""
+        need = {g.name for g in pre_roll if g.end <= at - ahead_mod.BATCH_SECONDS - 1}
+        while need - cached_segments(s):
+            if time.time() > at:
+                raise SystemExit("error: the ahead encoder had not cached the pre-roll by the press")
+            time.sleep(0.1)
+        time.sleep(max(0.0, at - time.time()))
+
+    def stop_ahead(self, s, proc: subprocess.Popen[bytes]) -> float:
+        """Stop the ahead encoder; its CPU seconds (ffmpeg children included) per second of video cached."""
+        by_name = {name: b - a for name, a, b in self.rows}
+        seconds = sum(by_name[n] for n in cached_segments(s))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc.terminate()
+        proc.wait(30)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return cpu / seconds
 
     def join_cost(self, window: float, how: str) -> tuple[float, float]:
         """Wall and CPU seconds of one raw-clip join of a window's segments."""
@@ -184,6 +227,15 @@ class Bench:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         out.unlink()
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cached_segments(s) -> set[str]:
+    """Names of the segments the ahead encoder has cached for cam1."""
+    names: set[str] = set()
+    for record in progressive.ahead_dir(s, "cam1").glob("*/*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            names.update(json.loads(record.read_text())["segments"])
+    return names
 
 
 def median_range(values: list[float]) -> str:
@@ -227,11 +279,17 @@ def main() -> None:
         print(f"\n{args.size}@{args.fps}, post {POST:g} s, {args.runs} runs each; load average "
               f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores here)")  # fmt: skip
         print("\nseconds from the segment closing t+post to the watermarked clip, thumbnail and sidecar")
-        print(f"{'window':>7} {'progressive':>22} {'single-pass':>22} {'ratio':>7}")
+        print(f"{'window':>7} {'ahead':>22} {'progressive':>22} {'single-pass':>22} "
+              f"{'ahead/single':>13} {'progr./single':>14}")  # fmt: skip
         for window in windows:
-            prog, single = results[(window, "progressive")], results[(window, "single-pass")]
-            ratio = statistics.median(prog) / statistics.median(single)
-            print(f"{window:>6.0f}s {median_range(prog):>22} {median_range(single):>22} {ratio:>7.3f}")
+            ahead, prog, single = (results[(window, p)] for p in PATHS)
+            r_ahead = statistics.median(ahead) / statistics.median(single)
+            r_prog = statistics.median(prog) / statistics.median(single)
+            print(f"{window:>6.0f}s {median_range(ahead):>22} {median_range(prog):>22} "
+                  f"{median_range(single):>22} {r_ahead:>13.3f} {r_prog:>14.3f}")  # fmt: skip
+        print("\nthe ahead encoder's price: its CPU seconds (ffmpeg included) per second of video it cached")
+        for window in windows:
+            print(f"{window:>6.0f}s {median_range(bench.ahead_cost[window]):>22}")
         print("\nraw clip join, -c copy: concat protocol vs concat demuxer (median wall / CPU seconds)")
         print(f"{'window':>7} {'protocol wall':>14} {'demuxer wall':>13} {'protocol CPU':>13} "
               f"{'demuxer CPU':>12} {'CPU ratio':>10}")  # fmt: skip
