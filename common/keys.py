@@ -68,6 +68,11 @@ def scheduler(device: str) -> str:
     return f"{ns(device)}:scheduler"
 
 
+def ahead(device: str) -> str:
+    """String (JSON, short expiry) the running ahead encoder renews: its name, time and cameras' state."""
+    return f"{ns(device)}:ahead"
+
+
 def upload_lock(device: str, press_id: str) -> str:
     """String set with NX + expiry while one upload job works on a highlight (no two register it)."""
     return f"{ns(device)}:upload:{press_id}:lock"

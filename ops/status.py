@@ -30,6 +30,7 @@ from common.pipeline import Stage, queue
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso, now
+from worker.ahead import off_reason
 
 # A queue with at least this many jobs waiting is backed up (a press every few seconds for minutes).
 QUEUE_BACKLOG = 20
@@ -72,6 +73,7 @@ def snapshot(
         try:
             snap["cameras"] = _cameras(settings, conn, t)
             snap["scheduler"] = _scheduler(settings, conn)
+            snap["ahead"] = _ahead(settings, conn, t)
             snap["queues"], snap["failed_jobs"] = _queues(settings, conn, t)
             snap["highlights"] = _highlights(settings, conn, highlights)
             snap["alarms"] = _alarms(settings, conn)
@@ -156,6 +158,24 @@ def _scheduler(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
     """Which process holds the device's scheduler lock (none: retries and reclaiming stall)."""
     holder = conn.get(keys.scheduler(settings.device_id))
     return {"running": holder is not None, "name": _text(holder) if holder is not None else None}
+
+
+def _ahead(settings: Settings, conn: redis.Redis, t: float) -> dict[str, Any]:
+    """The ahead encoder, as its heartbeat says: running or not, and per camera how many seconds ago
+    its newest cached batch ended (informational: without it highlights are slower, not lost)."""
+    raw = conn.get(keys.ahead(settings.device_id))
+    try:
+        beat = json.loads(raw) if raw is not None else None
+    except ValueError:
+        beat = None
+    if not isinstance(beat, dict):
+        return {"running": False, "off": off_reason(settings), "cameras": {}}
+    cameras = {}
+    for cam, info in (beat.get("cameras") or {}).items():
+        until = _float((info or {}).get("cached_until"))
+        age = round(t - until, 1) if until is not None else None
+        cameras[str(cam)] = {"cached_age": age, "behind": bool((info or {}).get("behind"))}
+    return {"running": True, "off": off_reason(settings), "name": beat.get("name"), "cameras": cameras}
 
 
 def _live_workers(conn: redis.Redis, q: Any) -> int:
@@ -346,6 +366,21 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _ahead_line(ahead: dict[str, Any] | None) -> str:
+    """One line on the ahead encoder."""
+    if ahead is None:
+        return "ahead encoder: unknown (Redis down)"
+    if ahead["off"]:
+        return f"ahead encoder: off ({ahead['off']})"
+    if not ahead["running"]:
+        return "ahead encoder: NOT RUNNING (start `gravanois ahead`; highlights come later after a post-roll)"
+    cams = [
+        f"{cam} cached until {_fmt(info['cached_age'], ' s')} ago" + (" (BEHIND)" if info["behind"] else "")
+        for cam, info in sorted(ahead["cameras"].items())
+    ]
+    return "ahead encoder: running" + (": " + ", ".join(cams) if cams else "")
+
+
 def render_text(snap: dict[str, Any]) -> str:
     """The snapshot as tables for a terminal."""
     out = [
@@ -404,6 +439,7 @@ def render_text(snap: dict[str, Any]) -> str:
         ],
     )
     out.append("")
+    out.append(_ahead_line(snap.get("ahead")))
     if snap["journal"]["pending"]:
         out.append(f"journal: {snap['journal']['pending']} press(es) not yet in Redis")
         out.append("")

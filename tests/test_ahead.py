@@ -16,7 +16,7 @@ import redis
 from common.settings import Settings
 from common.watermark import Watermark
 from tests.build_helpers import make_segments
-from tests.helpers import start_gravanois, wait_for
+from tests.helpers import run_gravanois, start_gravanois, wait_for
 from tests.media import make_logo
 from tests.recorder_helpers import children_ffmpeg
 from worker import ahead, progressive
@@ -116,3 +116,33 @@ def test_off_it_deletes_its_cache_and_waits(
         assert proc.wait(5) == 0
     finally:
         proc.kill()
+
+
+def test_status_shows_whether_the_ahead_encoder_runs(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path)
+    make_segments(s, redis_conn, "cam1", time.time() - 12, 12)
+
+    def ahead_status() -> dict:
+        out = run_gravanois(s, "status", "--json")
+        return json.loads(out.stdout)["ahead"]
+
+    assert ahead_status()["running"] is False
+    assert "ahead encoder: NOT RUNNING" in run_gravanois(s, "status").stdout
+    proc = start_gravanois(s, "ahead")
+    try:
+        seen = wait_for(
+            "the ahead encoder's heartbeat with a cached batch",
+            lambda: (a := ahead_status())["running"] and a["cameras"]["cam1"]["cached_age"] is not None and a,
+            timeout=30,
+        )
+        assert 0 <= seen["cameras"]["cam1"]["cached_age"] < 20 and seen["cameras"]["cam1"]["behind"] is False
+        assert "ahead encoder: running: cam1 cached until" in run_gravanois(s, "status").stdout
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    finally:
+        proc.kill()
+    assert ahead_status()["running"] is False  # a clean stop takes the heartbeat away at once
+    off = _settings(make_settings, tmp_path, wm_ahead=False)
+    assert "ahead encoder: off (GN_WM_AHEAD=false)" in run_gravanois(off, "status").stdout

@@ -19,13 +19,17 @@ seconds and its newest segments: the wait after the post-roll no longer grows wi
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 
 import redis
 
+from common import keys
 from common.ffmpeg import FFmpegError
 from common.log import event, get_logger
 from common.segments import Segment, SegmentIndex
@@ -39,6 +43,8 @@ from worker.tsfiles import follows, ts_problem
 log = get_logger(__name__)
 
 POLL_SECONDS = 0.5
+# How often it tells Redis it is alive (`gravanois status` shows it), and how long that lasts.
+HEARTBEAT_SECONDS, HEARTBEAT_TTL = 5.0, 30
 # A batch closes when its segments hold this much video: the most a build encodes at the window's
 # start, against one ffmpeg start-up (~0.1 CPU-s here) per batch.
 BATCH_SECONDS = 8.0
@@ -61,10 +67,12 @@ class Ahead:
     """The ahead encoder of every camera of the box (see the module's docstring)."""
 
     def __init__(self, settings: Settings, conn: redis.Redis) -> None:
-        self.settings = settings
+        self.settings, self.conn = settings, conn
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         wm = Watermark.from_settings(settings)
         self.cameras = [CameraAhead(settings, conn, cam.id, wm) for cam in settings.cameras]
         self.redis_down_since: float | None = None
+        self.last_beat = 0.0
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Encode batches until `should_stop()`; errors are logged, never the end of the loop."""
@@ -74,21 +82,50 @@ class Ahead:
             for stale in (p for p in root.iterdir() if p.name not in with_cache):
                 shutil.rmtree(stale, ignore_errors=True)  # a camera no longer configured
         event(log, "ahead_start", cameras=sorted(with_cache), batch_seconds=BATCH_SECONDS)
-        while not should_stop():
-            try:
-                for cam in self.cameras:
-                    cam.tick()
-                if self.redis_down_since is not None:
-                    event(log, "ahead_redis_back", down_s=round(time.time() - self.redis_down_since, 1))
-                    self.redis_down_since = None
-            except redis.RedisError as exc:
-                if self.redis_down_since is None:
-                    self.redis_down_since = time.time()
-                    event(log, "ahead_redis_down", 30, error=type(exc).__name__)
-                time.sleep(REDIS_RETRY)
-                continue
-            time.sleep(POLL_SECONDS)
+        try:
+            while not should_stop():
+                self.turn()
+        finally:
+            self.forget()  # at any stop, SIGTERM's too: status need not wait for the heartbeat to lapse
         event(log, "ahead_stop")
+
+    def turn(self) -> None:
+        """One pass over the cameras, then a pause; a Redis error is logged once and waited out."""
+        try:
+            for cam in self.cameras:
+                cam.tick()
+            self.heartbeat()
+            if self.redis_down_since is not None:
+                event(log, "ahead_redis_back", down_s=round(time.time() - self.redis_down_since, 1))
+                self.redis_down_since = None
+        except redis.RedisError as exc:
+            if self.redis_down_since is None:
+                self.redis_down_since = time.time()
+                event(log, "ahead_redis_down", 30, error=type(exc).__name__)
+            time.sleep(REDIS_RETRY)
+            return
+        time.sleep(POLL_SECONDS)
+
+    def heartbeat(self) -> None:
+        """Every few seconds, tell `gravanois status` it runs, and how far each camera's cache reaches."""
+        t = time.monotonic()
+        if t - self.last_beat < HEARTBEAT_SECONDS:
+            return
+        self.last_beat = t
+        state = {
+            "name": self.name,
+            "updated_at": now(),
+            "cameras": {
+                cam.camera: {"cached_until": cam.cached_until, "behind": cam.behind_since is not None}
+                for cam in self.cameras
+            },
+        }
+        self.conn.set(keys.ahead(self.settings.device_id), json.dumps(state), ex=HEARTBEAT_TTL)
+
+    def forget(self) -> None:
+        """Take the heartbeat away at a stop."""
+        with contextlib.suppress(redis.RedisError):
+            self.conn.delete(keys.ahead(self.settings.device_id))
 
 
 class CameraAhead:
@@ -104,6 +141,7 @@ class CameraAhead:
         self.cache: AheadCache | None = None
         self.new_run = True  # the next batch starts a recording run: read its recipe again
         self.behind_since: float | None = None
+        self.cached_until: float | None = None  # wall-clock end of the newest batch cached
 
     def tick(self) -> None:
         """Take the segments closed since the last tick; encode each batch that is complete."""
@@ -152,6 +190,7 @@ class CameraAhead:
             cache = self.cache_for(batch[0])
             if not any(b.segments[0] == batch[0].name for b in cache.batches()):
                 cache.add(batch, self.buffer)
+            self.cached_until = batch[-1].end
         except (FFmpegError, OSError) as exc:
             event(log, "ahead_batch_failed", 30, camera=self.camera, segment=batch[0].name, error=str(exc))
 
