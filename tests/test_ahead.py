@@ -13,12 +13,14 @@ from pathlib import Path
 
 import redis
 
+from common import keys
 from common.settings import Settings
 from common.watermark import Watermark
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois, start_gravanois, wait_for
 from tests.media import make_logo
 from tests.recorder_helpers import children_ffmpeg
+from tests.redis_server import RedisServer
 from worker import ahead, progressive
 
 
@@ -146,3 +148,25 @@ def test_status_shows_whether_the_ahead_encoder_runs(
     assert ahead_status()["running"] is False  # a clean stop takes the heartbeat away at once
     off = _settings(make_settings, tmp_path, wm_ahead=False)
     assert "ahead encoder: off (GN_WM_AHEAD=false)" in run_gravanois(off, "status").stdout
+
+
+def test_ahead_waits_out_a_redis_restart(
+    make_settings: Callable[..., Settings], private_redis: RedisServer, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path, redis_url=private_redis.url)
+    conn = private_redis.client()
+    proc = start_gravanois(s, "ahead")
+    try:
+        wait_for("the heartbeat", lambda: conn.exists(keys.ahead(s.device_id)), timeout=30)
+        private_redis.stop()
+        time.sleep(3.0)  # what a venue lives through: Redis gone for a while
+        assert proc.poll() is None, "the ahead encoder died with Redis"
+        private_redis.start()
+        # Segments recorded after the restart: the encoder finds them and caches a batch, without
+        # anyone restarting it.
+        make_segments(s, conn, "cam1", time.time() - 12, 12)
+        wait_for("a batch after Redis came back", lambda: records(s), timeout=30)
+        wait_for("the heartbeat again", lambda: conn.exists(keys.ahead(s.device_id)), timeout=15)
+    finally:
+        proc.terminate()
+        proc.wait(10)
