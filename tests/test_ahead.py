@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from common import keys
+from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark
 from tests.build_helpers import make_segments
@@ -30,6 +31,19 @@ def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: obje
     return make_settings(**{**base, **kw})
 
 
+def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
+    """Recording runs of these many seconds each, one after the other, the last ending now; indexed
+    (a restart of the recorder's ffmpeg between runs: the next run's timestamps start again)."""
+    made, start = [], time.time()  # names (from the start time, in ms) differ from call to call
+    for seconds in runs:
+        made.append(make_segments(s, conn, "cam1", start, seconds, index=False))
+        start = made[-1][-1].end
+    shift = time.time() - start  # times as if recorded up to this moment, however long ffmpeg took
+    out = [[Segment(x.start + shift, x.end + shift, x.name) for x in run] for run in made]
+    SegmentIndex(conn, s.device_id, "cam1").add(*(x for run in out for x in run))
+    return out
+
+
 def records(s: Settings) -> list[Path]:
     """The cache's batch records, every recipe."""
     return sorted(progressive.ahead_dir(s, "cam1").glob("*/*.json"))
@@ -38,41 +52,44 @@ def records(s: Settings) -> list[Path]:
 def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
-    s = _settings(make_settings, tmp_path)
-    segments = make_segments(s, redis_conn, "cam1", time.time() - 30, 30)
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
+    [segments] = recent(s, redis_conn, 40)
+    t = time.time()
     cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
     cam.tick()
-    [record] = records(s)  # 10 s of pre-roll: one full batch; the rest waits for more segments
-    batch = json.loads(record.read_text())
+    # 20 s of pre-roll: two full batches; the rest waits for more segments.
+    found = [json.loads(r.read_text()) for r in records(s)]
+    assert len(found) == 2, found
     names = [seg.name for seg in segments]
-    first = names.index(batch["segments"][0])
-    assert batch["segments"] == names[first : first + len(batch["segments"])]  # consecutive
-    assert segments[first].start >= time.time() - s.pre_seconds - 1.5  # nothing older than the pre-roll
-    held = sum(seg.duration for seg in segments[first : first + len(batch["segments"])])
-    assert ahead.BATCH_SECONDS - 0.01 <= held < ahead.BATCH_SECONDS + 1.5
-    assert (record.parent / batch["file"]).stat().st_size > 0
+    first = names.index(found[0]["segments"][0])
+    assert segments[first].start >= t - s.pre_seconds - 1.5  # nothing older than the pre-roll
+    for batch in found:
+        i = names.index(batch["segments"][0])
+        assert batch["segments"] == names[i : i + len(batch["segments"])]  # consecutive
+        held = sum(seg.duration for seg in segments[i : i + len(batch["segments"])])
+        assert ahead.BATCH_SECONDS - 0.01 <= held < ahead.BATCH_SECONDS + 1.5
+        assert (records(s)[0].parent / batch["file"]).stat().st_size > 0
+    assert found[1]["segments"][0] == names[first + len(found[0]["segments"])]  # one after the other
 
     # A new logo is a new recipe: its batches go to a new folder and the old folder goes.
-    old_dir = record.parent
+    old_dir = records(s)[0].parent
     make_logo(tmp_path / "logo.png", size="120x60", color="blue")
     fresh = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
     fresh.tick()
-    [new_record] = records(s)
-    assert new_record.parent != old_dir and not old_dir.exists()
+    new_dirs = {r.parent for r in records(s)}
+    assert len(new_dirs) == 1 and old_dir not in new_dirs and not old_dir.exists()
 
     # Batches older than pre + post + a margin are dropped.
     fresh.prune(time.time() + s.pre_seconds + s.post_seconds + ahead.KEEP_EXTRA_SECONDS + 60)
-    assert records(s) == [] and list(new_record.parent.iterdir()) == []
+    assert records(s) == [] and list(new_dirs.pop().iterdir()) == []
 
 
 def test_a_new_recording_run_starts_a_new_batch(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
     s = _settings(make_settings, tmp_path, pre_seconds=20)
-    t = time.time()
     # Two ffmpeg runs, the second tiling right after the first (a restart): its timestamps start again.
-    first = make_segments(s, redis_conn, "cam1", t - 20, 5)
-    second = make_segments(s, redis_conn, "cam1", first[-1].end, 12)
+    first, second = recent(s, redis_conn, 5, 12)
     cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
     cam.tick()
     batches = [json.loads(r.read_text())["segments"] for r in records(s)]
@@ -86,7 +103,7 @@ def test_ahead_stops_at_sigterm_without_leftovers(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
     s = _settings(make_settings, tmp_path, pre_seconds=40, buffer_seconds=120)
-    make_segments(s, redis_conn, "cam1", time.time() - 41, 41)
+    recent(s, redis_conn, 41)
     proc = start_gravanois(s, "ahead")
     try:
         # Stop it while it works through its first batches.
@@ -123,8 +140,7 @@ def test_off_it_deletes_its_cache_and_waits(
 def test_status_shows_whether_the_ahead_encoder_runs(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
-    s = _settings(make_settings, tmp_path)
-    make_segments(s, redis_conn, "cam1", time.time() - 12, 12)
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
 
     def ahead_status() -> dict:
         out = run_gravanois(s, "status", "--json")
@@ -132,6 +148,7 @@ def test_status_shows_whether_the_ahead_encoder_runs(
 
     assert ahead_status()["running"] is False
     assert "ahead encoder: NOT RUNNING" in run_gravanois(s, "status").stdout
+    recent(s, redis_conn, 25)
     proc = start_gravanois(s, "ahead")
     try:
         seen = wait_for(
@@ -164,7 +181,7 @@ def test_ahead_waits_out_a_redis_restart(
         private_redis.start()
         # Segments recorded after the restart: the encoder finds them and caches a batch, without
         # anyone restarting it.
-        make_segments(s, conn, "cam1", time.time() - 12, 12)
+        recent(s, conn, 12)
         wait_for("a batch after Redis came back", lambda: records(s), timeout=30)
         wait_for("the heartbeat again", lambda: conn.exists(keys.ahead(s.device_id)), timeout=15)
     finally:

@@ -63,26 +63,44 @@ def frame_count(path: Path) -> int:
     return int(subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip())
 
 
-@pytest.fixture
-def live_press(make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path):
-    """A press in the middle of a live recording: built progressively; the raw clip kept aside."""
+def live_recording(
+    make_settings: Callable[..., Settings],
+    conn: redis.Redis,
+    tmp_path: Path,
+    pre: float,
+    post: float,
+    before: float,
+) -> tuple[Settings, list[Segment], threading.Thread]:
+    """Settings with a red logo, and 16 + `before` s of a stream recorded from `before` s ago on, each
+    segment indexed when its end passes (the thread doing it)."""
     s = make_settings(
-        pre_seconds=6, post_seconds=5, seg_time=1, buffer_seconds=60, cooldown_seconds=0,
+        pre_seconds=pre, post_seconds=post, seg_time=1, buffer_seconds=60, cooldown_seconds=0,
         wm_logo=make_logo(tmp_path / "logo.png", size="120x60", color="red"), wm_opacity=1.0,
     )  # fmt: skip
-    t = time.time()
-    segments = make_segments(s, redis_conn, "cam1", t - 8, 16, index=False)
-    feeder = index_live(redis_conn, s, segments)
-    press = Press("cam1", t, 6, 5)
-    assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
-    built = run_build_worker(s, "build", timeout=120)
-    assert built.returncode == 0, built.stderr[-2000:]
-    feeder.join(20)
+    segments = make_segments(s, conn, "cam1", time.time() - before, int(before) + 16, index=False)
+    return s, segments, index_live(conn, s, segments)
+
+
+def built_press(s: Settings, press: Press, tmp_path: Path) -> tuple[dict, dict, Path]:
+    """A built press's sidecar, its pieces' manifest, and a copy of its raw clip."""
     clip = s.clips_dir / sidecar.clip_name(press)
     data = sidecar.load(sidecar.path_for(clip))
     manifest = json.loads((progressive.pieces_dir(s, clip.stem) / progressive.MANIFEST).read_text())
     raw = tmp_path / "raw.mp4"
     shutil.copyfile(clip, raw)
+    return data, manifest, raw
+
+
+@pytest.fixture
+def live_press(make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path):
+    """A press in the middle of a live recording: built progressively; the raw clip kept aside."""
+    s, segments, feeder = live_recording(make_settings, redis_conn, tmp_path, pre=6, post=5, before=8)
+    press = Press("cam1", time.time(), 6, 5)
+    assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
+    built = run_build_worker(s, "build", timeout=120)
+    assert built.returncode == 0, built.stderr[-2000:]
+    feeder.join(20)
+    data, manifest, raw = built_press(s, press, tmp_path)
     return s, press, data, manifest, raw, segments
 
 
@@ -146,13 +164,7 @@ def render_like_single_pass(
 def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
-    s = make_settings(
-        pre_seconds=12, post_seconds=4, seg_time=1, buffer_seconds=60, cooldown_seconds=0,
-        wm_logo=make_logo(tmp_path / "logo.png", size="120x60", color="red"), wm_opacity=1.0,
-    )  # fmt: skip
-    t = time.time()
-    segments = make_segments(s, redis_conn, "cam1", t - 13, 30, index=False)
-    feeder = index_live(redis_conn, s, segments)
+    s, segments, feeder = live_recording(make_settings, redis_conn, tmp_path, pre=12, post=4, before=13)
     ahead = start_gravanois(s, "ahead")
     try:
         cache = progressive.ahead_dir(s, "cam1")
@@ -171,15 +183,11 @@ def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
         ahead.terminate()
         assert ahead.wait(10) == 0
     feeder.join(30)
-    clip = s.clips_dir / sidecar.clip_name(press)
-    data = sidecar.load(sidecar.path_for(clip))
-    manifest = json.loads((progressive.pieces_dir(s, clip.stem) / progressive.MANIFEST).read_text())
+    data, manifest, raw = built_press(s, press, tmp_path)
     sources = [p["from"] for p in manifest["pieces"]]
     assert sources[0] == "build" and "ahead" in sources, manifest
     assert next(p["segments"] for p in manifest["pieces"] if p["from"] == "ahead") == batch
     assert data["progressive"]["ahead_pieces"] == sources.count("ahead")
-    raw = tmp_path / "raw.mp4"
-    shutil.copyfile(clip, raw)
     render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
 
 

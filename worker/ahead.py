@@ -32,6 +32,7 @@ import redis
 from common import keys
 from common.ffmpeg import FFmpegError
 from common.log import event, get_logger
+from common.redisconn import Outage
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import now
@@ -71,7 +72,7 @@ class Ahead:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         wm = Watermark.from_settings(settings)
         self.cameras = [CameraAhead(settings, conn, cam.id, wm) for cam in settings.cameras]
-        self.redis_down_since: float | None = None
+        self.outage = Outage("ahead")
         self.last_beat = 0.0
 
     def run(self, should_stop: Callable[[], bool]) -> None:
@@ -84,27 +85,16 @@ class Ahead:
         event(log, "ahead_start", cameras=sorted(with_cache), batch_seconds=BATCH_SECONDS)
         try:
             while not should_stop():
-                self.turn()
+                self.outage.turn(self.turn, POLL_SECONDS, REDIS_RETRY)
         finally:
             self.forget()  # at any stop, SIGTERM's too: status need not wait for the heartbeat to lapse
         event(log, "ahead_stop")
 
     def turn(self) -> None:
-        """One pass over the cameras, then a pause; a Redis error is logged once and waited out."""
-        try:
-            for cam in self.cameras:
-                cam.tick()
-            self.heartbeat()
-            if self.redis_down_since is not None:
-                event(log, "ahead_redis_back", down_s=round(time.time() - self.redis_down_since, 1))
-                self.redis_down_since = None
-        except redis.RedisError as exc:
-            if self.redis_down_since is None:
-                self.redis_down_since = time.time()
-                event(log, "ahead_redis_down", 30, error=type(exc).__name__)
-            time.sleep(REDIS_RETRY)
-            return
-        time.sleep(POLL_SECONDS)
+        """One pass over the cameras, and the heartbeat."""
+        for cam in self.cameras:
+            cam.tick()
+        self.heartbeat()
 
     def heartbeat(self) -> None:
         """Every few seconds, tell `gravanois status` it runs, and how far each camera's cache reaches."""

@@ -30,7 +30,7 @@ from rq.utils import current_timestamp
 from common import keys
 from common.log import event, get_logger
 from common.pipeline import Stage, queue
-from common.redisconn import SERIALIZER
+from common.redisconn import SERIALIZER, Outage
 from common.settings import Settings
 from worker.rqworker import BoxJob, BoxWorker
 
@@ -62,24 +62,13 @@ class Scheduler:
         # RQ's registry clean-ups hand failures to a worker object; this one never takes a job.
         self.worker = BoxWorker(self.queues, connection=conn, serializer=SERIALIZER, settings=settings)
         self.last_reclaim = self.last_clean = 0.0
-        self.redis_down_since: float | None = None
+        self.outage = Outage("scheduler")
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Tick until `should_stop()`; Redis errors never end the loop."""
         event(log, "scheduler_start", scheduler=self.name, lock=self.lock_key)
         while not should_stop():
-            try:
-                self.tick()
-                if self.redis_down_since is not None:
-                    event(log, "scheduler_redis_back", down_s=round(time.time() - self.redis_down_since, 1))
-                    self.redis_down_since = None
-            except redis.RedisError as exc:
-                if self.redis_down_since is None:
-                    self.redis_down_since = time.time()
-                    event(log, "scheduler_redis_down", 30, error=type(exc).__name__)
-                time.sleep(REDIS_RETRY)
-                continue
-            time.sleep(TICK)
+            self.outage.turn(self.tick, TICK, REDIS_RETRY)
         self.release()
         event(log, "scheduler_stop", scheduler=self.name)
 
