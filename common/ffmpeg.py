@@ -20,6 +20,8 @@ from common.log import redact
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
+# Above this, a stream's "frame rate" is a clock, not frames (no court camera sends more).
+MAX_FPS = 240.0
 
 
 class FFmpegError(RuntimeError):
@@ -110,13 +112,11 @@ def probe(path: Path, timeout: float = 30) -> MediaInfo:
     video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
     if video is None:
         raise FFmpegError(f"{Path(path).name} has no video stream")
-    fps = 0.0
-    for key in ("avg_frame_rate", "r_frame_rate"):
-        rate = video.get(key) or "0/0"
-        num, _, den = rate.partition("/")
-        if den not in ("", "0") and num not in ("", "0"):
-            fps = round(float(Fraction(int(num), int(den))), 3)
-            break
+    # The camera's frame rate: ffprobe's `r_frame_rate` (the rate its timestamps tick at), unless it is
+    # not a camera's rate at all (a 90 kHz clock); then the average. The average alone is off for a
+    # camera that sends an IDR in slices (two packets a hair apart count as two frames: 25.49 for 25).
+    rates = [_rate(video.get(key)) for key in ("r_frame_rate", "avg_frame_rate")]
+    fps = next((r for r in rates if 0 < r <= MAX_FPS), 0.0)
     duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0.0)
     return MediaInfo(
         codec=str(video.get("codec_name", "unknown")),
@@ -125,6 +125,15 @@ def probe(path: Path, timeout: float = 30) -> MediaInfo:
         fps=fps,
         duration_sec=round(duration, 3),
     )
+
+
+def _rate(text: Any) -> float:
+    """A frame rate like "30000/1001" as a number (0.0 when missing or 0/0)."""
+    num, _, den = str(text or "0/0").partition("/")
+    try:
+        return round(float(Fraction(int(num), int(den or 1))), 3)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
 
 
 def decode_errors(path: Path, timeout: float = 120) -> str:

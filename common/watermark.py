@@ -10,6 +10,7 @@ goes in the diagonally opposite corner; an optional 9:16 vertical crop for phone
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,16 @@ def filtergraph(
             branch_width = vertical_size(width, height)[0] if width and height else None
         _branch(chains, wm, frame, logos, branch_width, tag or "w", out)
     return ";".join(chains)
+
+
+def paced(rate: str | float, graph: Callable[[str], str]) -> str:
+    """`graph(video_pad)` behind an `fps` filter at the camera's frame rate (`rate`: "25/1", 29.97 …).
+
+    The output is MP4 at a constant rate. A camera that sends an IDR in slices gives two frames a hair
+    apart, which would each take a slot of the constant rate (a frame too many per keyframe, the video
+    drifting behind the audio); the `fps` filter keeps one. Frames at the camera's rate pass untouched.
+    """
+    return f"[0:v]fps={rate}[paced];" + graph("paced")
 
 
 def outputs(vertical: bool = False, landscape: bool = True) -> list[str]:

@@ -260,12 +260,13 @@ def test_keyframes_sent_in_slices_measure_the_real_gop(
     keys = [t for seg in segments for t in keyframes.keyframe_times(seg)]
     assert len(keys) > len(keyframes.distinct(keys)), keys
     assert abs(float(got["health"]["keyframe_interval"]) - gop) <= 0.1, got["health"]
-    # The highlight phones get: H.264, pre+post within one GOP, clean decode. Not checked here: frame
-    # count and audio/video agreement, because the render decodes each split IDR as two frames at one
-    # instant and its constant-rate output gives the second one a slot of its own (two frames per GOP).
     # Such a camera can leave one slice-frame of an IDR in a piece of its own: the progressive join
     # would hold two frames 11 µs apart, so the render takes the single pass instead.
     assert sidecar.load(final.with_suffix(".json"))["render_path"] == "single-pass"
+    # The highlight phones get, checked as for every camera: the decoder makes each split IDR two frames
+    # at one instant, and the render (paced at the camera's rate) keeps one, so the frames are the
+    # camera's and the audio stays with them.
+    check_final_clip(final, raw_frames, "alaw", gop)
     info = probe(final)
     assert info.codec == "h264" and PRE + POST - 0.1 <= info.duration_sec <= PRE + POST + gop, info
     assert len(raw_frames) > 0 and decode_errors(final) == ""

@@ -18,7 +18,7 @@ from typing import Protocol
 from common import proc
 from common.ffmpeg import base_args, tail
 from common.log import event, get_logger
-from common.watermark import Watermark, filtergraph, input_args, logo_width, outputs, vertical_size
+from common.watermark import Watermark, filtergraph, input_args, logo_width, outputs, paced, vertical_size
 
 log = get_logger(__name__)
 
@@ -82,7 +82,11 @@ def ffmpeg_args(job: RenderJob, encoder: str | None = None) -> list[str]:
     vertical = job.vertical_dst is not None
     if job.overlay:
         args += input_args(job.wm)
-        args += ["-filter_complex", filtergraph(job.wm, job.width, job.height, vertical=vertical)]
+
+        def graph(video: str) -> str:
+            return filtergraph(job.wm, job.width, job.height, video=video, vertical=vertical)
+
+        args += ["-filter_complex", paced(job.fps, graph) if job.fps > 0 else graph("0:v")]
         maps = outputs(vertical=vertical)
     else:
         maps = ["0:v:0"]

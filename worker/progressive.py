@@ -41,7 +41,7 @@ from common.fsutil import TMP_MARK, atomic_output, is_tmp, read_json, write_json
 from common.log import event, get_logger
 from common.segments import Segment
 from common.settings import Settings
-from common.watermark import Watermark, filtergraph, input_args, outputs
+from common.watermark import Watermark, filtergraph, input_args, outputs, paced
 from worker.engines import x264_args
 from worker.tsfiles import clip_end, follows
 
@@ -89,7 +89,7 @@ class Recipe:
     def of(cls, settings: Settings, wm: Watermark, segment: Path) -> Recipe:
         """The recipe for the stream `segment` belongs to (its size and rate, read once per run)."""
         width, rate = video_format(segment)
-        graph = paced_graph(wm, width, rate)
+        graph = paced(rate, lambda video: filtergraph(wm, width, video=video))
         codec = [
             *x264_args(settings.wm_preset, settings.wm_crf),
             # A keyframe every couple of seconds, so the thumbnail's seek decodes little.
@@ -316,16 +316,6 @@ def stretches(segments: list[Segment], position: dict[str, int]) -> list[list[Se
         else:
             out.append([seg])
     return out
-
-
-def paced_graph(wm: Watermark, width: int | None, rate: str) -> str:
-    """The watermark filtergraph behind an `fps` filter at the camera's rate (`rate`, like "25/1").
-
-    The single pass writes MP4 at a constant rate; so must the pieces, from their first frame on: a
-    camera that sends an IDR in slices gives two frames a hair apart, and one of them goes. Frames that
-    keep the camera's rate pass untouched.
-    """
-    return f"[0:v]fps={rate}[paced];" + filtergraph(wm, width, video="paced")
 
 
 def crowded_frames(video: Path, frame: float) -> float | None:
