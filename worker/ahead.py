@@ -43,7 +43,8 @@ from worker.tsfiles import follows, ts_problem
 
 log = get_logger(__name__)
 
-POLL_SECONDS = 0.5
+# How often it looks for closed segments (one Redis read per camera): a batch waits at most this long.
+POLL_SECONDS = 1.0
 # How often it tells Redis it is alive (`gravanois status` shows it), and how long that lasts.
 HEARTBEAT_SECONDS, HEARTBEAT_TTL = 5.0, 30
 # A batch closes when its segments hold this much video: the most a build encodes at the window's
