@@ -40,33 +40,20 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
+from tests.procfs import all_procs  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(root: int) -> float:
     """CPU seconds so far of `root` and its live descendants, including their waited-for children."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        # Fields after the name: state ppid … utime(12) stime(13) cutime(14) cstime(15).
-        ppid = int(fields[1])
-        cpu = sum(int(x) for x in fields[11:15]) / CLK_TCK
-        stats[int(entry)] = (ppid, cpu)
+    procs = all_procs()
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        if pid in stats:
-            total += stats[pid][1]
-        todo += [p for p, (ppid, _) in stats.items() if ppid == pid]
+        if pid in procs:
+            total += procs[pid].cpu + procs[pid].children_cpu
+        todo += [p for p, st in procs.items() if st.ppid == pid]
     return total
 
 

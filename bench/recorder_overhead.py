@@ -30,18 +30,12 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
+from tests.procfs import proc_stat  # noqa: E402
 from tests.recorder_helpers import children_ffmpeg  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 WARM_UP = 15.0  # connect, probe, keyframe measurement, the buffer filling up to retention
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def main() -> None:
@@ -78,9 +72,9 @@ def main() -> None:
         if len(ffmpeg) != 1:
             sys.exit(f"expected one ffmpeg child, found {ffmpeg}: see {tmp / 'recorder.log'}")
         conn.config_resetstat()
-        rec0, ff0, t0 = cpu_seconds(recorder.pid), cpu_seconds(ffmpeg[0]), time.monotonic()
+        rec0, ff0, t0 = proc_stat(recorder.pid).cpu, proc_stat(ffmpeg[0]).cpu, time.monotonic()
         time.sleep(args.seconds)
-        rec1, ff1, t1 = cpu_seconds(recorder.pid), cpu_seconds(ffmpeg[0]), time.monotonic()
+        rec1, ff1, t1 = proc_stat(recorder.pid).cpu, proc_stat(ffmpeg[0]).cpu, time.monotonic()
         stats = conn.info("commandstats")
         if children_ffmpeg(recorder.pid) != ffmpeg:
             sys.exit("ffmpeg was restarted during the measurement: the figures would mix two runs")

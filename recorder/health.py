@@ -51,7 +51,7 @@ class Health:
         """Queue what `publish` writes on `pipe` (the recorder's one round trip a second)."""
         mapping = {**self.fixed, **fields, "updated_at": t}
         text = {k: ("" if v is None else str(v)) for k, v in mapping.items()}
-        if "last_error" in text:
+        if text.get("last_error"):
             text["last_error"] = redact(text["last_error"])
         if not self.published or t - self.full_at >= FULL_PUBLISH_EVERY:
             pipe.sadd(keys.cameras(self.settings.device_id), self.camera)

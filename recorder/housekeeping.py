@@ -52,6 +52,8 @@ class Housekeeper:
         self.indexer = indexer
         self.health = health
         self.index = SegmentIndex(link.conn, settings.device_id, camera)
+        # Looked at every pass (a journalled press pins its window): the path is built once.
+        self.journal_dir = settings.journal_dir
         self.pins: list[Pin] = []
         self.swept_at = 0.0
         # Decided by the last pass: leave the index in the next round trip, then the disk.
@@ -90,9 +92,7 @@ class Housekeeper:
         replies = self.link.call(lambda: self._round_trip([*added, *reindex], doomed, t, fields))
         if replies is not None:
             self.pins = SegmentIndex.pins_from(replies[-1], t)
-        windows = retention.windows_from(
-            self.pins, journal.pending(self.settings.journal_dir, self.camera), t
-        )
+        windows = retention.windows_from(self.pins, journal.pending(self.journal_dir, self.camera), t)
         if self.link.ok:
             spared = [s for s in doomed if s not in self.forced and retention.protected(s, windows)]
             self.reindex = spared

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class SegmentIndexer:
         """The run is over: delete the parts it never closed."""
         clean_leftovers(self.dir, self.run_id)
 
-    def pump(self, events: queue.Queue[Event], timeout: float) -> list[Segment]:
+    def pump(self, events: queue.SimpleQueue[Event], timeout: float) -> list[Segment]:
         """Handle every list line waiting (waiting up to `timeout` for the first); returns new segments."""
         try:
             first = events.get(timeout=timeout) if timeout > 0 else events.get_nowait()
@@ -107,15 +108,21 @@ class SegmentIndexer:
 
     def _closed(self, entry: ListEntry, arrival: float) -> Segment | None:
         """A part is closed: give it wall-clock times and rename it after them."""
-        part = self.dir / entry.name
-        if not part.is_file():
+        # This runs for every segment all day: one stat (which also gives the size, as ffmpeg closed the
+        # part) and plain string paths, which cost less than pathlib's.
+        part = os.path.join(self.dir, entry.name)
+        try:
+            info = os.stat(part)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
             return None
         start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival)
         seg = make_segment(start, end)
-        os.replace(part, self.dir / seg.name)
+        os.replace(part, os.path.join(self.dir, seg.name))
         prev = self.segments[-1] if self.segments else None
         self.segments.append(seg)
-        self.sizes[seg.name] = self._size(seg.name)
+        self.sizes[seg.name] = info.st_size
         self.run_closed.append((seg, entry.stream_end - entry.stream_start))
         if prev is not None and seg.start - prev.end > GAP_LOGGED:
             event(log, "segment_gap", camera=self.camera, gap=round(seg.start - prev.end, 3))

@@ -13,6 +13,7 @@ Rules, in order of importance:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ def plan(
     freed = 0
     if pins_known:
         for seg, size in ordered:
+            if seg.start >= cutoff:
+                break  # this one and all later ones end after the cutoff: a second's pass looks at a few
             if seg.end < cutoff and not protected(seg, windows):
                 doomed.append(seg)
                 freed += size
@@ -96,4 +99,4 @@ def delete_files(directory: Path, segments: Iterable[Segment]) -> None:
     """Remove segment files (already gone is fine)."""
     for seg in segments:
         with contextlib.suppress(FileNotFoundError):
-            (directory / seg.name).unlink()
+            os.unlink(os.path.join(directory, seg.name))

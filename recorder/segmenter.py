@@ -10,6 +10,7 @@ cannot make the index drift.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def parse_list_line(line: str) -> ListEntry | None:
     if len(parts) != 3:
         return None
     try:
-        return ListEntry(Path(parts[0].strip('"')).name, float(parts[1]), float(parts[2]))
+        return ListEntry(os.path.basename(parts[0].strip('"')), float(parts[1]), float(parts[2]))
     except ValueError:
         return None
 

@@ -56,7 +56,9 @@ class Supervisor:
         self.mode = mode
         self.wm = wm
         self.dir = directory
-        self.events: queue.Queue[Event] = queue.Queue()
+        # A SimpleQueue: its blocking get is C code (queue.Queue's is a Python Condition), and the main
+        # loop waits on it about once a second, for as long as the recorder runs.
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.proc: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []
         self.stderr_tail: deque[str] = deque(maxlen=8)

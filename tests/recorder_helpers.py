@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import time
@@ -15,6 +14,7 @@ from common import keys
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from tests.helpers import REPO, gn_env, gravanois_cmd
+from tests.procfs import all_procs, proc_stat
 
 # Small, cheap synthetic camera for tests.
 TEST_SOURCE = "testsrc:320x240@15"
@@ -75,27 +75,14 @@ def ffmpeg_pid(conn: redis.Redis, settings: Settings, camera: str) -> int | None
 def alive(pid: int) -> bool:
     """True if a process with this pid exists and is not a zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return proc_stat(pid).state != "Z"
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def children_ffmpeg(parent: int) -> list[int]:
     """Pids of ffmpeg processes whose parent is `parent`."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.find("(") + 1 : stat.rfind(")")]
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if name == "ffmpeg" and ppid == parent:
-            out.append(int(entry))
-    return out
+    return [pid for pid, st in all_procs().items() if st.name == "ffmpeg" and st.ppid == parent]
 
 
 def on_disk(settings: Settings, camera: str) -> list[str]:
