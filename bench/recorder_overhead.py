@@ -3,8 +3,10 @@
 
 A real `gravanois recorder` records a 720p30 H.264+AAC RTSP camera (GStreamer's test server on
 loopback, copy mode) with a private redis-server, retention active (GN_BUFFER_SECONDS=20). After a
-warm-up, for --seconds: Redis's INFO commandstats (reset at the start) and the CPU time (user+system,
-/proc/PID/stat) of the recorder process and of its ffmpeg child. Prints one JSON object.
+warm-up, for --seconds: Redis's INFO commandstats (reset at the start) and the CPU time of the recorder
+process and of its ffmpeg child, every thread's, in nanoseconds (/proc/PID/task/*/schedstat: clock
+ticks of 10 ms are too coarse for a process that costs about a millisecond a second). Prints one JSON
+object.
 
     bench/recorder_overhead.py [--seconds 60] [--repo PATH]
 
@@ -30,7 +32,7 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
-from tests.procfs import proc_stat  # noqa: E402
+from tests.procfs import cpu_ns  # noqa: E402
 from tests.recorder_helpers import children_ffmpeg  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
@@ -72,9 +74,9 @@ def main() -> None:
         if len(ffmpeg) != 1:
             sys.exit(f"expected one ffmpeg child, found {ffmpeg}: see {tmp / 'recorder.log'}")
         conn.config_resetstat()
-        rec0, ff0, t0 = proc_stat(recorder.pid).cpu, proc_stat(ffmpeg[0]).cpu, time.monotonic()
+        rec0, ff0, t0 = cpu_ns(recorder.pid) / 1e9, cpu_ns(ffmpeg[0]) / 1e9, time.monotonic()
         time.sleep(args.seconds)
-        rec1, ff1, t1 = proc_stat(recorder.pid).cpu, proc_stat(ffmpeg[0]).cpu, time.monotonic()
+        rec1, ff1, t1 = cpu_ns(recorder.pid) / 1e9, cpu_ns(ffmpeg[0]) / 1e9, time.monotonic()
         stats = conn.info("commandstats")
         if children_ffmpeg(recorder.pid) != ffmpeg:
             sys.exit("ffmpeg was restarted during the measurement: the figures would mix two runs")
