@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import pairwise
 
 import redis
 
@@ -153,13 +152,3 @@ class SegmentIndex:
             pin_id, start, end = text.rsplit("|", 2)
             result.append(Pin(pin_id, float(start), float(end), float(score)))
         return result
-
-
-def continuous(segments: list[Segment], tolerance: float = GAP_TOLERANCE) -> bool:
-    """True when the segments (by start) follow each other without a hole: one recording run.
-
-    A restart of the recorder's ffmpeg always leaves a hole longer than `tolerance` (it reconnects and
-    re-probes), so segments without one were cut from one continuous stream with one clock.
-    """
-    ordered = sorted(segments)
-    return all(abs(b.start - a.end) <= tolerance for a, b in pairwise(ordered))
