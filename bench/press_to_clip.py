@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from common.ffmpeg import run  # noqa: E402
 from common.journal import Press  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import load_settings, to_env  # noqa: E402
+from tests.redis_server import free_port  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
 from worker import ahead as ahead_mod  # noqa: E402
 from worker import progressive  # noqa: E402
@@ -63,12 +63,6 @@ POST = 10.0
 PATHS = ("ahead", "progressive", "single-pass")
 # The ahead path: the pre-roll "ends" this long after it is indexed (per second of it, plus a base).
 PREFILL_PER_SECOND, PREFILL_BASE = 0.3, 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_segments(out: Path, seconds: int, size: str, fps: int) -> list[tuple[str, float, float]]:

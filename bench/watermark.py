@@ -24,17 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def make_clip(path: Path, seconds: int, size: str, fps: int) -> None:
-    """The test clip: testsrc2 + a tone, like a camera's H.264/AAC."""
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-g", str(fps), "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "96k", str(path)],
-        check=True,
-    )  # fmt: skip
+from tests.media import make_clip  # noqa: E402
 
 
 def run_case(engine: str, preset: str, overlay: bool, src: str, dst: str, logo: str) -> None:
@@ -109,7 +99,7 @@ def main() -> int:
         tmp = Path(tmp_s)
         src = tmp / "clip.mp4"
         print(f"generating {seconds} s {size} {a.fps} fps clip …", file=sys.stderr)
-        make_clip(src, seconds, size, a.fps)
+        make_clip(src, seconds, size, a.fps, crf=20)
         logo = REPO / "assets" / "logo.png"
         results: dict[tuple[str, str], dict[str, float]] = {}
         for preset in a.presets.split(","):

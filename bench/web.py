@@ -48,19 +48,16 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
+from common.proc import stop  # noqa: E402
+from tests.media import make_clip  # noqa: E402
+from tests.redis_server import free_port  # noqa: E402
+
 RANGE = 64 * 1024
 
 
 def idle_prefix() -> list[str]:
     """Run a static server in the web app's own CPU class (SCHED_IDLE, else nice 19): a fair comparison."""
     return ["chrt", "--idle", "0"] if shutil.which("chrt") else ["nice", "-n", "19"]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -208,32 +205,6 @@ def start_http_server(root: Path, port: int) -> subprocess.Popen[bytes]:
     args = [*idle_prefix(), sys.executable, "-m", "http.server", str(port)]
     args += ["--bind", "127.0.0.1", "--directory", str(root)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """Terminate and reap a child."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-# ---------------------------------------------------------------- the render
-
-
-def make_clip(path: Path, seconds: int, size: str, fps: int = 30) -> None:
-    """A camera-like clip: testsrc2 + a tone, H.264/AAC."""
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", str(fps), "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "96k", str(path)],
-        check=True,
-    )  # fmt: skip
 
 
 def render_once(src: Path, dst: Path) -> float:
@@ -435,7 +406,7 @@ def main() -> None:
         print(f"\nload average at end: {loadavg()}")
     finally:
         for p in reversed(procs):
-            stop(p)
+            stop(p, grace=15, first=signal.SIGTERM)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -120,3 +120,15 @@ def recording_fixture() -> Iterator[Callable[..., None]]:
     stop.set()
     for t in threads:
         t.join(5)
+
+
+@pytest.fixture
+def mock_pins():
+    """gpiozero's mock pin factory for the test (a button on pin 17 is `mock_pins.pin(17)`)."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = None

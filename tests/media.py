@@ -35,6 +35,19 @@ def make_video(
     return path
 
 
+def make_clip(path: Path, seconds: int, size: str, fps: int = 30, crf: int = 23) -> Path:
+    """A camera-like clip for the benches: testsrc2 and a tone, H.264 (veryfast, `crf`) and AAC 96k."""
+    args = [
+        *base_args(),
+        *("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"),
+        *("-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"),
+        *("-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-g", str(fps), "-pix_fmt", "yuv420p"),
+        *("-c:a", "aac", "-b:a", "96k", str(path)),
+    ]
+    subprocess.run(args, check=True)
+    return path
+
+
 def make_logo(path: Path, size: str = "200x80", color: str = "red") -> Path:
     """Write an opaque-colour PNG logo with an alpha channel."""
     args = [

@@ -261,17 +261,6 @@ def test_listener_stops_on_sigterm_and_keeps_unsent_presses(make_settings, priva
 # ---- GPIO with gpiozero's mock pins
 
 
-@pytest.fixture
-def mock_pins():
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
-    Device.pin_factory = None
-
-
 def test_gpio_button_one_press_per_debounce_window(
     make_settings, redis_conn: redis.Redis, mock_pins, recording
 ):

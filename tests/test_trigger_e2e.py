@@ -19,6 +19,7 @@ from common.ffmpeg import decode_errors, probe
 from common.fsutil import sha256_file
 from common.journal import Press
 from common.pipeline import job_id
+from common.proc import stop
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
@@ -56,12 +57,7 @@ def pipeline(s: Settings, tmp: Path, worker: bool = True) -> Iterator[RecorderPr
         yield rec
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop(p, grace=15, first=signal.SIGTERM)
         rec.terminate(10)
 
 

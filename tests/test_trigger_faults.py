@@ -243,17 +243,6 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
     )
 
 
-@pytest.fixture
-def mock_pins():
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    Device.pin_factory = MockFactory()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
-    Device.pin_factory = None
-
-
 def test_led_flickers_when_the_camera_is_not_recording(make_settings, redis_conn: redis.Redis, mock_pins):
     from trigger.inputs.gpio import ACCEPTED_BLINKS, ERROR_BLINKS, GpioInput
 

@@ -97,7 +97,7 @@ class Recipe:
         ]
         logos = input_args(wm)
         # The logo's file, not just its name: a new logo at the same path is a new recipe.
-        stamps = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in wm.logos]
+        stamps = [(str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in wm.logos]
         text = json.dumps([rate, graph, codec, logos, stamps])
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         return cls(rate, graph, tuple(logos), tuple(codec), key)
