@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -48,3 +49,23 @@ def stop(proc: subprocess.Popen[Any], grace: float = 5.0, first: int = signal.SI
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         return proc.wait()
+
+
+def kill_children() -> None:
+    """SIGKILL and reap every child of this process, found in /proc by parent id.
+
+    A signal handler that raises can interrupt `spawn` after the fork but before the caller holds the
+    child: that child has no Popen to stop it, yet would go on writing until this process exits.
+    """
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[1]) == me:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(int(entry), signal.SIGKILL)
+                os.waitpid(int(entry), 0)

@@ -31,6 +31,7 @@ import redis
 
 from common import keys
 from common.ffmpeg import FFmpegError
+from common.fsutil import TMP_MARK
 from common.log import event, get_logger
 from common.redisconn import Outage
 from common.segments import Segment, SegmentIndex
@@ -83,6 +84,7 @@ class Ahead:
         if root.is_dir():
             for stale in (p for p in root.iterdir() if p.name not in with_cache):
                 shutil.rmtree(stale, ignore_errors=True)  # a camera no longer configured
+        remove_unfinished(self.settings)  # left by a crash or a power cut
         event(log, "ahead_start", cameras=sorted(with_cache), batch_seconds=BATCH_SECONDS)
         try:
             while not should_stop():
@@ -211,6 +213,13 @@ class CameraAhead:
 def lower_priority() -> None:
     """Let the recorder, builds and renders have the CPU first (ffmpeg children inherit it)."""
     os.nice(NICE)
+
+
+def remove_unfinished(settings: Settings) -> None:
+    """Delete the temp files of batches whose encoding was cut short (a kill, a stop mid-batch)."""
+    for path in (settings.data_dir / "ahead").rglob(f"{TMP_MARK}*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def remove_cache(settings: Settings) -> None:

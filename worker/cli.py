@@ -14,7 +14,7 @@ import click
 from common.cli import fail, settings_from
 from common.log import event, get_logger
 from common.pipeline import Stage, queue
-from common.proc import spawn, stop
+from common.proc import kill_children, spawn, stop
 from common.redisconn import SERIALIZER, connect, wait_for_redis
 from common.settings import Settings, to_env
 from worker import ahead as ahead_mod
@@ -172,6 +172,8 @@ def ahead(ctx: click.Context, redis_wait: float) -> None:
 
     def on_signal(signum: int, _frame: Any) -> None:
         # Stop at once, even in the middle of a batch: its ffmpeg is killed and its temp file removed.
+        if stopping:
+            return  # a second signal must not cut the clean-up short
         stopping.append(signum)
         raise Stopping
 
@@ -190,6 +192,9 @@ def ahead(ctx: click.Context, redis_wait: float) -> None:
             event(log, "ahead_redis_wait", 30, seconds=redis_wait)  # it keeps trying in its loop
         ahead_mod.Ahead(settings, conn).run(lambda: bool(stopping))
     except Stopping:
+        # The signal may have cut a batch's spawn short: no ffmpeg may outlive us, nor its temp file.
+        kill_children()
+        ahead_mod.remove_unfinished(settings)
         event(log, "ahead_stop", signal=stopping[0])
 
 
