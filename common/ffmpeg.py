@@ -59,10 +59,15 @@ def base_args(loglevel: str = "error") -> list[str]:
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", loglevel, "-y"]
 
 
-def mp4_copy_args(out: Path) -> list[str]:
+def mp4_copy_args(out: Path, index_room: int | None = None) -> list[str]:
     """The output half of a stream copy into MP4: first video and any audio, index at the front (phones
-    start playing before the whole file has arrived)."""
-    return ["-map", "0:v:0", "-map", "0:a?", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)]
+    start playing before the whole file has arrived).
+
+    `index_room`: bytes reserved for the index at the front while the media is written behind it, for
+    an input that is still arriving (worker.streamjoin); else `+faststart` moves it there at the end.
+    """
+    front = ["-moov_size", str(index_room)] if index_room else ["-movflags", "+faststart"]
+    return ["-map", "0:v:0", "-map", "0:a?", "-c", "copy", *front, "-f", "mp4", str(out)]
 
 
 def run(

@@ -65,6 +65,17 @@ def atomic_output(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Give `src` a second name `dst` (a hard link costs no copy on an SD card); copy where links cannot
+    be made (another file system). FileNotFoundError when `src` is gone."""
+    try:
+        os.link(src, dst)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename in `directory` survive a power cut."""
     with contextlib.suppress(OSError):

@@ -171,7 +171,8 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     assert redis_conn.hget(keys.highlight(s.device_id, p.press_id), "state") == b"built"
     # The segments came from one continuous run: joined by the concat protocol. The render's pieces
     # (progressive, the default) wait beside the clip in their temp directory; nothing else is left.
-    assert data["join"] == "protocol"
+    # The whole window was on disk at the first look: joined in one go, not while it recorded.
+    assert data["join"] == "protocol" and data["join_streamed"] is False
     pieces = progressive.pieces_dir(s, clip.stem)
     assert data["progressive"]["dir"] == pieces.name
     assert data["progressive"]["pieces"] == sorted(p.name for p in pieces.glob("*.ts"))
@@ -204,6 +205,9 @@ def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn:
     assert abs(gap["seconds"] - (lost[-1].end - lost[0].start)) < 0.01
     # the clip is what was recorded: the 3 s outage is missing from it, not padded
     assert data["meta"]["duration_sec"] < p.pre + p.post - 1
+    # Two stretches: the join that follows the recording stopped at the gap; the demuxer joined them.
+    assert data["join"] == "demuxer" and data["join_streamed"] is False
+    assert sorted(x.name for x in s.clips_dir.iterdir() if x.name.startswith(".tmp-")) == []
 
 
 @pytest.mark.parametrize("bad", ["zero-byte", "garbage"])

@@ -7,8 +7,11 @@ ahead encoder (a real `gravanois ahead`), part of the pieces come from its cache
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -20,6 +23,7 @@ import redis
 
 from common import sidecar
 from common.ffmpeg import decode_errors, probe, probe_json
+from common.fsutil import TMP_MARK, sha256_file
 from common.journal import Press
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
@@ -27,6 +31,7 @@ from common.watermark import Watermark, logo_width
 from tests.build_helpers import make_segments, run_build_worker
 from tests.helpers import start_gravanois, wait_for
 from tests.media import make_logo
+from tests.procfs import all_procs
 from tests.render_helpers import frame, region_diff
 from trigger import press as press_mod
 from worker import engines, progressive
@@ -70,12 +75,13 @@ def live_recording(
     pre: float,
     post: float,
     before: float,
+    **more: object,
 ) -> tuple[Settings, list[Segment], threading.Thread]:
-    """Settings with a red logo, and 16 + `before` s of a stream recorded from `before` s ago on, each
-    segment indexed when its end passes (the thread doing it)."""
+    """Settings (`more` of them too) with a red logo, and 16 + `before` s of a stream recorded from
+    `before` s ago on, each segment indexed when its end passes (the thread doing it)."""
     s = make_settings(
         pre_seconds=pre, post_seconds=post, seg_time=1, buffer_seconds=60, cooldown_seconds=0,
-        wm_logo=make_logo(tmp_path / "logo.png", size="120x60", color="red"), wm_opacity=1.0,
+        wm_logo=make_logo(tmp_path / "logo.png", size="120x60", color="red"), wm_opacity=1.0, **more,
     )  # fmt: skip
     segments = make_segments(s, conn, "cam1", time.time() - before, int(before) + 16, index=False)
     return s, segments, index_live(conn, s, segments)
@@ -106,10 +112,20 @@ def live_press(make_settings: Callable[..., Settings], redis_conn: redis.Redis, 
 
 def test_progressive_and_single_pass_give_the_same_highlight(live_press, tmp_path: Path) -> None:
     s, _press, data, manifest, raw, segments = live_press
-    # Pieces were made while the post-roll was still recording: more than one, joined later.
+    # Pieces were made while the post-roll was still recording: more than one, joined meanwhile.
     assert len(manifest["pieces"]) >= 2, manifest
+    # The raw clip and the pieces' MP4 were both joined as their files closed (worker.streamjoin).
+    assert data["join_streamed"] is True and data["progressive"]["joined"] == progressive.JOINED
+    joined = sha256_file(progressive.pieces_dir(s, Path(data["file_name"]).stem) / progressive.JOINED)
     done = render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
     assert done["progressive"]["ahead_pieces"] == 0  # no ahead encoder ran
+    assert done["wm_sha256"] == joined  # the render took the build's join as it was
+
+
+def test_without_the_build_s_join_the_render_joins_the_pieces(live_press, tmp_path: Path) -> None:
+    s, _press, data, manifest, raw, segments = live_press
+    (progressive.pieces_dir(s, Path(data["file_name"]).stem) / progressive.JOINED).unlink()
+    render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
 
 
 def render_like_single_pass(
@@ -199,3 +215,45 @@ def test_without_pieces_the_render_takes_the_single_pass(live_press) -> None:
     done = sidecar.load(s.output_dir / sidecar.path_for(Path(data["file_name"])).name)
     assert done["render_path"] == "single-pass" and done["status"] == "watermarked"
     assert decode_errors(Path(done["wm_path"])) == ""
+
+
+def stream_joins() -> dict[int, int]:
+    """The ffmpeg processes that join from a pipe (worker.streamjoin): pid → parent pid."""
+    out = {}
+    for pid, st in all_procs().items():
+        if st.name == "ffmpeg":
+            with contextlib.suppress(OSError):
+                if b"pipe:0" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    out[pid] = st.ppid
+    return out
+
+
+def test_a_build_killed_while_it_joins_leaves_no_ffmpeg_and_its_retry_finishes(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s, _segments, feeder = live_recording(
+        make_settings, redis_conn, tmp_path, pre=6, post=8, before=8, retry_intervals=(1,)
+    )
+    press = Press("cam1", time.time(), 6, 8)
+    assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
+    before = set(stream_joins())
+    worker = start_gravanois(s, "worker", "--queues", "build")
+    try:
+        # During the post-roll the build's joins read from their pipes; kill the process feeding them
+        # (RQ's work horse) the hard way, as the kernel's OOM killer would.
+        joins = wait_for("the build's joins", lambda: set(stream_joins()) - before, timeout=60, every=0.05)
+        clip = s.clips_dir / sidecar.clip_name(press)
+        partial = f"{TMP_MARK}*-{clip.name}"
+        wait_for("the raw clip's join to write", lambda: list(s.clips_dir.glob(partial)), timeout=30)
+        horse = stream_joins()[min(joins)]
+        os.kill(horse, signal.SIGKILL)
+        wait_for("its ffmpeg to go with it", lambda: not joins & set(stream_joins()), timeout=10, every=0.05)
+        wait_for("the retry to build the clip", sidecar.path_for(clip).is_file, timeout=120)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    feeder.join(30)
+    assert decode_errors(clip) == "" and probe(clip).duration_sec > press.pre + press.post - 1
+    # The killed attempt's unfinished clip went with the retry; nothing else is left beside the clip.
+    expected = [clip.name, sidecar.path_for(clip).name, progressive.pieces_dir(s, clip.stem).name]
+    assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted(expected)

@@ -32,7 +32,8 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from worker import context, progressive
-from worker.tsfiles import clip_end, runs, ts_problem
+from worker.streamjoin import StreamJoin
+from worker.tsfiles import clip_end, follows, runs, ts_problem
 
 log = get_logger(__name__)
 
@@ -180,6 +181,10 @@ class Build:
         self.buffer = settings.camera_buffer_dir(press.camera)
         self.clip = settings.clips_dir / sidecar.clip_name(press)
         self.sidecar_path = sidecar.path_for(self.clip)
+        # The raw clip's join, fed the window's segments as they close (worker.streamjoin).
+        self.raw_join: StreamJoin | None = None
+        self.raw_end = 0.0
+        self.streamed: list[Segment] = []
 
     def run(self) -> str:
         """Wait for the window's end, concat, sidecar, enqueue render, unpin."""
@@ -190,21 +195,16 @@ class Build:
             # An earlier attempt finished the clip but died before the render was enqueued.
             event(log, "build_already_done", press_id=p.press_id, clip=self.clip.name)
         else:
-            pieces = self.start_pieces()
-            self.wait_for_end(b, pieces)
-            segments = self.usable(self.index.covering(a, b))
-            if not segments:
+            self.remove_leftovers()
+            pieces = self.start_pieces(b)
+            try:
+                self.build(pieces, a, b)
+            finally:
+                # Whatever ended the build, no join is left running (one that finished stays done).
+                if self.raw_join is not None:
+                    self.raw_join.abort("the build ended")
                 if pieces is not None:
-                    pieces.give_up("nothing to render")
-                raise BuildFailed(self.nothing_reason(a))
-            joined = self.concat(segments, b)
-            extra = {"join": joined["join"]}
-            if pieces is not None and joined["runs"] == 1:
-                cut = joined["end"] is not None
-                extra["progressive"] = pieces.finish(segments, b - segments[0].start if cut else None)
-            elif pieces is not None:
-                pieces.give_up("the window holds more than one recording run")
-            self.write_sidecar(segments, a, b, **extra)
+                    pieces.close()
             incr(self.conn, self.settings, STAGES[Stage.BUILD].done_counter)
         enqueue(self.settings, self.conn, Stage.RENDER, self.sidecar_path.name, press_id=p.press_id, at=p.at)
         self.index.unpin(p.press_id)
@@ -214,11 +214,35 @@ class Build:
         event(log, "clip_built", camera=p.camera, press_id=p.press_id, clip=str(self.clip))
         return str(self.clip)
 
-    def start_pieces(self) -> progressive.Encoder | None:
+    def remove_leftovers(self) -> None:
+        """An earlier attempt's unfinished clip (its writer is gone: this press's job is us now)."""
+        for f in self.settings.clips_dir.glob(f"{TMP_MARK}*-{self.clip.name}"):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+            event(log, "build_leftover_removed", file=f.name)
+
+    def build(self, pieces: progressive.Encoder | None, a: float, b: float) -> None:
+        """Wait for the window's end (making what can be made meanwhile), join, write the sidecar."""
+        self.wait_for_end(b, pieces)
+        segments = self.usable(self.index.covering(a, b))
+        if not segments:
+            if pieces is not None:
+                pieces.give_up("nothing to render")
+            raise BuildFailed(self.nothing_reason(a))
+        joined = self.concat(segments, b)
+        extra = {"join": joined["join"], "join_streamed": joined["streamed"]}
+        if pieces is not None and joined["runs"] == 1:
+            cut = joined["end"] is not None
+            extra["progressive"] = pieces.finish(segments, b - segments[0].start if cut else None)
+        elif pieces is not None:
+            pieces.give_up("the window holds more than one recording run")
+        self.write_sidecar(segments, a, b, **extra)
+
+    def start_pieces(self, b: float) -> progressive.Encoder | None:
         """The progressive render's encoder, when the render settings allow it (worker.progressive)."""
         if not progressive.applies(self.settings):
             return None
-        return progressive.Encoder(self.settings, self.clip.stem, self.press.camera)
+        return progressive.Encoder(self.settings, self.clip.stem, self.press.camera, b)
 
     def wait_for_end(self, b: float, pieces: progressive.Encoder | None = None) -> None:
         """Poll the index until a closed segment ends at or after t+post (bounded); meanwhile, encode
@@ -237,10 +261,13 @@ class Build:
             latest = self.index.latest()
             if latest is not None and latest.end >= b - 0.01:
                 return
-            if pieces is not None and latest != encoded_up_to:
+            if latest != encoded_up_to:
                 # Only when a segment closed: checking the window's files every poll would read them
                 # (and log a bad one) twenty times a second.
-                pieces.advance(self.usable(self.index.covering(a, b)))
+                closed = self.usable(self.index.covering(a, b))
+                self.stream_raw(closed, b)
+                if pieces is not None:
+                    pieces.advance(closed)
                 encoded_up_to = latest
             if now() >= deadline:
                 event(
@@ -277,25 +304,67 @@ class Build:
             f"no segment covers the window starting {iso(a)}"
         )
 
+    def stream_raw(self, segments: list[Segment], b: float) -> None:
+        """Feed the raw clip's join the window's segments that closed since the last call, while they
+        carry on one recording run from the window's first segment; else stop it (worker.streamjoin)."""
+        if not segments or (self.raw_join is not None and not self.raw_join.alive):
+            return
+        if self.raw_join is None:
+            first = segments[0]
+            fps = self.fps_of(first)
+            self.raw_end = clip_end(self.buffer / first.name, b - first.start, fps)
+            self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
+            self.raw_join = StreamJoin(self.clip, self.raw_end, b - first.start, fps)
+        if [s.name for s in segments[: len(self.streamed)]] != [s.name for s in self.streamed]:
+            self.raw_join.abort("the window's segments changed")
+            return
+        for seg in segments[len(self.streamed) :]:
+            if self.streamed and not follows(self.streamed[-1], seg, self.buffer):
+                self.raw_join.abort("a gap or a new recording run in the window")
+                return
+            self.raw_join.feed(self.buffer / seg.name)
+            self.streamed.append(seg)
+
+    def fps_of(self, segment: Segment) -> float:
+        """A segment's video frame rate (0 when it cannot be read: the clip then ends on no frame)."""
+        try:
+            return probe(self.buffer / segment.name).fps
+        except FFmpegError:
+            return 0.0
+
     def concat(self, segments: list[Segment], b: float) -> dict[str, Any]:
         """Join the segment files into the clip, ending at `b`, atomically; returns how (for the sidecar).
 
         Each stretch cut from one stream is joined byte for byte (the concat protocol: a fifth of the
         demuxer's CPU, no timestamp step at each join); only separate stretches (a restart of the
-        recorder's ffmpeg, a gap) go through the concat demuxer, which rebuilds their timestamps.
+        recorder's ffmpeg, a gap) go through the concat demuxer, which rebuilds their timestamps. A
+        window of one run was mostly joined while it recorded (`stream_raw`): only its end is left.
         """
         self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
-        end = None
-        if segments[-1].end > b:
-            first = self.buffer / segments[0].name
-            try:
-                fps = probe(first).fps
-            except FFmpegError:
-                fps = 0.0
-            end = clip_end(first, b - segments[0].start, fps)
+        cut = segments[-1].end > b
+        if self.finish_stream(segments, b):
+            return {"join": "protocol", "streamed": True, "runs": 1, "end": self.raw_end if cut else None}
+        first = segments[0]
+        end = clip_end(self.buffer / first.name, b - first.start, self.fps_of(first)) if cut else None
         groups = [[self.buffer / s.name for s in run] for run in runs(segments, self.buffer)]
         self._join(join_entries(groups), end, segments)
-        return {"join": "protocol" if len(groups) == 1 else "demuxer", "runs": len(groups), "end": end}
+        joined = "protocol" if len(groups) == 1 else "demuxer"
+        return {"join": joined, "streamed": False, "runs": len(groups), "end": end}
+
+    def finish_stream(self, segments: list[Segment], b: float) -> bool:
+        """Feed the streamed join the last segments and finish it; False when it cannot make this clip."""
+        if self.raw_join is None:
+            return False
+        self.stream_raw(segments, b)
+        if not self.raw_join.holds([self.buffer / s.name for s in segments]):
+            self.raw_join.abort("the join does not hold the clip's segments")
+            return False
+        try:
+            self.raw_join.finish(60 + 0.5 * (segments[-1].end - segments[0].start))
+        except FFmpegError as exc:
+            event(log, "stream_join_failed", 30, clip=self.clip.name, reason=str(exc))
+            return False
+        return True
 
     def _join(self, entries: list[Path | str], end: float | None, segments: list[Segment]) -> None:
         fd, name = tempfile.mkstemp(prefix=TMP_MARK, suffix=".ffconcat", dir=self.settings.clips_dir)

@@ -37,17 +37,22 @@ from pathlib import Path
 from typing import Any
 
 from common.ffmpeg import FFPROBE, FFmpegError, base_args, mp4_copy_args, probe_json, run
-from common.fsutil import TMP_MARK, atomic_output, is_tmp, read_json, write_json_atomic
+from common.fsutil import TMP_MARK, atomic_output, is_tmp, link_or_copy, read_json, write_json_atomic
 from common.log import event, get_logger
 from common.segments import Segment
 from common.settings import Settings
 from common.watermark import Watermark, filtergraph, input_args, outputs, paced
 from worker.engines import x264_args
-from worker.tsfiles import clip_end, follows
+from worker.streamjoin import StreamJoin
+from worker.tsfiles import PTS_WRAP, clip_end, follows
 
 log = get_logger(__name__)
 
 MANIFEST = "manifest.json"
+# The pieces joined while the post-roll records (worker.streamjoin), in the pieces' directory.
+JOINED = "joined.mp4"
+# Frame times kept of each piece's start and end, to check where pieces meet (`crowded_frames`).
+EDGE_FRAMES = 3
 # An ffmpeg run per piece may take this long per second of video, plus a base (a Pi is slow).
 PIECE_TIMEOUT_BASE, PIECE_TIMEOUT_PER_SECOND = 60.0, 4.0
 # A keyframe every this many seconds in the pieces: the thumbnail's seek decodes at most that much.
@@ -162,6 +167,8 @@ class Batch:
     path: Path
     segments: tuple[str, ...]
     end: float
+    # The piece's frame facts (`frame_facts`; None in a record written before they were kept).
+    video: dict[str, Any] | None = None
 
 
 class AheadCache:
@@ -184,7 +191,9 @@ class AheadCache:
                 with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                     data = read_json(Path(entry.path))
                     names = tuple(str(n) for n in data["segments"])
-                    out.append(Batch(self.dir / data["file"], names, float(data["end"])))
+                    video = data.get("video")
+                    facts = video if isinstance(video, dict) else None
+                    out.append(Batch(self.dir / data["file"], names, float(data["end"]), facts))
         return sorted(out, key=lambda b: b.end)
 
     def add(self, segments: list[Segment], buffer: Path) -> Batch:
@@ -192,9 +201,11 @@ class AheadCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         piece = self.dir / f"{Path(segments[0].name).stem}.ts"
         self.recipe.encode(segments, buffer, piece)
-        record = {"file": piece.name, "segments": [s.name for s in segments], "end": segments[-1].end}
+        facts = frame_facts(piece)
+        names = [s.name for s in segments]
+        record = {"file": piece.name, "segments": names, "end": segments[-1].end, "video": facts}
         write_json_atomic(piece.with_suffix(".json"), record)
-        return Batch(piece, tuple(record["segments"]), segments[-1].end)
+        return Batch(piece, tuple(names), segments[-1].end, facts)
 
     def forget(self, batch: Batch) -> None:
         """Delete a cached piece (its record first, so a build never finds a record without it)."""
@@ -210,6 +221,7 @@ class Encoder:
     settings: Settings
     stem: str
     camera: str
+    window_end: float
     seen: list[Segment] = field(default_factory=list)
     pieces: list[dict[str, Any]] = field(default_factory=list)
     broken: str = ""
@@ -222,6 +234,7 @@ class Encoder:
         self.wm = Watermark.from_settings(self.settings)
         self.recipe: Recipe | None = None
         self.cache: AheadCache | None = None
+        self.join: StreamJoin | None = None
 
     def advance(self, closed: list[Segment]) -> None:
         """Make pieces for the window's closed segments that have none yet: from the ahead cache where
@@ -250,6 +263,7 @@ class Encoder:
             return
         self.pieces.sort(key=lambda p: self.position[p["segments"][0]])
         write_json_atomic(self.dir / MANIFEST, {"pieces": self.pieces})
+        self.stream()
 
     @property
     def position(self) -> dict[str, int]:
@@ -269,24 +283,45 @@ class Encoder:
                 continue  # the batch runs past the segments seen so far
             name = f"a{len(self.pieces):03d}.ts"
             try:
-                os.link(batch.path, self.dir / name)
+                link_or_copy(batch.path, self.dir / name)
             except FileNotFoundError:
                 continue  # retention took it just now: encode those segments here instead
-            except OSError:
-                shutil.copyfile(batch.path, self.dir / name)  # another filesystem
-            self.pieces.append({"file": name, "segments": list(batch.segments), "from": "ahead"})
+            facts = batch.video or frame_facts(self.dir / name)
+            self.pieces.append(
+                {"file": name, "segments": list(batch.segments), "from": "ahead", "video": facts}
+            )
             held.update(batch.segments)
         todo = [s for s in self.seen if s.name not in held]
         for segs in stretches(todo, self.position):
             name = f"p{len(self.pieces):03d}.ts"
             self.recipe.encode(segs, self.buffer, self.dir / name)
-            self.pieces.append({"file": name, "segments": [s.name for s in segs], "from": "build"})
+            facts = frame_facts(self.dir / name)
+            self.pieces.append(
+                {"file": name, "segments": [s.name for s in segs], "from": "build", "video": facts}
+            )
+
+    def stream(self) -> None:
+        """Feed the pieces' join (worker.streamjoin) the pieces made since, in window order; it starts
+        with the window's first piece and ends where the raw clip will (`window_end`)."""
+        assert self.recipe is not None
+        paths = [self.dir / p["file"] for p in self.pieces]
+        if self.join is None:
+            rate = float(Fraction(self.recipe.rate))
+            window = self.window_end - self.seen[0].start
+            self.join = StreamJoin(self.dir / JOINED, clip_end(paths[0], window, rate), window, rate)
+        self.join.extend(paths)
 
     def give_up(self, why: str) -> None:
         """Stop making pieces: the render will take the single-pass path."""
         self.broken = why
         event(log, "progressive_off", 30, highlight=self.stem, reason=why)
+        self.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop the pieces' join unless it finished (the build ended, for whatever reason)."""
+        if self.join is not None:
+            self.join.abort("the build ended")
 
     def finish(self, used: list[Segment], window: float | None = None) -> dict[str, Any] | None:
         """After the raw clip: the pieces for the sidecar if they hold exactly its segments, else None.
@@ -304,7 +339,22 @@ class Encoder:
         end = clip_end(first, window, float(Fraction(self.recipe.rate))) if window is not None else None
         ahead = sum(1 for p in self.pieces if p["from"] == "ahead")
         pieces = [p["file"] for p in self.pieces]
-        return {"dir": self.dir.name, "pieces": pieces, "end": end, "ahead_pieces": ahead}
+        info = {"dir": self.dir.name, "pieces": pieces, "end": end, "ahead_pieces": ahead}
+        return {**info, "joined": self.finish_join()}
+
+    def finish_join(self) -> str | None:
+        """Finish the pieces' join if it holds every piece: its file name, else None (the render then
+        joins the pieces itself)."""
+        paths = [self.dir / p["file"] for p in self.pieces]
+        if self.join is None or not self.join.holds(paths):
+            self.close()
+            return None
+        try:
+            self.join.finish(PIECE_TIMEOUT_BASE + (self.window_end - self.seen[0].start))
+        except FFmpegError as exc:
+            event(log, "stream_join_failed", 30, highlight=self.stem, reason=str(exc))
+            return None
+        return JOINED
 
 
 def stretches(segments: list[Segment], position: dict[str, int]) -> list[list[Segment]]:
@@ -318,16 +368,31 @@ def stretches(segments: list[Segment], position: dict[str, int]) -> list[list[Se
     return out
 
 
-def crowded_frames(video: Path, frame: float) -> float | None:
-    """The smallest gap between two video frames when it is under half a frame (`frame`, seconds), else
-    None. A camera that sends an IDR in slices can leave one frame of it in a piece of its own, next to
-    the rest in the next piece: two frames a hair apart, which players stumble on."""
+def frame_facts(piece: Path) -> dict[str, Any]:
+    """What `crowded_frames` needs of a piece, read once when it is made: its first and last few video
+    frame times (PTS, seconds, in order) and the smallest step between two of its frames."""
     args = [FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time"]
-    out = run([*args, "-of", "csv=p=0", str(video)], 30, what="ffprobe frames").stdout.decode()
+    out = run([*args, "-of", "csv=p=0", str(piece)], 30, what="ffprobe frames").stdout.decode()
     fields = (t.strip().strip(",") for t in out.split())
     times = sorted(float(t) for t in fields if t and t != "N/A")
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    smallest = min(gaps, default=frame)
+    if not times:
+        raise FFmpegError(f"{piece.name} has no video frames")
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    edges = times if len(times) <= 2 * EDGE_FRAMES else times[:EDGE_FRAMES] + times[-EDGE_FRAMES:]
+    return {"edges": edges, "min_step": min(steps, default=None)}
+
+
+def crowded_frames(facts: list[dict[str, Any]], frame: float) -> float | None:
+    """The smallest step between two frames of the joined pieces (each piece's `frame_facts`, in
+    order) when it is under half a frame (`frame`, seconds), else None.
+
+    A camera that sends an IDR in slices can leave one frame of it a hair from the next, inside a piece
+    or where two pieces meet: two frames microseconds apart, which players stumble on."""
+    times = [float(t) for piece in facts for t in piece["edges"]]
+    half = PTS_WRAP / 2  # a step across the 33-bit wrap of the timestamps is still a small step
+    steps = [(b - a + half) % PTS_WRAP - half for a, b in itertools.pairwise(times)]
+    steps += [float(piece["min_step"]) for piece in facts if piece["min_step"] is not None]
+    smallest = min(steps, default=frame)
     return round(smallest, 6) if smallest < frame / 2 else None
 
 
@@ -342,7 +407,18 @@ def video_format(path: Path) -> tuple[int | None, str]:
     raise FFmpegError(f"{path.name} has no video")
 
 
-def pieces_for(settings: Settings, data: dict[str, Any]) -> list[Path] | None:
+@dataclass(frozen=True)
+class Pieces:
+    """A highlight's pieces as its sidecar and manifest name them, ready for the render."""
+
+    paths: list[Path]
+    # Each piece's `frame_facts`, in order.
+    facts: list[dict[str, Any]]
+    # The pieces already joined into one MP4 while the post-roll recorded, if that worked.
+    joined: Path | None
+
+
+def pieces_for(settings: Settings, data: dict[str, Any]) -> Pieces | None:
     """The pieces a sidecar names, if they are all there as the manifest says; else None."""
     info = data.get("progressive")
     if not isinstance(info, dict):
@@ -355,17 +431,22 @@ def pieces_for(settings: Settings, data: dict[str, Any]) -> list[Path] | None:
         manifest = read_json(directory / MANIFEST)
     except (OSError, ValueError):
         return None
-    names = [p.get("file") for p in manifest.get("pieces", []) if isinstance(p, dict)]
+    entries = [p for p in manifest.get("pieces", []) if isinstance(p, dict)]
+    names = [p.get("file") for p in entries]
     if not names or names != info.get("pieces"):
         return None
     paths = [directory / str(n) for n in names]
     end = info.get("end")
     if end is not None and (isinstance(end, bool) or not isinstance(end, int | float) or end <= 0):
         return None
+    facts = [p.get("video") for p in entries]
+    if not all(isinstance(f, dict) and isinstance(f.get("edges"), list) and "min_step" in f for f in facts):
+        return None
+    joined = directory / JOINED if info.get("joined") == JOINED else None
     # Names come from our own manifest, but a sidecar is data: never follow one out of the directory.
     if any(p.parent != directory or not p.is_file() for p in paths):
         return None
-    return paths
+    return Pieces(paths, facts, joined if joined is not None and joined.is_file() else None)
 
 
 def remove(settings: Settings, stem: str) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from rq.job import Job
 
 from common import sidecar
 from common.ffmpeg import FFmpegError, MediaInfo, probe, run
-from common.fsutil import TMP_MARK, atomic_output, sha256_file
+from common.fsutil import TMP_MARK, atomic_output, link_or_copy, sha256_file
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, SidecarStatus, Stage, enqueue
 from common.redisconn import incr, note_highlight
@@ -154,10 +152,7 @@ class Render:
             # The recorder burnt the logo in already: the clip is final as it is. A hard link costs no
             # copy on the SD card; the raw name goes later, with the other inputs.
             with atomic_output(self.wm_path) as tmp:
-                try:
-                    os.link(self.raw, tmp)
-                except OSError:  # another file system (or no links there): copy
-                    shutil.copyfile(self.raw, tmp)
+                link_or_copy(self.raw, tmp)
             path, out = "record", None
         elif (out := self.join_pieces(info)) is not None:
             path = "progressive"
@@ -224,19 +219,24 @@ class Render:
         pieces = progressive.pieces_for(self.settings, self.data)
         if pieces is None:
             return None
+        frame = 1 / (info.fps or 30)
         try:
+            crowded = progressive.crowded_frames(pieces.facts, frame)
+            if crowded is not None:
+                raise FFmpegError(f"two frames {crowded} s apart where the pieces meet")
             with atomic_output(self.wm_path) as tmp:
-                end = (self.data.get("progressive") or {}).get("end")
-                run(progressive.join_args(pieces, tmp, end), 60 + info.duration_sec, what="join pieces")
+                if pieces.joined is not None:
+                    # The build joined them while the post-roll recorded: take that file as it is.
+                    link_or_copy(pieces.joined, tmp)
+                else:
+                    end = (self.data.get("progressive") or {}).get("end")
+                    args = progressive.join_args(pieces.paths, tmp, end)
+                    run(args, 60 + info.duration_sec, what="join pieces")
                 joined = probe(tmp)
-                frame = 1 / (info.fps or 30)
                 if abs(joined.duration_sec - info.duration_sec) > frame + 0.01:
                     raise FFmpegError(
                         f"the pieces last {joined.duration_sec:.3f} s, the clip {info.duration_sec:.3f} s"
                     )
-                crowded = progressive.crowded_frames(tmp, frame)
-                if crowded:
-                    raise FFmpegError(f"two frames {crowded} s apart where the pieces meet")
         except (FFmpegError, ValueError) as exc:
             event(log, "progressive_fallback", 30, clip=self.stem, reason=str(exc))
             return None
