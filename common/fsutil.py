@@ -8,7 +8,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sha256_soon(path: Path) -> Callable[[], str]:
+    """Start the SHA-256 of a finished file in a thread (hashlib lets go of the GIL while it hashes), so
+    that other work (an ffmpeg run) overlaps it; calling the result waits for the digest."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    future = pool.submit(sha256_file, path)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

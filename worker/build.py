@@ -23,7 +23,7 @@ import redis
 
 from common import keys, sidecar
 from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
-from common.fsutil import TMP_MARK, atomic_output, sha256_file
+from common.fsutil import TMP_MARK, atomic_output, sha256_soon
 from common.journal import Press, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
@@ -230,13 +230,14 @@ class Build:
                 pieces.give_up("nothing to render")
             raise BuildFailed(self.nothing_reason(a))
         joined = self.concat(segments, b)
+        digest = sha256_soon(self.clip)  # hashed while the last piece is encoded
         extra = {"join": joined["join"], "join_streamed": joined["streamed"]}
         if pieces is not None and joined["runs"] == 1:
             cut = joined["end"] is not None
             extra["progressive"] = pieces.finish(segments, b - segments[0].start if cut else None)
         elif pieces is not None:
             pieces.give_up("the window holds more than one recording run")
-        self.write_sidecar(segments, a, b, **extra)
+        self.write_sidecar(segments, a, b, digest(), **extra)
 
     def start_pieces(self, b: float) -> progressive.Encoder | None:
         """The progressive render's encoder, when the render settings allow it (worker.progressive)."""
@@ -379,7 +380,7 @@ class Build:
             with contextlib.suppress(FileNotFoundError):
                 list_file.unlink()
 
-    def write_sidecar(self, segments: list[Segment], a: float, b: float, **extra: Any) -> None:
+    def write_sidecar(self, segments: list[Segment], a: float, b: float, sha256: str, **extra: Any) -> None:
         """The raw clip's sidecar: seed fields, the press and its window, what was really recorded."""
         first, last = segments[0], segments[-1]
         gaps = find_gaps(segments, a, b)
@@ -390,7 +391,7 @@ class Build:
             self.clip,
             status=SidecarStatus.QUEUED,
             size_bytes=self.clip.stat().st_size,
-            sha256=sha256_file(self.clip),
+            sha256=sha256,
             meta=probe(self.clip).as_dict(),
             seg_time=self.settings.seg_time,
             source=self.press.source,

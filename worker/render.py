@@ -20,7 +20,7 @@ from rq.job import Job
 
 from common import sidecar
 from common.ffmpeg import FFmpegError, MediaInfo, probe, run
-from common.fsutil import TMP_MARK, atomic_output, link_or_copy, sha256_file
+from common.fsutil import TMP_MARK, atomic_output, link_or_copy, sha256_file, sha256_soon
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, SidecarStatus, Stage, enqueue
 from common.redisconn import incr, note_highlight
@@ -160,6 +160,7 @@ class Render:
             self.single_pass(info)
             path = "single-pass"
         meta_wm = (out or probe(self.wm_path)).as_dict()  # one probe of the output, whichever path
+        digest = sha256_soon(self.wm_path)  # hashed while the thumbnail is made
         with atomic_output(self.thumb_path) as ttmp:
             try:
                 engines.make_thumbnail(
@@ -173,7 +174,7 @@ class Render:
             wm_path=str(self.wm_path),
             thumbnail_path=str(self.thumb_path),
             meta_wm=meta_wm,
-            wm_sha256=sha256_file(self.wm_path),
+            wm_sha256=digest(),
             wm_size_bytes=self.wm_path.stat().st_size,
             wm_engine=self.settings.wm_engine if self.settings.wm_at == "render" else "record",
             render_path=path,
