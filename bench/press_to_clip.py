@@ -13,9 +13,10 @@ clip and its thumbnail are on disk. The three paths run interleaved, each on a f
 - single-pass (GN_WM_PROGRESSIVE=false): one ffmpeg run over the raw clip after t+post.
 
 For the ahead path the pre-roll is indexed at once with wall-clock times that end a little in the
-future (0.3 s per second of pre-roll, plus 5 s), the ahead encoder works through it, and the press
-comes when that pre-roll has "ended"; the run fails loudly if the encoder was not done by then. The CPU
-the ahead encoder spent (its ffmpeg children included) per second of video it cached is printed too:
+future (0.5 s per second of pre-roll, plus 5 s: the encoder must work through it at twice the speed
+the camera records it, at nice 10), the ahead encoder works through it, and the press comes when that
+pre-roll has "ended"; the run fails loudly if the encoder was not done by then. The CPU the ahead
+encoder spent (its ffmpeg children included) per second of video it cached is printed too:
 the price of the ahead path, paid all the time.
 
 A second table times the raw clip's join itself, the concat protocol against the concat demuxer (the
@@ -62,7 +63,7 @@ from worker.build import concat_args, concat_list  # noqa: E402
 POST = 10.0
 PATHS = ("ahead", "progressive", "single-pass")
 # The ahead path: the pre-roll "ends" this long after it is indexed (per second of it, plus a base).
-PREFILL_PER_SECOND, PREFILL_BASE = 0.3, 5.0
+PREFILL_PER_SECOND, PREFILL_BASE = 0.5, 5.0
 
 
 def make_segments(out: Path, seconds: int, size: str, fps: int) -> list[tuple[str, float, float]]:
