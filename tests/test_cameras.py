@@ -136,7 +136,10 @@ def check_final_clip(final: Path, raw_frames: list[float], audio: str, gop: floa
     info = probe(final)
     figures(final, raw_frames)
     assert info.codec == "h264", info
-    assert PRE + POST - 0.1 <= info.duration_sec <= PRE + POST + gop, (info.duration_sec, gop)
+    # It starts on the keyframe at or before t - pre (up to one GOP early) and ends with the frame that
+    # holds t + post (up to one frame late).
+    longest = PRE + POST + gop + 1 / info.fps
+    assert PRE + POST - 0.1 <= info.duration_sec <= longest, (info.duration_sec, gop)
     video = packet_times(final, "v:0")
     frames = sorted(p for p, _ in video)
     # The render neither duplicates frames (stretched video) nor drops them, and keeps their timing.
