@@ -110,7 +110,7 @@ class Housekeeper:
         sweep = t - self.swept_at >= PIN_SWEEP_EVERY
         self.index.read_pins(pipe, sweep=sweep)
         self.swept_at = t if sweep else self.swept_at
-        return pipe.execute()
+        return self.link.execute(pipe)
 
     def _delete(self, segments: list[Segment]) -> None:
         if segments:
