@@ -158,10 +158,11 @@ class SegmentIndexer:
 
     def forget(self, gone: Iterable[Segment]) -> None:
         """Retention deleted these segments."""
-        gone = set(gone)
-        self.segments = [s for s in self.segments if s not in gone]
-        for seg in gone:
-            self.sizes.pop(seg.name, None)
+        # By name (a segment's name holds its times): a string's hash is cached, a Segment's is not.
+        names = {seg.name for seg in gone}
+        self.segments = [s for s in self.segments if s.name not in names]
+        for name in names:
+            self.sizes.pop(name, None)
 
     def with_sizes(self) -> list[tuple[Segment, int]]:
         """Each segment with its size in bytes (what retention weighs)."""
