@@ -83,7 +83,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def free_mb(path: Path) -> float:
+def free_mb(path: str | Path) -> float:
     """Free space in MiB on the disk holding `path` (or its nearest existing parent)."""
     # Asked about an existing folder once a second by each recorder: one statvfs (what shutil.disk_usage
     # does), no path handling in that case.
