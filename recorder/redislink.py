@@ -69,18 +69,25 @@ class RedisLink:
     def execute(self, pipe: redis.client.Pipeline) -> list[Any]:
         """What `pipe.execute()` does for a pipeline without MULTI, on the link's own connection.
 
-        redis-py packs the queued commands and parses each reply with its own callbacks; errors are its
-        own (a `redis.RedisError`: `call()` opens the circuit) and a lost connection is retried by the
-        connection's `Retry`, as in `execute()`. What is left out is the pool's checkout and release and
-        the pipeline's bookkeeping around them: about a third of the round trip's CPU, once a second all
-        day. The replies are all read before an error reply is raised, so the connection never falls
-        out of step.
+        redis-py packs the queued commands and parses each reply with its own callbacks, and its errors
+        are raised (a `redis.RedisError`: `call()` opens the circuit). As the pool does when it hands out
+        a connection, one that has something to read (a reply out of step, or Redis closed it: a restart)
+        is reconnected first; the connection's own `Retry` applies, as in `execute()`. What is left out
+        is the pool's checkout and release and the pipeline's bookkeeping around them: about a third of
+        the round trip's CPU, once a second all day. Every reply is read before an error reply is
+        raised, so the connection never falls out of step.
         """
         assert not pipe.transaction, "a MULTI/EXEC pipeline needs pipe.execute()"
         commands = pipe.command_stack
         conn = self.own
         if conn is None:
             conn = self.own = self.conn.connection_pool.make_connection()
+        try:
+            stale = conn.can_read()  # connects first if needed
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()
         client = self.conn
 
         def attempt() -> list[Any]:
