@@ -11,9 +11,20 @@ in the machine's load hits both:
 - recorder: the real `gravanois recorder` process (Python loop, its ffmpeg, probes, Redis).
 
 Each run is measured over `--seconds` (default 60) after `--warmup` seconds of start-up (connecting,
-probing, the keyframe measurement). CPU is user+system time of the runner's whole process tree, read
-from /proc (children that ended inside the window count through their parent). Prints one row per run
-with the 1-minute load average at its end, then the medians and the ratio recorder / baseline.
+probing, the keyframe measurement). CPU is counted in nanoseconds, not in 10 ms clock ticks (a recorder
+that costs a millisecond a second more than ffmpeg is lost in ticks):
+
+- every thread of the runner and of its live descendants, from /proc/PID/task/TID/schedstat: the
+  difference between the end and the start of the window (a thread or process born inside it counts
+  from zero);
+- children that ended inside the window (an ffprobe, a restarted ffmpeg) through their parent's
+  cutime+cstime in /proc/PID/stat, which only counts whole clock ticks; their share before the window
+  is taken off. Column `ticks_ms` says how much of a row came this way (0 when nothing ended);
+- not counted: a thread that ended inside the window while its process lives on (schedstat forgets
+  it). Column `lost` counts such threads, so a row that missed some says so.
+
+Prints one row per run (whole tree, and the runner's own process: for the recorder, its Python), with
+the 1-minute load average at its end, then the medians and the ratio recorder / baseline.
 Needs ffmpeg, redis-server and the GStreamer RTSP server (`./run.sh test` installs it); about 5 min.
 
     .venv/bin/python bench/recorder_cpu.py [--seconds 60] [--warmup 10] [--rounds 2] [--audio aac]
@@ -31,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,21 +52,68 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
-from tests.procfs import all_procs  # noqa: E402
+from tests.procfs import ProcStat, all_procs, thread_ns  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds so far of `root` and its live descendants, including their waited-for children."""
+@dataclass(frozen=True)
+class Snapshot:
+    """CPU so far of a process tree: each thread's nanoseconds, each process's /proc/PID/stat times."""
+
+    root: int
+    threads: dict[tuple[int, int], int] = field(default_factory=dict)  # (pid, tid) → ns
+    procs: dict[int, ProcStat] = field(default_factory=dict)
+
+
+def snapshot(root: int) -> Snapshot:
+    """`root` and its live descendants, now."""
     procs = all_procs()
-    total, todo = 0.0, [root]
+    children: dict[int, list[int]] = {}
+    for pid, st in procs.items():
+        children.setdefault(st.ppid, []).append(pid)
+    snap = Snapshot(root)
+    todo = [root]
     while todo:
         pid = todo.pop()
-        if pid in procs:
-            total += procs[pid].cpu + procs[pid].children_cpu
-        todo += [p for p, st in procs.items() if st.ppid == pid]
-    return total
+        try:
+            threads = thread_ns(pid)
+        except OSError:
+            continue  # ended meanwhile: its parent's cutime will have it
+        if pid not in procs:
+            continue
+        snap.procs[pid] = procs[pid]
+        snap.threads.update(((pid, tid), ns) for tid, ns in threads.items())
+        todo += children.get(pid, [])
+    return snap
+
+
+@dataclass(frozen=True)
+class Window:
+    """CPU of a tree between two snapshots (see the module's docstring for what is counted)."""
+
+    total_ns: int
+    own_ns: int  # the root process's threads alone
+    ticks_ns: int  # the part known from ended children's clock ticks
+    lost: int  # threads that ended while their process lives on: not counted
+
+
+def window(a: Snapshot, b: Snapshot) -> Window:
+    """What the tree spent from `a` to `b`."""
+    threads = own = 0
+    for key, ns in b.threads.items():
+        spent = ns - a.threads.get(key, 0)
+        threads += spent
+        own += spent if key[0] == b.root else 0
+    # Children reaped in between: their whole CPU landed in the parent's cutime/cstime (ticks) …
+    reaped = sum(
+        st.children_cpu - (a.procs[p].children_cpu if p in a.procs else 0) for p, st in b.procs.items()
+    )
+    # … including what they had spent before `a`, which is not this window's.
+    reaped -= sum(st.cpu + st.children_cpu for p, st in a.procs.items() if p not in b.procs)
+    lost = sum(1 for pid, tid in a.threads if pid in b.procs and (pid, tid) not in b.threads)
+    ticks = round(reaped * 1e9)
+    return Window(total_ns=threads + ticks, own_ns=own, ticks_ns=ticks, lost=lost)
 
 
 def baseline_cmd(url: str, out: Path) -> list[str]:
@@ -90,10 +149,10 @@ def measure(args: list[str], env: dict[str, str] | None, warmup: float, seconds:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         time.sleep(warmup)
-        startup = tree_cpu(proc.pid)
+        a = snapshot(proc.pid)
         t0 = time.monotonic()
         time.sleep(seconds)
-        cpu = tree_cpu(proc.pid) - startup
+        b = snapshot(proc.pid)
         wall = time.monotonic() - t0
         alive = proc.poll() is None
     finally:
@@ -103,7 +162,13 @@ def measure(args: list[str], env: dict[str, str] | None, warmup: float, seconds:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return {"startup": startup, "cpu": cpu, "wall": wall, "alive": alive, "load1": os.getloadavg()[0]}
+    return {
+        "startup": window(Snapshot(proc.pid), a).total_ns / 1e9,
+        "window": window(a, b),
+        "wall": wall,
+        "alive": alive,
+        "load1": os.getloadavg()[0],
+    }
 
 
 def segments_in(directory: Path) -> int:
@@ -167,21 +232,24 @@ def main() -> None:
         f"{os.cpu_count()} CPUs"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
-    head = f"{'round':>5} {'runner':<19} {'segments':>8} {'startup_cpu_s':>13} {'cpu_s':>7} {'cpu_s/s':>8}"
-    print(f"{head} {'load1':>6}")
+    head = f"{'round':>5} {'runner':<19} {'segments':>8} {'startup_cpu_s':>13} {'cpu_ms/s':>8}"
+    print(f"{head} {'own_ms/s':>8} {'ticks_ms':>8} {'lost':>4} {'load1':>6}")
     for row in rows:
         name = "ffmpeg -c copy" if row["who"] == "baseline" else "gravanois recorder"
-        rate = row["cpu"] / row["wall"]
+        w = row["window"]
         print(
-            f"{row['round']:>5} {name:<19} {row['segments']:>8} {row['startup']:>13.2f} {row['cpu']:>7.2f} "
-            f"{rate:>8.4f} {row['load1']:>6.2f}"
+            f"{row['round']:>5} {name:<19} {row['segments']:>8} {row['startup']:>13.2f} "
+            f"{w.total_ns / 1e6 / row['wall']:>8.2f} {w.own_ns / 1e6 / row['wall']:>8.2f} "
+            f"{w.ticks_ns / 1e6:>8.0f} {w.lost:>4} {row['load1']:>6.2f}"
         )
     rates = {
-        who: statistics.median(r["cpu"] / r["wall"] for r in rows if r["who"] == who)
+        who: statistics.median(r["window"].total_ns / 1e6 / r["wall"] for r in rows if r["who"] == who)
         for who in ("baseline", "recorder")
     }
+    own = statistics.median(r["window"].own_ns / 1e6 / r["wall"] for r in rows if r["who"] == "recorder")
     print(
-        f"median cpu_s/s: ffmpeg -c copy {rates['baseline']:.4f}, gravanois recorder {rates['recorder']:.4f}"
+        f"median cpu_ms/s: ffmpeg -c copy {rates['baseline']:.2f}, "
+        f"gravanois recorder {rates['recorder']:.2f} (of which its Python process {own:.2f})"
     )
     print(f"ratio recorder / ffmpeg -c copy: {rates['recorder'] / rates['baseline']:.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")

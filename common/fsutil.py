@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -105,14 +104,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def free_mb(path: Path) -> float:
+def free_mb(path: str | Path) -> float:
     """Free space in MiB on the disk holding `path` (or its nearest existing parent)."""
-    # Asked about an existing folder once a second by each recorder: no path resolution in that case.
-    p = Path(path)
+    # Asked about an existing folder once a second by each recorder: one statvfs (what shutil.disk_usage
+    # does), no path handling in that case.
+    p = path
     while True:
         try:
-            return shutil.disk_usage(p).free / (1 << 20)
+            st = os.statvfs(p)
+            return st.f_bavail * st.f_frsize / (1 << 20)
         except (FileNotFoundError, NotADirectoryError):
+            p = Path(p)
             if p == p.parent:
                 raise
             p = p.parent

@@ -9,6 +9,7 @@ down, so it cannot rely on Redis pins then).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,11 +67,15 @@ def write(journal_dir: Path, press: Press) -> Path:
 
 def pending(journal_dir: Path, camera: str | None = None) -> list[Press]:
     """Journalled presses, oldest first (optionally of one camera); unreadable files are skipped."""
+    # Asked once a second by each recorder, mostly of an empty folder: one listdir, no glob machinery.
     presses = []
-    if not journal_dir.is_dir():
+    try:
+        names = os.listdir(journal_dir)
+    except OSError:  # no journal yet (or not a folder, or unreadable): nothing pending
         return presses
-    for path in journal_dir.glob("*.json"):
-        if is_tmp(path):
+    for name in names:
+        path = journal_dir / name
+        if not name.endswith(".json") or is_tmp(path):
             continue
         try:
             press = Press(**read_json(path))

@@ -110,16 +110,16 @@ class Housekeeper:
         sweep = t - self.swept_at >= PIN_SWEEP_EVERY
         self.index.read_pins(pipe, sweep=sweep)
         self.swept_at = t if sweep else self.swept_at
-        return pipe.execute()
+        return self.link.execute(pipe)
 
     def _delete(self, segments: list[Segment]) -> None:
         if segments:
-            retention.delete_files(self.indexer.dir, segments)
+            retention.delete_files(self.indexer.path, segments)
             self.indexer.forget(segments)
 
     def retain(self, t: float, windows: list[retention.Window]) -> None:
         """Decide what retention deletes (deleted now if Redis is down, else after the next round trip)."""
-        free = free_mb(self.indexer.dir)
+        free = free_mb(self.indexer.path)
         plan = retention.plan(
             self.indexer.with_sizes(),
             windows,

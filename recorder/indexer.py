@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import queue
 import stat
@@ -32,6 +33,8 @@ from recorder.segmenter import (
 from recorder.supervisor import Event
 
 log = get_logger(__name__)
+START = operator.attrgetter("start")
+END = operator.attrgetter("end")
 
 # A hole between two segments larger than this is logged (a frame at 15 fps is 0.067 s).
 GAP_LOGGED = 0.1
@@ -50,6 +53,7 @@ class SegmentIndexer:
         self.mode = mode
         self.seg_time = seg_time
         self.dir = directory
+        self.path = os.fspath(directory)  # joined with a name each second: no pathlib on that path
         self.anchor = Anchor()
         self.segments: list[Segment] = []
         self.sizes: dict[str, int] = {}
@@ -110,7 +114,7 @@ class SegmentIndexer:
         """A part is closed: give it wall-clock times and rename it after them."""
         # This runs for every segment all day: one stat (which also gives the size, as ffmpeg closed the
         # part) and plain string paths, which cost less than pathlib's.
-        part = os.path.join(self.dir, entry.name)
+        part = os.path.join(self.path, entry.name)
         try:
             info = os.stat(part)
         except OSError:
@@ -119,7 +123,7 @@ class SegmentIndexer:
             return None
         start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival)
         seg = make_segment(start, end)
-        os.replace(part, os.path.join(self.dir, seg.name))
+        os.replace(part, os.path.join(self.path, seg.name))
         prev = self.segments[-1] if self.segments else None
         self.segments.append(seg)
         self.sizes[seg.name] = info.st_size
@@ -158,10 +162,18 @@ class SegmentIndexer:
 
     def forget(self, gone: Iterable[Segment]) -> None:
         """Retention deleted these segments."""
-        gone = set(gone)
-        self.segments = [s for s in self.segments if s not in gone]
-        for seg in gone:
-            self.sizes.pop(seg.name, None)
+        # By name (a segment's name holds its times): a string's hash is cached, a Segment's is not.
+        names = {seg.name for seg in gone}
+        self.segments = [s for s in self.segments if s.name not in names]
+        for name in names:
+            self.sizes.pop(name, None)
+
+    def buffered(self) -> float:
+        """Seconds of video on disk: the segments' durations added up."""
+        # The same end - start, added in the same order, as `sum(s.duration for s in …)`, but in C: this
+        # runs every second.
+        segments = self.segments
+        return sum(map(operator.sub, map(END, segments), map(START, segments)))
 
     def with_sizes(self) -> list[tuple[Segment, int]]:
         """Each segment with its size in bytes (what retention weighs)."""

@@ -187,7 +187,7 @@ class Recorder:
         fields = {
             "state": self.state.value,
             "last_segment_end": segments[-1].end if segments else None,
-            "buffered_seconds": round(sum(s.duration for s in segments), 3),
+            "buffered_seconds": round(self.indexer.buffered(), 3),
             "keyframe_interval": self.indexer.keyframe_interval,
             "pid": self.ffmpeg.pid,
             "last_error": self.last_error,

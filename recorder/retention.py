@@ -95,7 +95,7 @@ def windows_from(pins: Iterable[Pin], presses: Iterable[journal.Press], now: flo
     return out
 
 
-def delete_files(directory: Path, segments: Iterable[Segment]) -> None:
+def delete_files(directory: str | Path, segments: Iterable[Segment]) -> None:
     """Remove segment files (already gone is fine)."""
     for seg in segments:
         with contextlib.suppress(FileNotFoundError):

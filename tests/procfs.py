@@ -51,15 +51,24 @@ def all_procs() -> dict[int, ProcStat]:
     return out
 
 
-def cpu_ns(pid: int | str) -> int:
-    """Nanoseconds on a CPU so far, every thread of the process summed (/proc/PID/task/*/schedstat).
+def thread_ns(pid: int | str) -> dict[int, int]:
+    """Nanoseconds on a CPU so far of each thread of the process, by thread id (/proc/PID/task/*/schedstat).
 
-    Finer than /proc/PID/stat, which counts whole clock ticks (10 ms): a process that costs about a
-    millisecond a second needs this to be told apart from one that costs 1.1. A thread that ended is
-    left out, so measure processes whose threads live through the measurement.
+    Finer than /proc/PID/stat, which counts whole clock ticks (10 ms). Raises OSError when there is no
+    such process; a thread that ends meanwhile is left out.
     """
-    total = 0
+    out = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):
-            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-    return total
+            out[int(task)] = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return out
+
+
+def cpu_ns(pid: int | str) -> int:
+    """Nanoseconds on a CPU so far, every thread of the process summed (`thread_ns`).
+
+    A process that costs about a millisecond a second needs this to be told apart from one that costs
+    1.1. A thread that ended is left out, so measure processes whose threads live through the
+    measurement.
+    """
+    return sum(thread_ns(pid).values())
