@@ -22,8 +22,13 @@ SERIALIZER = JSONSerializer
 
 def connect(settings: Settings) -> redis.Redis:
     """A client for `GN_REDIS_URL` with short timeouts, so a dead Redis is noticed, not waited on."""
+    return client_for(settings.redis_url)
+
+
+def client_for(url: str) -> redis.Redis:
+    """A client for the Redis at `url`, set up as every process of the box sets it up (`connect`)."""
     return redis.Redis.from_url(
-        settings.redis_url,
+        url,
         socket_connect_timeout=3,
         socket_timeout=10,
         health_check_interval=30,

@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+from common.redisconn import client_for
 from recorder.redislink import RedisLink
 from tests.helpers import wait_for
 from tests.redis_server import RedisServer
@@ -14,13 +15,7 @@ from tests.redis_server import RedisServer
 
 def client(server: RedisServer) -> redis.Redis:
     """A client set up like the recorder's (common.redisconn.connect)."""
-    return redis.Redis.from_url(
-        server.url,
-        socket_connect_timeout=3,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry_on_timeout=False,
-    )
+    return client_for(server.url)
 
 
 def round_trip(conn: redis.Redis) -> redis.client.Pipeline:
