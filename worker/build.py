@@ -11,6 +11,7 @@ sidecar, enqueues the render job and releases the pin. Missing or bad segments i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import re
@@ -184,7 +185,6 @@ class Build:
         # The raw clip's join, fed the window's segments as they close (worker.streamjoin).
         self.raw_join: StreamJoin | None = None
         self.raw_end = 0.0
-        self.streamed: list[Segment] = []
 
     def run(self) -> str:
         """Wait for the window's end, concat, sidecar, enqueue render, unpin."""
@@ -316,15 +316,13 @@ class Build:
             self.raw_end = clip_end(self.buffer / first.name, b - first.start, fps)
             self.settings.clips_dir.mkdir(parents=True, exist_ok=True)
             self.raw_join = StreamJoin(self.clip, self.raw_end, b - first.start, fps)
-        if [s.name for s in segments[: len(self.streamed)]] != [s.name for s in self.streamed]:
-            self.raw_join.abort("the window's segments changed")
-            return
-        for seg in segments[len(self.streamed) :]:
-            if self.streamed and not follows(self.streamed[-1], seg, self.buffer):
+        # Only the segments not fed yet are checked (each against the one before it); `extend` checks
+        # that the ones fed are still the window's first.
+        for prev, seg in itertools.pairwise(segments[max(len(self.raw_join.fed) - 1, 0) :]):
+            if not follows(prev, seg, self.buffer):
                 self.raw_join.abort("a gap or a new recording run in the window")
                 return
-            self.raw_join.feed(self.buffer / seg.name)
-            self.streamed.append(seg)
+        self.raw_join.extend([self.buffer / s.name for s in segments])
 
     def fps_of(self, segment: Segment) -> float:
         """A segment's video frame rate (0 when it cannot be read: the clip then ends on no frame)."""
