@@ -217,15 +217,23 @@ def test_without_pieces_the_render_takes_the_single_pass(live_press) -> None:
     assert decode_errors(Path(done["wm_path"])) == ""
 
 
-def stream_joins() -> dict[int, int]:
-    """The ffmpeg processes that join from a pipe (worker.streamjoin): pid → parent pid."""
+def stream_joins(worker: int) -> dict[int, int]:
+    """The ffmpeg processes that join from a pipe (worker.streamjoin) for this worker's work horse:
+    pid → the horse's pid. Other tests run their own workers at the same time; only this one's count."""
+    procs = all_procs()
     out = {}
-    for pid, st in all_procs().items():
-        if st.name == "ffmpeg":
+    for pid, st in procs.items():
+        horse = procs.get(st.ppid)
+        if st.name == "ffmpeg" and horse is not None and horse.ppid == worker:
             with contextlib.suppress(OSError):
                 if b"pipe:0" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
                     out[pid] = st.ppid
     return out
+
+
+def running() -> set[int]:
+    """The pids of processes alive now (a zombie has ended)."""
+    return {pid for pid, st in all_procs().items() if st.state != "Z"}
 
 
 def test_a_build_killed_while_it_joins_leaves_no_ffmpeg_and_its_retry_finishes(
@@ -236,18 +244,17 @@ def test_a_build_killed_while_it_joins_leaves_no_ffmpeg_and_its_retry_finishes(
     )
     press = Press("cam1", time.time(), 6, 8)
     assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
-    before = set(stream_joins())
     worker = start_gravanois(s, "worker", "--queues", "build")
     try:
         # During the post-roll the build's joins read from their pipes; kill the process feeding them
         # (RQ's work horse) the hard way, as the kernel's OOM killer would.
-        joins = wait_for("the build's joins", lambda: set(stream_joins()) - before, timeout=60, every=0.05)
+        joins = wait_for("the build's joins", lambda: set(stream_joins(worker.pid)), timeout=60, every=0.05)
         clip = s.clips_dir / sidecar.clip_name(press)
         partial = f"{TMP_MARK}*-{clip.name}"
         wait_for("the raw clip's join to write", lambda: list(s.clips_dir.glob(partial)), timeout=30)
-        horse = stream_joins()[min(joins)]
+        horse = stream_joins(worker.pid)[min(joins)]
         os.kill(horse, signal.SIGKILL)
-        wait_for("its ffmpeg to go with it", lambda: not joins & set(stream_joins()), timeout=10, every=0.05)
+        wait_for("its ffmpeg to go with it", lambda: not joins & running(), timeout=10, every=0.05)
         wait_for("the retry to build the clip", sidecar.path_for(clip).is_file, timeout=120)
     finally:
         worker.terminate()
