@@ -1,9 +1,12 @@
 """Housekeeping: retention, the disk alarm and the health hash, in one Redis round trip a pass.
 
 A pass runs whenever segments closed (so they reach the index at once) and at least every
-`EVERY` seconds. Its Redis work is one pipeline: index the new segments, forget the ones the previous pass
-doomed, write the health hash, read the pins. Deletion is therefore one pass behind the decision, and
-always in this order (a worker must never be handed a segment whose file is already gone):
+`EVERY` seconds. Its Redis work is one pipeline: index the new segments and write the health hash and,
+when retention has work, forget the segments it doomed and read the pins. Retention decides every
+`RETAIN_EVERY` seconds (at once while the disk is short of space), so a camera keeps up to about that
+much more than GN_BUFFER_SECONDS; deleting in batches keeps the pass that runs every second small.
+Deletion is one pass behind the decision, and always in this order (a worker must never be handed a
+segment whose file is already gone):
 
 1. pass N decides, with the pins it just read, which segments go (`recorder.retention.plan`);
 2. pass N+1 removes them from the index in its round trip, reads the pins again, then deletes the files
@@ -34,6 +37,8 @@ log = get_logger(__name__)
 
 # Longest time between two passes when no segment closes (camera down): health stays fresh.
 EVERY = 1.5
+# Retention decides this often (and at every pass while the disk is below its floor).
+RETAIN_EVERY = 5.0
 # Expired pins (a crashed job's) are removed from Redis this often; in between they are just ignored.
 PIN_SWEEP_EVERY = 60.0
 # While the disk guard keeps deleting, it says so once, then at most this often (the alarm stays up).
@@ -56,6 +61,7 @@ class Housekeeper:
         self.journal_dir = settings.journal_dir
         self.pins: list[Pin] = []
         self.swept_at = 0.0
+        self.retain_at = 0.0
         # Decided by the last pass: leave the index in the next round trip, then the disk.
         self.doomed: list[Segment] = []
         # Of those, the ones that were protected already (the disk guard's last resort): no second look.
@@ -85,11 +91,16 @@ class Housekeeper:
             added = []  # the resync indexed them
         t = time.time()
         if not retain:
-            self.link.call(lambda: self._round_trip(added, [], t, fields))
+            self.link.call(lambda: self._round_trip(added, None, t, fields))
             return
         doomed, self.doomed = self.doomed, []
-        reindex, self.reindex = self.reindex, []
-        replies = self.link.call(lambda: self._round_trip([*added, *reindex], doomed, t, fields))
+        added, self.reindex = [*added, *self.reindex], []
+        free = free_mb(self.indexer.path)
+        due = t >= self.retain_at or free < self.settings.buffer_min_free_mb
+        if not (due or doomed):
+            self.link.call(lambda: self._round_trip(added, None, t, fields))
+            return
+        replies = self.link.call(lambda: self._round_trip(added, doomed, t, fields))
         if replies is not None:
             self.pins = SegmentIndex.pins_from(replies[-1], t)
         windows = retention.windows_from(self.pins, journal.pending(self.journal_dir, self.camera), t)
@@ -98,18 +109,22 @@ class Housekeeper:
             self.reindex = spared
             doomed = [s for s in doomed if s not in spared]
         self._delete(doomed)
-        self.retain(t, windows)
+        if due:
+            self.retain_at = t + RETAIN_EVERY
+            self.retain(t, windows, free)
 
     def _round_trip(
-        self, added: list[Segment], doomed: list[Segment], t: float, fields: dict[str, Any]
+        self, added: list[Segment], doomed: list[Segment] | None, t: float, fields: dict[str, Any]
     ) -> list[Any]:
+        """Index `added`, publish health; with `doomed` (a retention pass), forget them and read the pins."""
         pipe = self.link.conn.pipeline(transaction=False)
         self.index.add(*added, pipe=pipe)
-        self.index.remove(*doomed, pipe=pipe)
         self.health.queue_publish(pipe, t, **fields)
-        sweep = t - self.swept_at >= PIN_SWEEP_EVERY
-        self.index.read_pins(pipe, sweep=sweep)
-        self.swept_at = t if sweep else self.swept_at
+        if doomed is not None:
+            self.index.remove(*doomed, pipe=pipe)
+            sweep = t - self.swept_at >= PIN_SWEEP_EVERY
+            self.index.read_pins(pipe, sweep=sweep)
+            self.swept_at = t if sweep else self.swept_at
         return self.link.execute(pipe)
 
     def _delete(self, segments: list[Segment]) -> None:
@@ -117,11 +132,11 @@ class Housekeeper:
             retention.delete_files(self.indexer.path, segments)
             self.indexer.forget(segments)
 
-    def retain(self, t: float, windows: list[retention.Window]) -> None:
+    def retain(self, t: float, windows: list[retention.Window], free: float) -> None:
         """Decide what retention deletes (deleted now if Redis is down, else after the next round trip)."""
-        free = free_mb(self.indexer.path)
         plan = retention.plan(
-            self.indexer.with_sizes(),
+            self.indexer.segments,
+            self.indexer.sizes,
             windows,
             t,
             self.settings.buffer_seconds,

@@ -9,13 +9,12 @@ Redis: the segments it returns are written to the index by the housekeeper's rou
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
-import operator
 import os
-import queue
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from common.log import event, get_logger
@@ -27,14 +26,13 @@ from recorder.segmenter import (
     back_project,
     clean_leftovers,
     make_segment,
+    millis,
     parse_list_line,
     scan,
 )
 from recorder.supervisor import Event
 
 log = get_logger(__name__)
-START = operator.attrgetter("start")
-END = operator.attrgetter("end")
 
 # A hole between two segments larger than this is logged (a frame at 15 fps is 0.067 s).
 GAP_LOGGED = 0.1
@@ -55,8 +53,11 @@ class SegmentIndexer:
         self.dir = directory
         self.path = os.fspath(directory)  # joined with a name each second: no pathlib on that path
         self.anchor = Anchor()
+        # Oldest first, always (retention looks only at the head); with their sizes, and their durations
+        # added up in milliseconds (exact: the times are whole milliseconds), kept as they come and go.
         self.segments: list[Segment] = []
         self.sizes: dict[str, int] = {}
+        self.buffered_ms = 0
         self.run_id = ""
         self.run_closed: list[tuple[Segment, float]] = []
         self.keyframe_interval: float | None = None
@@ -68,6 +69,7 @@ class SegmentIndexer:
         removed = clean_leftovers(self.dir)
         self.segments = scan(self.dir)
         self.sizes = {s.name: self._size(s.name) for s in self.segments}
+        self.buffered_ms = sum(map(millis, self.segments))
         if self.segments:
             self.anchor.floor = self.segments[-1].end
         return removed
@@ -82,21 +84,18 @@ class SegmentIndexer:
         """The run is over: delete the parts it never closed."""
         clean_leftovers(self.dir, self.run_id)
 
-    def pump(self, events: queue.SimpleQueue[Event], timeout: float) -> list[Segment]:
-        """Handle every list line waiting (waiting up to `timeout` for the first); returns new segments."""
-        try:
-            first = events.get(timeout=timeout) if timeout > 0 else events.get_nowait()
-        except queue.Empty:
-            return []
-        batch = [first]
+    def pump(self, read: Callable[[float], list[Event]], timeout: float) -> list[Segment]:
+        """Index the list lines `read` returns within `timeout` (ffmpeg's output); returns new segments."""
+        batch = read(timeout)
         # A fresh run often delivers its first segments in a burst (ffmpeg buffered them while probing
         # the input): wait for the burst to end, so its last arrival anchors them all.
-        settle = BURST_SETTLE if self.anchor.prev_stream_end is None and timeout > 0 else 0.0
-        while True:
-            try:
-                batch.append(events.get(timeout=settle) if settle else events.get_nowait())
-            except queue.Empty:
-                break
+        if batch and self.anchor.prev_stream_end is None and timeout > 0:
+            while more := read(BURST_SETTLE):
+                batch += more
+        return self.index(batch)
+
+    def index(self, batch: list[Event]) -> list[Segment]:
+        """Index these list lines of ffmpeg's (those of an earlier run are ignored); returns new segments."""
         entries = []
         for run_id, arrival, line in batch:
             entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
@@ -125,8 +124,12 @@ class SegmentIndexer:
         seg = make_segment(start, end)
         os.replace(part, os.path.join(self.path, seg.name))
         prev = self.segments[-1] if self.segments else None
-        self.segments.append(seg)
+        if prev is None or seg >= prev:
+            self.segments.append(seg)
+        else:  # the clock was set back more than Anchor.clock_jump: keep the list in order
+            bisect.insort(self.segments, seg)
         self.sizes[seg.name] = info.st_size
+        self.buffered_ms += millis(seg)
         self.run_closed.append((seg, entry.stream_end - entry.stream_start))
         if prev is not None and seg.start - prev.end > GAP_LOGGED:
             event(log, "segment_gap", camera=self.camera, gap=round(seg.start - prev.end, 3))
@@ -163,21 +166,22 @@ class SegmentIndexer:
     def forget(self, gone: Iterable[Segment]) -> None:
         """Retention deleted these segments."""
         # By name (a segment's name holds its times): a string's hash is cached, a Segment's is not.
-        names = {seg.name for seg in gone}
-        self.segments = [s for s in self.segments if s.name not in names]
+        names = {seg.name: seg for seg in gone if seg.name in self.sizes}
+        if not names:
+            return
+        segments = self.segments
+        head = len(names)
+        if all(s.name in names for s in segments[:head]):
+            del segments[:head]  # the usual case: the oldest went
+        else:
+            self.segments = [s for s in segments if s.name not in names]
         for name in names:
-            self.sizes.pop(name, None)
+            del self.sizes[name]
+        self.buffered_ms -= sum(map(millis, names.values()))
 
     def buffered(self) -> float:
         """Seconds of video on disk: the segments' durations added up."""
-        # The same end - start, added in the same order, as `sum(s.duration for s in …)`, but in C: this
-        # runs every second.
-        segments = self.segments
-        return sum(map(operator.sub, map(END, segments), map(START, segments)))
-
-    def with_sizes(self) -> list[tuple[Segment, int]]:
-        """Each segment with its size in bytes (what retention weighs)."""
-        return [(s, self.sizes.get(s.name, 0)) for s in self.segments]
+        return self.buffered_ms / 1000
 
     def _size(self, name: str) -> int:
         with contextlib.suppress(OSError):

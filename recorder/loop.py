@@ -100,7 +100,7 @@ class Recorder:
         wait = min(TURN, self.next_housekeeping - now)
         if self.ffmpeg.proc is None:
             wait = min(wait, self.ffmpeg.next_start - now)
-        closed = self.indexer.pump(self.ffmpeg.events, max(wait, 0.01))
+        closed = self.indexer.pump(self.ffmpeg.read, max(wait, 0.01))
         if closed:
             self.on_closed(closed)
         if self.stopping:
@@ -141,8 +141,7 @@ class Recorder:
 
     def end_run(self) -> None:
         """Stop this run's ffmpeg; what it closed last is indexed with the next round trip."""
-        self.ffmpeg.stop()
-        self.unindexed += self.indexer.pump(self.ffmpeg.events, 0)
+        self.unindexed += self.indexer.index(self.ffmpeg.stop())
         self.indexer.end_run()
 
     def on_closed(self, closed: list[Segment]) -> None:

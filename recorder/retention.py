@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,8 @@ def protected(seg: Segment, windows: Iterable[Window]) -> bool:
 
 
 def plan(
-    segments: Sequence[tuple[Segment, int]],
+    segments: Sequence[Segment],
+    sizes: Mapping[str, int],
     windows: Sequence[Window],
     now: float,
     buffer_seconds: float,
@@ -50,25 +51,29 @@ def plan(
     min_free_mb: float,
     pins_known: bool = True,
 ) -> Plan:
-    """Decide which segments (with their sizes in bytes) to delete. No I/O: tests call it directly."""
-    ordered = sorted(segments, key=lambda item: item[0].start)
+    """Decide which segments to delete. No I/O: tests call it directly.
+
+    `segments` are oldest first (as the indexer keeps them), `sizes` their sizes in bytes by name. By
+    age only the oldest few are looked at, whatever the buffer holds; the disk guard looks at them all.
+    """
     cutoff = now - buffer_seconds
     doomed: list[Segment] = []
     freed = 0
     if pins_known:
-        for seg, size in ordered:
+        for seg in segments:
             if seg.start >= cutoff:
-                break  # this one and all later ones end after the cutoff: a second's pass looks at a few
+                break  # this one and all later ones end after the cutoff
             if seg.end < cutoff and not protected(seg, windows):
                 doomed.append(seg)
-                freed += size
+                freed += sizes.get(seg.name, 0)
     by_age = len(doomed)
     disk_low = free_mb < min_free_mb
     protected_dropped = 0
     if disk_low:
         need = (min_free_mb - free_mb) * MIB - freed
         # The newest segment stays: it is what proves the camera is still recording.
-        rest = [(s, n) for s, n in ordered[:-1] if s not in doomed]
+        gone = set(doomed)
+        rest = [(s, sizes.get(s.name, 0)) for s in segments[:-1] if s not in gone]
         unprotected = [(s, n) for s, n in rest if not protected(s, windows)]
         last_resort = [(s, n) for s, n in rest if protected(s, windows)]
         for group in (unprotected, last_resort):

@@ -36,6 +36,11 @@ def segment_from_name(name: str) -> Segment | None:
     return Segment(start=start, end=end, name=name) if end > start else None
 
 
+def millis(seg: Segment) -> int:
+    """A segment's duration in whole milliseconds, as its file name says."""
+    return round(seg.end * 1000) - round(seg.start * 1000)
+
+
 def make_segment(start: float, end: float) -> Segment:
     """A Segment whose times are exactly what its file name says (so index members always match)."""
     seg = segment_from_name(seg_name(start, end))

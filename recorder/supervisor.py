@@ -1,22 +1,23 @@
 """ffmpeg supervision: one camera's ffmpeg child, started, read, watched, stopped and restarted.
 
 ffmpeg is spawned from the main thread, so PR_SET_PDEATHSIG takes it down if the recorder is SIGKILLed.
-Two small reader threads follow it: stdout carries the CSV list of closed parts, time-stamped on arrival
-(`events`, read by the segment indexer), stderr is kept for error messages. The decisions (stall limit,
-backoff, reachability of a network camera) are in `recorder.watchdog`.
+Its two output pipes are read by the main thread too, with poll(2) (`read()`): stdout carries the CSV list
+of closed parts, time-stamped on arrival (read by the segment indexer), stderr is kept for error messages.
+No reader thread: handing each line over from one would wake two threads instead of one, once a second
+for as long as the recorder runs. The decisions (stall limit, backoff, reachability of a network camera)
+are in `recorder.watchdog`.
 """
 
 from __future__ import annotations
 
 import os
-import queue
+import select
+import signal
 import subprocess
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from common.log import get_logger, redact
 from common.proc import spawn, stop
@@ -31,7 +32,10 @@ log = get_logger(__name__)
 STOP_GRACE = 5.0
 # Extra time for a new ffmpeg's first segment: connecting and probing the input (up to 5 s).
 STARTUP_GRACE = 6.0
-READER_JOIN = 3.0
+# After ffmpeg is gone, how long its pipes may take to reach end of file (nothing else holds them).
+DRAIN = 3.0
+# ffmpeg's list lines and error lines are short; a pipe holds at most 64 KiB.
+READ_SIZE = 65536
 
 # (run id, arrival time, list line; None when the run's stdout closed)
 Event = tuple[str, float, str | None]
@@ -56,11 +60,13 @@ class Supervisor:
         self.mode = mode
         self.wm = wm
         self.dir = directory
-        # A SimpleQueue: its blocking get is C code (queue.Queue's is a Python Condition), and the main
-        # loop waits on it about once a second, for as long as the recorder runs.
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.readers: list[threading.Thread] = []
+        # ffmpeg's open pipes: file descriptor → the bytes of a line not complete yet.
+        self.poller = select.poll()
+        self.pipes: dict[int, bytes] = {}
+        self.list_fd = -1
+        # List lines read while finding out why ffmpeg exited: `stop()` hands them on.
+        self.last_lines: list[Event] = []
         self.stderr_tail: deque[str] = deque(maxlen=8)
         self.run_id = ""
         self.runs = 0
@@ -94,7 +100,7 @@ class Supervisor:
         return None
 
     def start(self) -> str:
-        """Spawn ffmpeg and its readers; returns the new run's id. Raises OSError if it cannot start."""
+        """Spawn ffmpeg; returns the new run's id. Raises OSError if it cannot start."""
         self.runs += 1
         self.run_id = f"{os.getpid()}-{self.runs}"
         args = presets.record_args(
@@ -129,27 +135,53 @@ class Supervisor:
             except BrokenPipeError:
                 pass  # ffmpeg died at once; check() reports its exit
         assert proc.stdout is not None and proc.stderr is not None
-        self.readers = [
-            threading.Thread(target=self._read_list, args=(self.run_id, proc.stdout), daemon=True),
-            threading.Thread(target=self._read_errors, args=(proc.stderr,), daemon=True),
-        ]
-        for reader in self.readers:
-            reader.start()
+        self.list_fd = proc.stdout.fileno()
+        self.pipes = {self.list_fd: b"", proc.stderr.fileno(): b""}
+        for fd in self.pipes:
+            self.poller.register(fd, select.POLLIN)
         self.watchdog.started(time.monotonic())
         return self.run_id
 
-    def _read_list(self, run_id: str, stream: IO[bytes]) -> None:
-        # The arrival time is taken here, not in the (possibly busy) main loop.
-        for raw in iter(stream.readline, b""):
-            self.events.put((run_id, time.time(), raw.decode(errors="replace")))
-        self.events.put((run_id, time.time(), None))
+    def read(self, timeout: float) -> list[Event]:
+        """Wait up to `timeout` s for ffmpeg's output; returns the list lines that came, with their arrival.
 
-    def _read_errors(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
+        The arrival time is taken as soon as poll(2) returns, before anything else is done. Error lines
+        are kept (and logged at debug level); end of the list is an event with line None. With no ffmpeg
+        running, this just waits.
+        """
+        ready = self.poller.poll(timeout * 1000)
+        if not ready:
+            return []
+        arrival = time.time()
+        events: list[Event] = []
+        for fd, _ in ready:
+            data = os.read(fd, READ_SIZE)
+            *lines, self.pipes[fd] = (self.pipes[fd] + data).split(b"\n")
+            if fd == self.list_fd:
+                events += [(self.run_id, arrival, line.decode(errors="replace")) for line in lines]
+            else:
+                self._errors(lines)
+            if not data:
+                self._closed(fd, arrival, events)
+        return events
+
+    def _errors(self, lines: list[bytes]) -> None:
+        for raw in lines:
             line = redact(raw.decode(errors="replace").strip())
             if line:
                 self.stderr_tail.append(line)
                 log.debug("ffmpeg: %s", line, extra={"gn": {"camera": self.camera.id}})
+
+    def _closed(self, fd: int, arrival: float, events: list[Event]) -> None:
+        """End of file on one of ffmpeg's pipes: its last unterminated line counts, then it is let go."""
+        rest = self.pipes.pop(fd)
+        self.poller.unregister(fd)
+        if fd == self.list_fd:
+            if rest:
+                events.append((self.run_id, arrival, rest.decode(errors="replace")))
+            events.append((self.run_id, arrival, None))
+        elif rest:
+            self._errors([rest])
 
     def check(self, t: float) -> Failure | None:
         """Has the running ffmpeg ended by itself, or stalled (alive, but no segment closed in time)?"""
@@ -157,20 +189,46 @@ class Supervisor:
             return None
         code = self.proc.poll()
         if code is not None:
+            # Its last words are in the pipes still: read them (the list lines go with `stop()`).
+            self.last_lines += self._drain(DRAIN)
             why = " | ".join(list(self.stderr_tail)[-2:]) or "no error output"
             return Failure(f"ffmpeg exited with code {code}: {why}")
         if self.watchdog.stalled(t):
             return Failure(f"no new segment for {self.watchdog.limit:g} s (stalled)", stalled=True)
         return None
 
-    def stop(self) -> None:
-        """Stop this run's ffmpeg (SIGINT closes the open part) and wait for its last list lines."""
-        if self.proc is not None:
-            stop(self.proc, grace=STOP_GRACE)
-        for reader in self.readers:
-            reader.join(READER_JOIN)
+    def stop(self) -> list[Event]:
+        """Stop this run's ffmpeg (SIGINT closes the open part); returns the list lines it wrote meanwhile.
+
+        Its pipes are read while it finishes, so it never blocks writing to them; SIGKILL after STOP_GRACE.
+        """
+        events, self.last_lines = self.last_lines, []
+        proc = self.proc
+        if proc is None:
+            return events
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        # Its pipes end when it exits; whatever is left of the grace then, SIGKILL if it is still there.
+        deadline = time.monotonic() + STOP_GRACE
+        events += self._drain(STOP_GRACE)
+        stop(proc, grace=max(deadline - time.monotonic(), 0.0))
+        events += self._drain(DRAIN)
+        for fd in self.pipes:
+            self.poller.unregister(fd)
+        self.pipes = {}
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         self.proc = None
-        self.readers = []
+        return events
+
+    def _drain(self, seconds: float) -> list[Event]:
+        """Read ffmpeg's pipes until they end (it exited), for at most `seconds`."""
+        events: list[Event] = []
+        deadline = time.monotonic() + seconds
+        while self.pipes and time.monotonic() < deadline:
+            events += self.read(deadline - time.monotonic())
+        return events
 
     def progress(self, t: float) -> None:
         """A segment closed: the watchdog is fed and the camera counts as working again."""

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from common import journal
 from common.segments import Pin, Segment
 from common.settings import Settings
+from recorder import housekeeping
 from recorder.health import Health
 from recorder.housekeeping import Housekeeper
 from recorder.indexer import SegmentIndexer
@@ -24,9 +26,10 @@ from tests.recorder_helpers import TEST_SOURCE, RecorderProc, health, index_of, 
 NOW = 10_000.0
 
 
-def segs(n: int, size: int = MIB) -> list[tuple[Segment, int]]:
-    """n one-second segments ending now, oldest first."""
-    return [(make_segment(NOW - n + i, NOW - n + i + 1), size) for i in range(n)]
+def segs(n: int, size: int = MIB) -> tuple[list[Segment], dict[str, int]]:
+    """n one-second segments ending now, oldest first, and their sizes."""
+    segments = [make_segment(NOW - n + i, NOW - n + i + 1) for i in range(n)]
+    return segments, {s.name: size for s in segments}
 
 
 def names(p: list[Segment]) -> list[float]:
@@ -34,27 +37,27 @@ def names(p: list[Segment]) -> list[float]:
 
 
 def test_age_bound() -> None:
-    p = plan(segs(100), [], NOW, buffer_seconds=60, free_mb=1000, min_free_mb=64)
+    p = plan(*segs(100), [], NOW, buffer_seconds=60, free_mb=1000, min_free_mb=64)
     assert names(p.delete) == [NOW - 100 + i for i in range(39)]
     assert p.by_age == 39 and p.by_disk == 0 and not p.disk_low
 
 
 def test_pins_and_journal_windows_are_kept() -> None:
     windows = [(NOW - 95.5, NOW - 94.5), (NOW - 80.0, NOW - 78.0)]
-    p = plan(segs(100), windows, NOW, buffer_seconds=60, free_mb=1000, min_free_mb=64)
+    p = plan(*segs(100), windows, NOW, buffer_seconds=60, free_mb=1000, min_free_mb=64)
     kept = {NOW - 96, NOW - 95, NOW - 80, NOW - 79}
     assert kept.isdisjoint(names(p.delete))
     assert len(p.delete) == 39 - 4
 
 
 def test_redis_down_deletes_nothing_by_age() -> None:
-    p = plan(segs(100), [], NOW, buffer_seconds=60, free_mb=1000, min_free_mb=64, pins_known=False)
+    p = plan(*segs(100), [], NOW, buffer_seconds=60, free_mb=1000, min_free_mb=64, pins_known=False)
     assert p.delete == []
 
 
 def test_disk_guard_drops_oldest_unpinned_first() -> None:
     windows = [(NOW - 20.0, NOW - 19.5)]  # pins the oldest of 20 segments
-    p = plan(segs(20), windows, NOW, buffer_seconds=60, free_mb=61.5, min_free_mb=64, pins_known=False)
+    p = plan(*segs(20), windows, NOW, buffer_seconds=60, free_mb=61.5, min_free_mb=64, pins_known=False)
     # 2.5 MiB short: three 1 MiB segments go, the oldest unpinned ones, never the pinned one.
     assert names(p.delete) == [NOW - 19, NOW - 18, NOW - 17]
     assert p.disk_low and p.by_disk == 3 and p.protected_dropped == 0
@@ -62,7 +65,7 @@ def test_disk_guard_drops_oldest_unpinned_first() -> None:
 
 def test_disk_guard_last_resort_and_newest_kept() -> None:
     windows = [(NOW - 3.0, NOW)]
-    p = plan(segs(3), windows, NOW, buffer_seconds=60, free_mb=0, min_free_mb=64)
+    p = plan(*segs(3), windows, NOW, buffer_seconds=60, free_mb=0, min_free_mb=64)
     # Everything is pinned and the disk is still short: pinned segments go too, except the newest.
     assert names(p.delete) == [NOW - 3, NOW - 2]
     assert p.protected_dropped == 2
@@ -93,8 +96,10 @@ def test_real_recorder_holds_the_bound_and_keeps_pinned_segments(
         while time.time() < deadline:
             current = index.all()
             unprotected = [s for s in current if s not in (pinned, journalled)]
-            # The bound: nothing unprotected older than buffer_seconds (plus a housekeeping beat).
-            assert unprotected[0].end >= time.time() - settings.buffer_seconds - 2.5, unprotected[0]
+            # The bound: nothing unprotected older than buffer_seconds, plus retention's beat (it decides
+            # every RETAIN_EVERY s and deletes one pass later) and a housekeeping beat.
+            bound = settings.buffer_seconds + housekeeping.RETAIN_EVERY + 2.5
+            assert unprotected[0].end >= time.time() - bound, unprotected[0]
             time.sleep(0.5)
         current = index.all()
         assert pinned in current and journalled in current
@@ -142,3 +147,43 @@ def test_a_pin_that_arrives_between_decision_and_deletion_keeps_the_segment(
     house.run([], {"state": "recording"})
     assert late in index.all() and not [s for s in index.all() if s in doomed and s != late]
     assert health(redis_conn, settings, "cam1")["state"] == "recording"
+
+
+def test_retention_reads_the_pins_only_when_it_decides_or_deletes(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pass that runs every second indexes and publishes health; retention's part of the round trip
+    # (forget the doomed, read the pins) comes only every RETAIN_EVERY s and in the pass after a decision.
+    monkeypatch.setattr(housekeeping, "RETAIN_EVERY", 1.0)
+    settings = make_settings(
+        cameras=json.dumps({"cam1": TEST_SOURCE}), pre_seconds=1.0, post_seconds=1.0, buffer_seconds=12.0
+    )
+    indexer = SegmentIndexer("cam1", "encode", settings.seg_time, settings.camera_buffer_dir("cam1"))
+    indexer.dir.mkdir(parents=True)
+    t = time.time()
+    for i in range(30):
+        seg = make_segment(t - 30 + i, t - 29 + i)
+        (indexer.dir / seg.name).write_bytes(b"\x47" * 188)
+    indexer.load()
+    link = RedisLink(redis_conn, "cam1")
+    house = Housekeeper(settings, "cam1", link, indexer, Health(redis_conn, settings, "cam1", "x", "encode"))
+    assert house.sync()
+
+    def zrange_calls() -> int:
+        return int(redis_conn.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0))
+
+    before = zrange_calls()
+
+    def pin_reads() -> int:
+        return zrange_calls() - before
+
+    house.run([], {"state": "recording"})  # decides
+    assert house.doomed and pin_reads() == 1
+    house.run([], {"state": "recording"})  # deletes
+    assert not house.doomed and len(indexer.segments) in (12, 13) and pin_reads() == 2
+    for _ in range(3):
+        house.run([], {"state": "recording"})
+    assert pin_reads() == 2 and not house.doomed
+    time.sleep(1.5)  # segments aged past the bound meanwhile; retention is due again
+    house.run([], {"state": "recording"})
+    assert pin_reads() == 3 and house.doomed

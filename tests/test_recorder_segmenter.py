@@ -8,6 +8,8 @@ from pathlib import Path
 
 from common.segments import Segment
 from recorder import keyframes
+from recorder.indexer import SegmentIndexer
+from recorder.presets import PART_PREFIX
 from recorder.segmenter import (
     Anchor,
     back_project,
@@ -176,3 +178,33 @@ def test_reachable_is_a_real_tcp_connect() -> None:
         assert reachable(("127.0.0.1", port)) is None
     why = reachable(("127.0.0.1", port))
     assert why is not None and "refused" in why.lower()
+
+
+def test_indexer_keeps_segments_in_order_and_their_total_as_they_come_and_go(tmp_path: Path) -> None:
+    # Retention reads only the oldest segments and health publishes the total every second: both rely
+    # on what the indexer keeps up to date itself, checked here against the list it holds.
+    t0 = 1_700_000_000.0
+    for i in range(5):
+        (tmp_path / seg_name(t0 + i, t0 + i + 1)).write_bytes(b"\x47" * 188 * (i + 1))
+    indexer = SegmentIndexer("cam1", "copy", 1.0, tmp_path)
+    indexer.load()
+    indexer.new_run("r1")
+
+    def close(n: int, arrival: float) -> None:
+        part = f"{PART_PREFIX}r1_{n:06d}.ts"
+        (tmp_path / part).write_bytes(b"\x47" * 188)
+        indexer.index([("r1", arrival, f"{part},{n}.000000,{n}.500000\n")])
+
+    def total() -> float:
+        return round(sum(s.duration for s in indexer.segments), 3)
+
+    close(1, t0 + 6)  # after the last one on disk
+    close(5, t0 - 300)  # the system clock was set back 5 minutes: it goes first
+    assert indexer.segments == sorted(indexer.segments) and len(indexer.segments) == 7
+    assert indexer.segments[0].end == t0 - 300 and indexer.buffered() == total() == 6.0
+    assert indexer.sizes == {s.name: (tmp_path / s.name).stat().st_size for s in indexer.segments}
+    indexer.forget(indexer.segments[:2])  # the oldest
+    indexer.forget([indexer.segments[2], indexer.segments[2]])  # one in the middle, named twice
+    indexer.forget([Segment(t0 - 900, t0 - 899, seg_name(t0 - 900, t0 - 899))])  # one it never had
+    assert len(indexer.segments) == 4 and indexer.buffered() == total() == 3.5
+    assert sorted(indexer.sizes) == sorted(s.name for s in indexer.segments)
