@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as json_string
 
 import redis
 
@@ -35,10 +36,13 @@ class Segment:
         return self.end - self.start
 
     def member(self) -> str:
-        """The exact ZSET member (reproducible, so it can be removed)."""
-        return json.dumps(
-            {"name": self.name, "start": round(self.start, 6), "end": round(self.end, 6)}, sort_keys=True
-        )
+        """The exact ZSET member (reproducible, so it can be removed): JSON, keys sorted.
+
+        Written out as `json.dumps(…, sort_keys=True)` writes it (a float's repr, the name as an ASCII
+        JSON string), without building an encoder for each call: the recorder does this every second.
+        """
+        start, end = round(self.start, 6), round(self.end, 6)
+        return f'{{"end": {end!r}, "name": {json_string(self.name)}, "start": {start!r}}}'
 
     @classmethod
     def from_member(cls, member: bytes | str) -> Segment:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def test_iso_round_trip() -> None:
     t = 1755460200.123
     assert iso(t) == "2025-08-17T19:50:00.123Z"
     assert abs(parse_iso(iso(t)) - t) < 1e-3
+
+
+def test_segment_member_is_the_json_it_always_was() -> None:
+    # Members are matched byte for byte (ZREM, and an index written by an older recorder): the
+    # hand-written JSON must be exactly what json.dumps(…, sort_keys=True) writes.
+    rng = random.Random(7)
+    names = ["seg_1764000000123_1764000001124.ts", 'odd "name"\\é.ts', "s0.ts"]
+    for _ in range(2000):
+        start = rng.choice([rng.uniform(0, 2e9), round(rng.uniform(0, 2e9), 3), float(rng.randrange(10**9))])
+        seg = Segment(start, start + rng.uniform(0.001, 5), rng.choice(names))
+        expected = {"name": seg.name, "start": round(seg.start, 6), "end": round(seg.end, 6)}
+        assert seg.member() == json.dumps(expected, sort_keys=True)
+        assert Segment.from_member(seg.member()) == Segment(expected["start"], expected["end"], seg.name)
 
 
 def test_segment_index_covering_and_pins(redis_conn) -> None:
