@@ -2,11 +2,12 @@
 """What one idle recorder costs besides its ffmpeg: Redis commands per second and its own CPU.
 
 A real `gravanois recorder` records a 720p30 H.264+AAC RTSP camera (GStreamer's test server on
-loopback, copy mode) with a private redis-server, retention active (GN_BUFFER_SECONDS=20). After a
-warm-up, for --seconds: Redis's INFO commandstats (reset at the start) and the CPU time of the recorder
-process and of its ffmpeg child, every thread's, in nanoseconds (/proc/PID/task/*/schedstat: clock
-ticks of 10 ms are too coarse for a process that costs about a millisecond a second). Prints one JSON
-object.
+loopback, copy mode) with a private redis-server and the default settings. Its buffer is on tmpfs, as by
+default, and already holds GN_BUFFER_SECONDS (120 s) of segments, so retention works from the first
+second as it does all day. After a warm-up, for --seconds: Redis's INFO commandstats (reset at the
+start) and the CPU time of the recorder process and of its ffmpeg child, every thread's, in nanoseconds
+(/proc/PID/task/*/schedstat: clock ticks of 10 ms are too coarse for a process that costs about a
+millisecond a second). Prints one JSON object.
 
     bench/recorder_overhead.py [--seconds 60] [--windows 1] [--repo PATH] [--also PATH …]
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,10 +40,12 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
 sys.path.insert(0, str(REPO))
 
 from tests.procfs import cpu_ns  # noqa: E402
-from tests.recorder_helpers import children_ffmpeg  # noqa: E402
+from tests.recorder_helpers import children_ffmpeg, prefill_buffer  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
 
+# The recorder's default buffer (GN_BUFFER_DIR) is on tmpfs: the runners write there, as on the Pi.
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 WARM_UP = 15.0  # connect, probe, keyframe measurement, the buffer filling up to retention
 
 
@@ -58,12 +62,10 @@ class Run:
             GN_BUFFER_DIR=str(base / "buffer"),
             GN_REDIS_URL=self.redis.url,
             GN_CAMERAS=json.dumps([{"id": "cam1", "source": camera_url, "mode": "copy"}]),
-            GN_PRE_SECONDS="5",
-            GN_POST_SECONDS="2",
-            GN_BUFFER_SECONDS="20",
             GN_LOG_FORMAT="json",
             PYTHONPATH=str(repo),
         )
+        prefill_buffer(base / "buffer" / "cam1")
         cmd = [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", "recorder", "--camera", "cam1"]
         self.log = base / "recorder.log"
         with open(self.log, "wb") as log:
@@ -112,6 +114,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--dir",
+        default=SCRATCH,
+        help="where buffers and Redis go (default /dev/shm: the recorder buffers on tmpfs by default)",
+    )
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--windows", type=int, default=1, help="measured windows of --seconds in a row")
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose recorder runs")
@@ -120,7 +127,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="gn-overhead-"))
+    tmp = Path(tempfile.mkdtemp(prefix="gn-overhead-", dir=args.dir))
     camera = RtspServer(gop_seconds=1, fps=30, width=1280, height=720, audio=True).start()
     runs: list[Run] = []
     try:
@@ -151,6 +158,7 @@ def main() -> None:
         for run in runs:
             run.stop()
         camera.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     for run in runs:
         print(json.dumps(run.report(span)))
 

@@ -13,12 +13,26 @@ import redis
 from common import keys
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
+from recorder.segmenter import seg_name
 from tests.helpers import REPO, gn_env, gravanois_cmd
 from tests.procfs import all_procs, proc_stat
 
 # Small, cheap synthetic camera for tests.
 TEST_SOURCE = "testsrc:320x240@15"
 FRAME = 1 / 15
+
+
+def prefill_buffer(directory: Path, seconds: int = 120, size: int = 188 * 195) -> None:
+    """`seconds` (the default GN_BUFFER_SECONDS) of closed one-second segments ending now, as a recorder
+    that has run for a while leaves them: retention works from its first second on (for the benches).
+
+    Their content is never read, only weighed and deleted; 36 KB is one second of the benches' camera.
+    """
+    directory.mkdir(parents=True)
+    now = round(time.time(), 3)
+    for i in range(seconds):
+        start = now - seconds + i
+        (directory / seg_name(start, start + 1)).write_bytes(b"\x47" * size)
 
 
 class RecorderProc:
