@@ -115,11 +115,10 @@ def test_real_recorder_holds_the_bound_and_keeps_pinned_segments(
         assert rec.terminate() == 0
 
 
-def test_a_pin_that_arrives_between_decision_and_deletion_keeps_the_segment(
+def housekeeper_with_30_s(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis
-) -> None:
-    # The housekeeper deletes one pass after deciding (the index removal rides on the next round trip):
-    # a press that pins a doomed segment in between must still get it, on disk and back in the index.
+) -> tuple[Settings, SegmentIndexer, Housekeeper]:
+    """A housekeeper (buffer 12 s) over 30 one-second segments on disk that ended in the last 30 s."""
     settings = make_settings(
         cameras=json.dumps({"cam1": TEST_SOURCE}), pre_seconds=1.0, post_seconds=1.0, buffer_seconds=12.0
     )
@@ -132,6 +131,15 @@ def test_a_pin_that_arrives_between_decision_and_deletion_keeps_the_segment(
     indexer.load()
     link = RedisLink(redis_conn, "cam1")
     house = Housekeeper(settings, "cam1", link, indexer, Health(redis_conn, settings, "cam1", "x", "encode"))
+    return settings, indexer, house
+
+
+def test_a_pin_that_arrives_between_decision_and_deletion_keeps_the_segment(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    # The housekeeper deletes one pass after deciding (the index removal rides on the next round trip):
+    # a press that pins a doomed segment in between must still get it, on disk and back in the index.
+    settings, indexer, house = housekeeper_with_30_s(make_settings, redis_conn)
     index = index_of(redis_conn, settings, "cam1")
     assert house.sync() and len(index.all()) == 30
     house.run([], {"state": "recording"})
@@ -155,18 +163,7 @@ def test_retention_reads_the_pins_only_when_it_decides_or_deletes(
     # The pass that runs every second indexes and publishes health; retention's part of the round trip
     # (forget the doomed, read the pins) comes only every RETAIN_EVERY s and in the pass after a decision.
     monkeypatch.setattr(housekeeping, "RETAIN_EVERY", 1.0)
-    settings = make_settings(
-        cameras=json.dumps({"cam1": TEST_SOURCE}), pre_seconds=1.0, post_seconds=1.0, buffer_seconds=12.0
-    )
-    indexer = SegmentIndexer("cam1", "encode", settings.seg_time, settings.camera_buffer_dir("cam1"))
-    indexer.dir.mkdir(parents=True)
-    t = time.time()
-    for i in range(30):
-        seg = make_segment(t - 30 + i, t - 29 + i)
-        (indexer.dir / seg.name).write_bytes(b"\x47" * 188)
-    indexer.load()
-    link = RedisLink(redis_conn, "cam1")
-    house = Housekeeper(settings, "cam1", link, indexer, Health(redis_conn, settings, "cam1", "x", "encode"))
+    _settings, indexer, house = housekeeper_with_30_s(make_settings, redis_conn)
     assert house.sync()
 
     def zrange_calls() -> int:
