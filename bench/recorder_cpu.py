@@ -14,6 +14,10 @@ in the machine's load hits both:
 
 Both write to tmpfs (`--dir`, default /dev/shm), where the recorder's buffer is by default.
 
+With `--together` each round runs both at once, on the same (shared) camera stream, over the same
+window: the machine's moods (other load, CPU frequency), which move a bare ffmpeg's cost by a fifth from
+one minute to the next here, then hit both alike, and the ratio of each round's pair is printed too.
+
 Each run is measured over `--seconds` (default 60) after `--warmup` seconds of start-up (connecting,
 probing, the keyframe measurement). CPU is counted in nanoseconds, not in 10 ms clock ticks (a recorder
 that costs a millisecond a second more than ffmpeg is lost in ticks):
@@ -31,7 +35,7 @@ Prints one row per run (whole tree, and the runner's own process: for the record
 the 1-minute load average at its end, then the medians and the ratio recorder / baseline.
 Needs ffmpeg, redis-server and the GStreamer RTSP server (`./run.sh test` installs it); about 5 min.
 
-    .venv/bin/python bench/recorder_cpu.py [--seconds 60] [--warmup 10] [--rounds 2] [--audio aac]
+    .venv/bin/python bench/recorder_cpu.py [--seconds 60] [--warmup 10] [--rounds 2] [--together]
 """
 
 from __future__ import annotations
@@ -151,32 +155,55 @@ def recorder_cmd(url: str, base: Path, redis_url: str) -> tuple[list[str], dict[
     return args, env
 
 
-def measure(args: list[str], env: dict[str, str] | None, warmup: float, seconds: float, log: Path) -> dict:
-    """Start a runner, skip its start-up, measure its tree's CPU over `seconds`, stop it."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+Runner = tuple[list[str], dict[str, str] | None, Path]  # command, environment, log file
+
+
+def runner(who: str, base: Path, camera_url: str, redis_url: str) -> Runner:
+    """The baseline's or the recorder's command, environment and log file, writing under `base`."""
+    base.mkdir()
+    if who == "baseline":
+        return baseline_cmd(camera_url, base), None, base.with_suffix(".log")
+    prefill_buffer(base / "buffer" / "bench")
+    args, env = recorder_cmd(camera_url, base, redis_url)
+    return args, env, base.with_suffix(".log")
+
+
+def measure(runners: list[Runner], warmup: float, seconds: float) -> list[dict]:
+    """Start the runners at once, skip their start-up, measure each tree's CPU over `seconds`, stop them.
+
+    One result per runner; with two, both were measured over the same window.
+    """
+    procs = []
+    for args, env, log in runners:
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(args, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
     try:
         time.sleep(warmup)
-        a = snapshot(proc.pid)
+        before = [snapshot(proc.pid) for proc in procs]
         t0 = time.monotonic()
         time.sleep(seconds)
-        b = snapshot(proc.pid)
+        after = [snapshot(proc.pid) for proc in procs]
         wall = time.monotonic() - t0
-        alive = proc.poll() is None
+        alive = [proc.poll() is None for proc in procs]
     finally:
-        proc.send_signal(signal.SIGINT if args[0] == "ffmpeg" else signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return {
-        "startup": window(Snapshot(proc.pid), a).total_ns / 1e9,
-        "window": window(a, b),
-        "wall": wall,
-        "alive": alive,
-        "load1": os.getloadavg()[0],
-    }
+        for proc, (args, _env, _log) in zip(procs, runners, strict=True):
+            proc.send_signal(signal.SIGINT if args[0] == "ffmpeg" else signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return [
+        {
+            "startup": window(Snapshot(proc.pid), a).total_ns / 1e9,
+            "window": window(a, b),
+            "wall": wall,
+            "alive": ok,
+            "load1": os.getloadavg()[0],
+        }
+        for proc, a, b, ok in zip(procs, before, after, alive, strict=True)
+    ]
 
 
 def segments_in(directory: Path, since: float) -> int:
@@ -203,6 +230,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=2, help="baseline+recorder pairs, interleaved (default 2)"
     )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run each round's two runners at once, on the same camera stream, over the same window",
+    )
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--audio", choices=("aac", "none"), default="aac")
@@ -223,30 +255,28 @@ def main() -> None:
         ).start()
         try:
             for r in range(opts.rounds):
-                # Alternate the order so neither runner always goes first after a pause.
+                # Alternate the order so neither runner always goes first after a pause (or, together,
+                # starts first).
                 order = ("baseline", "recorder") if r % 2 == 0 else ("recorder", "baseline")
-                for who in order:
-                    base = root / f"{who}-{r}"
-                    base.mkdir()
-                    if who == "baseline":
-                        args, env = baseline_cmd(camera.url, base), None
-                    else:
-                        args, env = recorder_cmd(camera.url, base, redis.url)
-                        prefill_buffer(base / "buffer" / "bench")
-                    started = time.time()
-                    result = measure(args, env, opts.warmup, opts.seconds, root / f"{who}-{r}.log")
-                    result.update(who=who, round=r + 1, segments=segments_in(base, started))
-                    if not result["alive"] or result["segments"] < opts.seconds / 2:
-                        log = (root / f"{who}-{r}.log").read_text(errors="replace")[-1500:]
-                        sys.exit(f"error: the {who} run stopped recording:\n{log}")
-                    rows.append(result)
+                groups = [order] if opts.together else [(who,) for who in order]
+                for group in groups:
+                    runners = [runner(who, root / f"{who}-{r}", camera.url, redis.url) for who in group]
+                    started = time.time()  # after the recorder's buffer was prefilled
+                    for who, result in zip(group, measure(runners, opts.warmup, opts.seconds), strict=True):
+                        base = root / f"{who}-{r}"
+                        result.update(who=who, round=r + 1, segments=segments_in(base, started))
+                        if not result["alive"] or result["segments"] < opts.seconds / 2:
+                            log = base.with_suffix(".log").read_text(errors="replace")[-1500:]
+                            sys.exit(f"error: the {who} run stopped recording:\n{log}")
+                        rows.append(result)
         finally:
             camera.stop()
             redis.stop()
     load_after = os.getloadavg()
     print(
         f"{opts.size}@{opts.fps} H.264 + {opts.audio} RTSP camera (GStreamer, loopback), copy mode, "
-        f"{opts.seconds:g} s measured after {opts.warmup:g} s start-up, {opts.rounds} interleaved rounds, "
+        f"{opts.seconds:g} s measured after {opts.warmup:g} s start-up, {opts.rounds} "
+        f"{'rounds, both runners at once' if opts.together else 'interleaved rounds'}, "
         f"{os.cpu_count()} CPUs"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
@@ -270,6 +300,14 @@ def main() -> None:
         f"gravanois recorder {rates['recorder']:.2f} (of which its Python process {own:.2f})"
     )
     print(f"ratio recorder / ffmpeg -c copy: {rates['recorder'] / rates['baseline']:.2f}")
+    if opts.together:
+        # Each round's two runners shared the window: the ratio of each pair, then their median.
+        def rate(n: int, who: str) -> float:
+            return next(r["window"].total_ns / r["wall"] for r in rows if (r["round"], r["who"]) == (n, who))
+
+        ratios = [rate(n, "recorder") / rate(n, "baseline") for n in range(1, opts.rounds + 1)]
+        print(f"ratio recorder / ffmpeg -c copy, round by round: {' '.join(f'{x:.2f}' for x in ratios)}")
+        print(f"median of the rounds' ratios: {statistics.median(ratios):.2f}")
     # Its ffmpeg is the rest of its tree (an ffprobe at start-up is outside the window).
     windows = [r["window"] for r in rows if r["who"] == "recorder"]
     mine = statistics.median(w.own_ns / (w.total_ns - w.own_ns) for w in windows)
