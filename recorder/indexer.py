@@ -166,18 +166,18 @@ class SegmentIndexer:
     def forget(self, gone: Iterable[Segment]) -> None:
         """Retention deleted these segments."""
         # By name (a segment's name holds its times): a string's hash is cached, a Segment's is not.
-        names = {seg.name: seg for seg in gone if seg.name in self.sizes}
-        if not names:
+        by_name = {seg.name: seg for seg in gone if seg.name in self.sizes}
+        if not by_name:
             return
         segments = self.segments
-        head = len(names)
-        if all(s.name in names for s in segments[:head]):
+        head = len(by_name)
+        if all(s.name in by_name for s in segments[:head]):
             del segments[:head]  # the usual case: the oldest went
         else:
-            self.segments = [s for s in segments if s.name not in names]
-        for name in names:
+            self.segments = [s for s in segments if s.name not in by_name]
+        for name in by_name:
             del self.sizes[name]
-        self.buffered_ms -= sum(map(millis, names.values()))
+        self.buffered_ms -= sum(map(millis, by_name.values()))
 
     def buffered(self) -> float:
         """Seconds of video on disk: the segments' durations added up."""

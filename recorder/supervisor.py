@@ -143,26 +143,30 @@ class Supervisor:
         return self.run_id
 
     def read(self, timeout: float) -> list[Event]:
-        """Wait up to `timeout` s for ffmpeg's output; returns the list lines that came, with their arrival.
+        """Wait up to `timeout` s for ffmpeg's list lines; returns those that came, with their arrival.
 
         The arrival time is taken as soon as poll(2) returns, before anything else is done. Error lines
-        are kept (and logged at debug level); end of the list is an event with line None. With no ffmpeg
-        running, this just waits.
+        are kept (and logged at debug level) and do not end the wait; end of the list is an event with
+        line None. With no ffmpeg running, this just waits.
         """
-        ready = self.poller.poll(timeout * 1000)
-        if not ready:
-            return []
-        arrival = time.time()
+        deadline = time.monotonic() + timeout
         events: list[Event] = []
-        for fd, _ in ready:
-            data = os.read(fd, READ_SIZE)
-            *lines, self.pipes[fd] = (self.pipes[fd] + data).split(b"\n")
-            if fd == self.list_fd:
-                events += [(self.run_id, arrival, line.decode(errors="replace")) for line in lines]
-            else:
-                self._errors(lines)
-            if not data:
-                self._closed(fd, arrival, events)
+        while not events:
+            ready = self.poller.poll(max(deadline - time.monotonic(), 0.0) * 1000)
+            if not ready:
+                break
+            arrival = time.time()
+            for fd, _ in ready:
+                data = os.read(fd, READ_SIZE)
+                *lines, self.pipes[fd] = (self.pipes[fd] + data).split(b"\n")
+                if fd == self.list_fd:
+                    events += [(self.run_id, arrival, line.decode(errors="replace")) for line in lines]
+                else:
+                    self._errors(lines)
+                if not data:
+                    self._closed(fd, arrival, events)
+            if not self.pipes:
+                break  # both ended: nothing more can come
         return events
 
     def _errors(self, lines: list[bytes]) -> None:
