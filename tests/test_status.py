@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
-from rq import SimpleWorker
+from rq import SimpleWorker, Worker
 
 from common import journal, keys
 from common.journal import Press
@@ -27,9 +27,18 @@ from tests.helpers import fetch, gn_env, gravanois_cmd, run_gravanois, start_gra
 from tests.media import make_logo, make_video
 from tests.redis_server import RedisServer, free_port
 from tests.render_helpers import stage_clip
+from worker.rqworker import PromptTeardown
 
 RQ_JSON = ("-S", "rq.serializers.JSONSerializer")
 TWO_CAMS = '{"cam1": "testsrc", "cam2": "rtsp://user:pw@127.0.0.1:9/x"}'
+
+
+class QuickSimpleWorker(PromptTeardown, SimpleWorker):
+    """RQ's in-process worker with the box's prompt teardown (plain RQ may hang up to 60 s at exit)."""
+
+
+class QuickWorker(PromptTeardown, Worker):
+    """RQ's forking worker with the box's prompt teardown, for the `rq worker -w` command line."""
 
 
 def report_health(conn: redis.Redis, settings: Settings, cam: str, state: str, seg_age: float) -> None:
@@ -82,7 +91,7 @@ def test_status_reflects_stopped_camera_failed_job_and_full_queue(
     # A real failed job: a build job whose function raises, run by a real RQ worker.
     build = queue(settings, "build", redis_conn)
     build.enqueue("json.loads", "not json", job_id="gn-broken-build")
-    SimpleWorker([build], connection=redis_conn, serializer=SERIALIZER).work(burst=True)
+    QuickSimpleWorker([build], connection=redis_conn, serializer=SERIALIZER).work(burst=True)
     # A full queue: render jobs piling up with nobody serving them.
     render = queue(settings, "render", redis_conn)
     for i in range(25):
@@ -243,6 +252,8 @@ def test_status_shows_running_jobs_with_progress(
             str(Path(sys.executable).parent / "rq"),
             "worker",
             "--burst",
+            "-w",
+            "tests.test_status.QuickWorker",
             "-u",
             settings.redis_url,
             *RQ_JSON,

@@ -4,14 +4,15 @@
   JSON keeps a job's arguments inert, this keeps a job from naming `os.system`.
 - `BoxWorker`'s work-horse dies with its worker (PR_SET_PDEATHSIG), so no ffmpeg outlives a killed
   worker; it heartbeats every few seconds with a short TTL, so a job abandoned by a dead worker is
-  taken back within seconds, not minutes; and it installs its settings for the jobs it runs.
+  taken back within seconds, not minutes; it installs its settings for the jobs it runs; and it
+  always stops within about a second of being asked (`PromptTeardown`).
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rq import Worker
 from rq.job import Job
@@ -30,6 +31,9 @@ HEARTBEAT_SLACK = 10
 # A worker's own key lives this long without a heartbeat; an idle worker blocks on its queues for
 # this minus 15 s (RQ's default 420 s kept dead workers listed for 7 minutes).
 WORKER_TTL = 35
+# Longest wait of the thread that listens for RQ's commands (shutdown, kill-horse) before it looks
+# whether it should stop (RQ's: 60 s, which is how long a quitting worker could hang; see PromptTeardown).
+PUBSUB_WAKE_SECONDS = 1.0
 
 
 class BoxJob(Job):
@@ -57,7 +61,31 @@ class BoxJob(Job):
         return None
 
 
-class BoxWorker(Worker):
+# The mixin below goes on any RQ worker class (BoxWorker, a test's SimpleWorker); type checkers see its base.
+_RQWorker = Worker if TYPE_CHECKING else object
+
+
+class PromptTeardown(_RQWorker):
+    """RQ's command listener with a bounded wait, so a worker always exits within about a second.
+
+    RQ (2.x and 3.0) listens for commands in redis-py's pubsub thread with `sleep_time=60`, and at exit
+    unsubscribes, then stops that thread. When the thread reads the unsubscribe reply before `stop()`
+    clears its running flag, it finds itself with no subscription and waits up to `sleep_time` for one;
+    redis-py 8.2's `stop()` joins it without a timeout (earlier releases did not wait), so a worker that
+    quits soon after it started hung for up to a minute. A one-second wait bounds that race in every
+    redis-py release; the idle thread waking once a second costs nothing measurable.
+    """
+
+    def subscribe(self) -> None:
+        """Subscribe to this worker's command channel; the listening thread wakes every second."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_WAKE_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
+
+class BoxWorker(PromptTeardown, Worker):
     """RQ's forking worker with the box's job class, failure policy, heartbeat and death signal."""
 
     job_class = BoxJob
