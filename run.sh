@@ -44,14 +44,20 @@ system_packages() {
 }
 
 python_env() {
-  # One install for both commands (the test tools are small), so switching never reinstalls.
-  local extras="moviepy,test"
-  local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # One venv for both commands, exactly the test lock's pins (the box's pins plus the test tools):
+  # rebuilt from scratch whenever the lock or pyproject.toml changes, so nothing else is left in it.
+  local lock=requirements/test.txt
+  local stamp=".venv/.installed-$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip >&2
-    .venv/bin/python -m pip install -q -e ".[$extras]" >&2
-    rm -f .venv/.installed-* && touch "$stamp"
+    rm -rf .venv
+    python3 -m venv .venv
+    # --no-deps: the lock is complete, so pip resolves nothing; --require-hashes: every file is the
+    # one that was locked. The package itself goes in editable, built with the lock's setuptools.
+    .venv/bin/python -m pip install -q --no-deps --require-hashes -r "$lock" >&2
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
+    .venv/bin/python -m pip check >&2
+    touch "$stamp"
+    echo "installed from $lock: $(.venv/bin/python -m pip freeze --exclude-editable | tr '\n' ' ')" >&2
   fi
 }
 

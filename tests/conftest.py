@@ -22,6 +22,14 @@ from tests.redis_server import RedisServer
 from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE
 
 
+def pytest_report_header() -> str:
+    """The versions under test (tests/test_lock.py checks that they are exactly the lock's)."""
+    from importlib.metadata import version
+
+    names = ("redis", "hiredis", "rq", "click", "supervisor", "starlette", "uvicorn", "gpiozero")
+    return "locked: " + " ".join(f"{n}=={version(n)}" for n in names)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One private redis-server for the session (each xdist worker has its own)."""
