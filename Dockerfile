@@ -8,14 +8,19 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# Exactly the box's lock (every file checked against its hash), then the package without resolving.
+COPY requirements/box.txt ./requirements/box.txt
+RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements/box.txt
+COPY pyproject.toml README.md supervisord.conf ./
+COPY requirements ./requirements
 COPY common ./common
 COPY recorder ./recorder
 COPY trigger ./trigger
 COPY worker ./worker
 COPY ops ./ops
+COPY deploy ./deploy
 COPY assets ./assets
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . && pip check
 
 # A plain user in the video group (USB webcams); uid 1000 matches the tmpfs buffer's owner in compose.yaml.
 RUN useradd --system --uid 1000 --gid users --groups video --home-dir /app gravanois \

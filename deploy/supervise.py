@@ -1,33 +1,50 @@
 #!/usr/bin/env python3
 """Start the box under supervisord with the settings of `.env`, or talk to the running supervisord.
 
-    deploy/supervise.py [--env-file PATH] [supervisord args…]   run supervisord -n (systemd runs this)
-    deploy/supervise.py [--env-file PATH] ctl [supervisorctl args…]
+    python -m deploy.supervise [--env-file PATH] [supervisord args…]   supervisord -n (systemd runs this)
+    python -m deploy.supervise [--env-file PATH] ctl [supervisorctl args…]
+    python -m deploy.supervise [--env-file PATH] check                 the settings, one line if bad
+    python -m deploy.supervise [--env-file PATH] plan                  what supervisord would run (digest)
 
-supervisord cannot read `.env` nor loop over GN_CAMERAS, so this launcher: loads and validates the
-settings (environment > .env > defaults), exports them with absolute paths together with the values
-supervisord.conf expands (GN_HOME, GN_BIN, GN_LOG_DIR, GN_RUN_DIR, GN_REDIS_PORT, GN_REDIS_DIR,
-GN_REDIS_AUTOSTART, GN_WORKERS, GN_UPLOAD_AUTOSTART, GN_TRIGGER_AUTOSTART, GN_TRIGGER_INPUT), writes
-one recorder program per camera from deploy/recorder.conf.in, creates the folders, and execs supervisord.
+(`deploy/supervise.py` in a checkout is the same.) supervisord cannot read `.env` nor loop over
+GN_CAMERAS, so this launcher: loads and validates the settings (environment > .env > defaults), exports
+them with absolute paths together with the values supervisord.conf expands (GN_HOME, GN_BIN, GN_DEPLOY,
+GN_LOG_DIR, GN_RUN_DIR, GN_REDIS_PORT, GN_REDIS_DIR, GN_REDIS_AUTOSTART, GN_WORKERS,
+GN_UPLOAD_AUTOSTART, GN_TRIGGER_AUTOSTART, GN_TRIGGER_INPUT), writes one recorder program per camera
+from recorder.conf.in, creates the folders, notes its plan, and execs supervisord.
+
+Programs are started through GN_BIN as the launcher was called: from an installed box that is
+`/opt/gravanois/current/bin`, so a program restarted after an update runs the release `current` names
+now, while supervisord itself keeps running from its own release (its script's interpreter is the
+release's, by path). The plan is a digest of everything supervisord was started with (its files and
+environment); an update compares the new release's plan with it to know whether restarting programs
+one by one is enough or supervisord itself must start again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "supervisord.conf"
-RECORDER_TEMPLATE = Path(__file__).resolve().parent / "recorder.conf.in"
+HERE = Path(__file__).resolve().parent
+# In a checkout, the repository (where `.env` and `.venv` live); in an installed release, site-packages.
+REPO = HERE.parent
+CONF = HERE / "supervisord.conf"
+RECORDER_TEMPLATE = HERE / "recorder.conf.in"
+# The files supervisord runs with: a change in any of them means supervisord itself must start again.
+PLAN_FILES = ("supervisord.conf", "recorder.conf.in", "redis.conf")
+PLAN_NAME = "supervisord.plan"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Inputs the supervised trigger listener can use (ENTER needs a terminal, which supervisord has not).
 TRIGGER_INPUTS = ("gpio", "serial")
 
 
 def _reexec_in_venv() -> None:
-    """Run under the repository's .venv (where supervisord and gravanois live) even if started otherwise."""
+    """In a checkout, run under the repository's .venv (where supervisord and gravanois live)."""
     venv_python = REPO / ".venv" / "bin" / "python"
     if sys.prefix == sys.base_prefix and venv_python.exists():
         os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
@@ -37,10 +54,10 @@ def _truthy(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
-def prepare(env_file: Path | None = None) -> dict[str, str]:
-    """The environment supervisord runs with (settings + its own values); writes the recorder programs.
+def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
+    """The environment supervisord runs with (settings + its own values) and the camera ids.
 
-    Raises SettingsError (one line for the operator) on a bad setting.
+    Raises SettingsError (one line for the operator) on a bad setting. Writes nothing.
     """
     sys.path.insert(0, str(REPO))
     from dotenv import dotenv_values
@@ -57,8 +74,8 @@ def prepare(env_file: Path | None = None) -> dict[str, str]:
     settings = load_settings(env_file=env_file)
 
     def absolute(p: Path) -> Path:
-        # Relative paths in .env are relative to the repository, where .env lives, not to the caller.
-        return p if p.is_absolute() else (REPO / p).resolve()
+        # Relative paths in .env are relative to the folder .env is in, not to the caller.
+        return p if p.is_absolute() else (env_file.resolve().parent / p).resolve()
 
     data_dir = absolute(settings.data_dir)
     env = {**environ, **to_env(settings)}
@@ -78,8 +95,11 @@ def prepare(env_file: Path | None = None) -> dict[str, str]:
             f"GN_TRIGGER_INPUT={trigger_input!r} is not valid: use {' or '.join(TRIGGER_INPUTS)}"
         )
     env.update(
-        GN_HOME=str(REPO),
+        # The programs' working folder: the box's own, which no update removes.
+        GN_HOME=str(data_dir),
+        # As called (not resolved): through the `current` link on an installed box (see above).
         GN_BIN=str(Path(sys.executable).parent),
+        GN_DEPLOY=str(HERE),
         GN_LOG_DIR=str(data_dir / "logs"),
         GN_RUN_DIR=str(data_dir / "run"),
         GN_REDIS_DIR=str(data_dir / "redis"),
@@ -92,10 +112,31 @@ def prepare(env_file: Path | None = None) -> dict[str, str]:
         # supervisord's children log to files: JSON lines unless the operator asked otherwise.
         PYTHONUNBUFFERED="1",
     )
+    return env, [c.id for c in settings.cameras]
+
+
+def plan(env: dict[str, str]) -> str:
+    """A digest of what supervisord runs with: its files and the environment the launcher sets.
+
+    GN_DEPLOY (this release's own folder) is left out: the files it holds are counted by content.
+    """
+    digest = hashlib.sha256()
+    for name in PLAN_FILES:
+        digest.update(name.encode() + b"\0" + (HERE / name).read_bytes() + b"\0")
+    ours = {k: v for k, v in env.items() if k.startswith("GN_") and k != "GN_DEPLOY"}
+    digest.update(json.dumps(ours, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def materialize(env: dict[str, str], cameras: list[str]) -> None:
+    """The folders, one recorder program per camera, and the plan supervisord is about to run."""
+    from common.fsutil import write_bytes_atomic
+
     for key in ("GN_LOG_DIR", "GN_RUN_DIR", "GN_REDIS_DIR", "GN_BUFFER_DIR"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
-    write_recorder_programs(Path(env["GN_RUN_DIR"]) / "recorders", [c.id for c in settings.cameras])
-    return env
+    run_dir = Path(env["GN_RUN_DIR"])
+    write_recorder_programs(run_dir / "recorders", cameras)
+    write_bytes_atomic(run_dir / PLAN_NAME, (plan(env) + "\n").encode())
 
 
 def write_recorder_programs(folder: Path, cameras: list[str]) -> list[Path]:
@@ -114,21 +155,28 @@ def write_recorder_programs(folder: Path, cameras: list[str]) -> list[Path]:
 
 
 def main(argv: list[str]) -> None:
-    """Parse `[--env-file PATH] [ctl] args…` and exec supervisord or supervisorctl."""
+    """Parse `[--env-file PATH] [ctl|check|plan] args…`; exec supervisord or supervisorctl, or answer."""
     env_file = None
     if len(argv) >= 2 and argv[0] == "--env-file":
         env_file, argv = Path(argv[1]), argv[2:]
     from common.settings import SettingsError
 
     try:
-        env = prepare(env_file)
+        env, cameras = prepare(env_file)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     bin_dir = Path(env["GN_BIN"])
+    if argv[:1] == ["check"]:
+        print(f"settings ok: {len(cameras)} camera(s), data in {env['GN_DATA_DIR']}")
+        return
+    if argv[:1] == ["plan"]:
+        print(plan(env))
+        return
     if argv[:1] == ["ctl"]:
         args = [str(bin_dir / "supervisorctl"), "-c", str(CONF), *argv[1:]]
     else:
+        materialize(env, cameras)
         args = [str(bin_dir / "supervisord"), "-n", "-c", str(CONF), *argv]
     os.execve(args[0], args, env)
 

@@ -6,6 +6,7 @@ Plain functions live here, fixtures in conftest.py (pytest's advice: conftest is
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,44 @@ from common.redisconn import SERIALIZER
 from common.settings import Settings, to_env
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A copy of the tracked files, what a fresh clone holds (not this work tree's extras; links stay links)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in filter(None, listed.decode().split("\0")):
+        source, target = REPO / rel, dest / rel
+        if not source.is_symlink() and not source.is_file():
+            continue  # deleted in the work tree
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    return dest
+
+
+def build_wheel(src: Path, out: Path) -> Path:
+    """The project's wheel built from `src` (a copy of the checkout) into `out`."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = out.glob("gravanois_capture-*.whl")
+    return wheel
 
 
 def gn_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -108,14 +110,39 @@ def test_dockerfile_builds_from_what_exists(compose: dict[str, Any]) -> None:
     assert "GN_CAMERAS=" in example
 
 
-def test_image_install_includes_every_package() -> None:
-    # The image installs the project non-editable: a sub-package missing from pyproject is missing there.
-    import tomllib
-
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {
-        ".".join(init.parent.relative_to(REPO).parts)
-        for top in ("common", "recorder", "trigger", "worker", "ops")
+def test_the_wheel_holds_every_package_and_the_release_files(tmp_path: Path) -> None:
+    # The image and a release install the project non-editable: what the wheel lacks, they lack.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {
+        init.relative_to(REPO).as_posix()
+        for top in ("common", "recorder", "trigger", "worker", "ops", "deploy", "assets")
         for init in (REPO / top).rglob("__init__.py")
     }
-    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
+    assert packages <= names, sorted(packages - names)
+    shipped = {
+        "deploy/supervisord.conf",
+        "deploy/redis.conf",
+        "deploy/recorder.conf.in",
+        "deploy/requirements/box.txt",
+    }
+    assert shipped <= names, sorted(shipped - names)
+    assert not [n for n in names if n.startswith(("tests/", "bench/"))]

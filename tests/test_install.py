@@ -11,37 +11,24 @@ from pathlib import Path
 import pytest
 
 from common.ffmpeg import probe
-from tests.helpers import REPO
+from tests.helpers import build_wheel, copy_checkout
 
 
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_runs_the_demo_from_another_directory(tmp_path: Path) -> None:
-    # Build from a copy of the tracked files: what a fresh clone holds, not this work tree's extras.
-    src = tmp_path / "src"
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    for name in filter(None, tracked):
-        rel = name.decode()
-        if not (REPO / rel).is_file():
-            continue
-        dest = src / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes((REPO / rel).read_bytes())
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(src)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    [wheel] = wheels.glob("gravanois_capture-*.whl")
+    src = copy_checkout(tmp_path / "src")
+    wheel = build_wheel(src, tmp_path / "wheels")
     venv = tmp_path / "v"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True, timeout=600
-    )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    # As a box installs a release: exactly the box's lock, then the wheel without resolving anything.
+    for args in (["--require-hashes", "-r", str(src / "requirements" / "box.txt")], [str(wheel)]):
+        installed = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert installed.returncode == 0, installed.stderr[-3000:]
 
     elsewhere = tmp_path / "elsewhere"  # no .env, no repository: nothing configured
     elsewhere.mkdir()

@@ -12,7 +12,7 @@ from common.pipeline import STAGES, HighlightState, SidecarStatus
 from tests.helpers import REPO
 
 PROCESSES = ("recorder", "trigger", "worker")
-PROJECT = ("common", *PROCESSES, "ops", "assets")
+PROJECT = ("common", *PROCESSES, "ops", "deploy", "assets")
 # What each package may import from the project (besides itself).
 ALLOWED = {
     "assets": set(),
@@ -20,7 +20,8 @@ ALLOWED = {
     "recorder": {"common", "assets"},
     "trigger": {"common", "assets"},
     "worker": {"common", "assets"},
-    "ops": {"common", "assets", *PROCESSES},
+    "deploy": {"common", "assets"},
+    "ops": {"common", "assets", "deploy", *PROCESSES},
 }
 
 

@@ -33,7 +33,9 @@ def realize(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **extra: str) -> Se
     """Prepare the environment like the launcher does and let supervisor parse the shipped file."""
     for key, value in box_env(tmp_path, **extra).items():
         monkeypatch.setenv(key, value)
-    env = load_launcher().prepare(Path("/dev/null"))
+    launcher = load_launcher()
+    env, cameras = launcher.prepare(Path("/dev/null"))
+    launcher.materialize(env, cameras)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     options = ServerOptions()
