@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def copy_checkout(dest: Path) -> Path:
-    """A copy of the tracked files, what a fresh clone holds (not this work tree's extras; links stay links)."""
+    """A copy of the tracked files, as a fresh clone has them (links stay links)."""
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     for rel in filter(None, listed.decode().split("\0")):
         source, target = REPO / rel, dest / rel
