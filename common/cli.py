@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from common import log
+from common import log, version
 from common.settings import Settings, SettingsError, load_settings
 
 ENTRY_POINT_GROUP = "gravanois.commands"
@@ -57,7 +57,7 @@ class PluginGroup(click.Group):
 )
 @click.option("--log-level", help="Override GN_LOG_LEVEL.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), help="Override GN_LOG_FORMAT.")
-@click.version_option(package_name="gravanois-capture")
+@click.version_option(message="%(prog)s " + version.describe(), package_name=version.DISTRIBUTION)
 @click.pass_context
 def cli(ctx: click.Context, env_file: str, **overrides: Any) -> None:
     """Grava Nóis Capture: record the court all the time, turn a button press into a highlight.
