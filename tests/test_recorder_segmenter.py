@@ -123,6 +123,8 @@ def test_backoff_and_watchdog() -> None:
     assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+    # A camera that keeps refusing all night: the delay stays at the cap (no float overflow at 1024).
+    assert [backoff.next_delay() for _ in range(2000)][2:] == [4.0] * 1998
     dog = Watchdog(limit=8.0)
     assert not dog.stalled(100.0)
     dog.started(100.0)
