@@ -24,7 +24,7 @@ from rq.job import Job
 from common import keys
 from common.fsutil import is_tmp, read_json
 from common.pipeline import HighlightState, SidecarStatus, Stage, job_id
-from common.redisconn import SERIALIZER
+from common.redisconn import SERIALIZER, scored
 from common.settings import Settings
 from common.timeutil import compact, now
 
@@ -190,7 +190,9 @@ class Records:
         device = self.settings.device_id
         out = []
         try:
-            found = self.conn.zrevrangebyscore(keys.highlights(device), "+inf", since, withscores=True)
+            found = scored(
+                self.conn.zrevrangebyscore(keys.highlights(device), "+inf", since, withscores=True)
+            )
             mine = []
             for member, score in found:
                 hid = member.decode() if isinstance(member, bytes) else str(member)
