@@ -48,7 +48,8 @@ def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def redis_args(port: int, directory: Path) -> list[str]:

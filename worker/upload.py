@@ -245,7 +245,7 @@ class Upload:
 
     def finished(self) -> str:
         """Record the confirmed finalize, count it, and delete the local files unless told to keep them."""
-        clip_id = self.remote["clip_id"]
+        clip_id: str = self.remote["clip_id"]
         self.remote["finalized_at"] = iso()
         self.remote.pop("upload_url", None)  # useless now, and it grants write access until it expires
         self.remote.pop("last_error", None)
