@@ -521,13 +521,13 @@ class BoxCollector:
             if cam["recording"] is None:
                 continue
             restarts.add_metric(labels, cam["restarts_last_hour"])
-            for fam, key in (
+            for gauge, key in (
                 (age, "last_segment_age"),
                 (buffered, "buffered_seconds"),
                 (keyframe, "keyframe_interval"),
             ):
                 if cam[key] is not None:
-                    fam.add_metric(labels, cam[key])
+                    gauge.add_metric(labels, cam[key])
         yield from (recording, age, buffered, keyframe, restarts)
         jobs = GaugeMetricFamily(
             "gravanois_queue_jobs", "Jobs per stage and state", labels=["device", "stage", "state"]

@@ -159,7 +159,8 @@ class Records:
         video, thumb = path.with_name(f"{stem}.mp4"), path.with_name(f"{stem}.jpg")
         if not video.is_file():
             return None
-        meta = data.get("meta_wm") if isinstance(data.get("meta_wm"), dict) else {}
+        meta_wm = data.get("meta_wm")
+        meta = meta_wm if isinstance(meta_wm, dict) else {}
         duration = meta.get("duration_sec") if isinstance(meta.get("duration_sec"), int | float) else None
         return Highlight(
             id=hid,
