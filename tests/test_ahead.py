@@ -26,15 +26,9 @@ from worker import ahead, progressive
 
 
 def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: object) -> Settings:
-    base: dict[str, object] = {
-        "pre_seconds": 10,
-        "post_seconds": 2,
-        "seg_time": 1,
-        "buffer_seconds": 60,
-        "cooldown_seconds": 0,
-    }
-    base["wm_logo"] = make_logo(tmp_path / "logo.png", size="120x60", color="red")
-    return make_settings(**{**base, **kw})
+    base = {"pre_seconds": 10, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
+    logo = make_logo(tmp_path / "logo.png", size="120x60", color="red")
+    return make_settings(**{**base, "wm_logo": logo, **kw})
 
 
 def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:

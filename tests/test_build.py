@@ -47,15 +47,8 @@ def reason(job) -> str:
 
 
 def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
-    base: dict[str, object] = {
-        "pre_seconds": 5,
-        "post_seconds": 2,
-        "seg_time": 1,
-        "buffer_seconds": 60,
-        "cooldown_seconds": 0,
-    }
-    base.update(kw)
-    return make_settings(**base)
+    base = {"pre_seconds": 5, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
+    return make_settings(**{**base, **kw})
 
 
 # ---- pure parts

@@ -34,15 +34,8 @@ from trigger.listen import Listener
 
 
 def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
-    base: dict[str, object] = {
-        "pre_seconds": 5,
-        "post_seconds": 2,
-        "seg_time": 1,
-        "buffer_seconds": 60,
-        "cooldown_seconds": 0,
-    }
-    base.update(kw)
-    return make_settings(**base)
+    base = {"pre_seconds": 5, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
+    return make_settings(**{**base, **kw})
 
 
 def scheduled(conn: redis.Redis, s: Settings) -> list[str]:
