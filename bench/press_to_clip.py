@@ -53,7 +53,7 @@ from common import sidecar  # noqa: E402
 from common.ffmpeg import run  # noqa: E402
 from common.journal import Press  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
-from common.settings import load_settings, to_env  # noqa: E402
+from common.settings import Settings, load_settings, to_env  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
 from worker import ahead as ahead_mod  # noqa: E402
@@ -100,7 +100,7 @@ class Bench:
         self.runs = 0
         self.ahead_cost: dict[float, list[float]] = {}
 
-    def settings(self, path: str):
+    def settings(self, path: str) -> Settings:
         """A fresh device (its own queues, index and data dir) for one run on one path."""
         self.runs += 1
         return load_settings(
@@ -183,7 +183,7 @@ class Bench:
             start_new_session=True,
         )
 
-    def prefill(self, s, pre_roll: list[Segment], at: float) -> None:
+    def prefill(self, s: Settings, pre_roll: list[Segment], at: float) -> None:
         """Wait until the ahead encoder has cached the pre-roll (all but its last, unfinished batch),
         then until the pre-roll's end; fail when the encoder was not done by then."""
         need = {g.name for g in pre_roll if g.end <= at - ahead_mod.BATCH_SECONDS - 1}
@@ -193,7 +193,7 @@ class Bench:
             time.sleep(0.1)
         time.sleep(max(0.0, at - time.time()))
 
-    def stop_ahead(self, s, proc: subprocess.Popen[bytes]) -> float:
+    def stop_ahead(self, s: Settings, proc: subprocess.Popen[bytes]) -> float:
         """Stop the ahead encoder; its CPU seconds (ffmpeg children included) per second of video cached."""
         by_name = {name: b - a for name, a, b in self.rows}
         seconds = sum(by_name[n] for n in cached_segments(s))
@@ -224,7 +224,7 @@ class Bench:
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def cached_segments(s) -> set[str]:
+def cached_segments(s: Settings) -> set[str]:
     """Names of the segments the ahead encoder has cached for cam1."""
     names: set[str] = set()
     for record in progressive.ahead_dir(s, "cam1").glob("*/*.json"):

@@ -258,7 +258,7 @@ def main() -> None:
                 # Alternate the order so neither runner always goes first after a pause (or, together,
                 # starts first).
                 order = ("baseline", "recorder") if r % 2 == 0 else ("recorder", "baseline")
-                groups = [order] if opts.together else [(who,) for who in order]
+                groups: list[tuple[str, ...]] = [order] if opts.together else [(who,) for who in order]
                 for group in groups:
                     runners = [runner(who, root / f"{who}-{r}", camera.url, redis.url) for who in group]
                     started = time.time()  # after the recorder's buffer was prefilled
@@ -303,7 +303,10 @@ def main() -> None:
     if opts.together:
         # Each round's two runners shared the window: the ratio of each pair, then their median.
         def rate(n: int, who: str) -> float:
-            return next(r["window"].total_ns / r["wall"] for r in rows if (r["round"], r["who"]) == (n, who))
+            pair: float = next(
+                r["window"].total_ns / r["wall"] for r in rows if (r["round"], r["who"]) == (n, who)
+            )
+            return pair
 
         ratios = [rate(n, "recorder") / rate(n, "baseline") for n in range(1, opts.rounds + 1)]
         print(f"ratio recorder / ffmpeg -c copy, round by round: {' '.join(f'{x:.2f}' for x in ratios)}")

@@ -78,6 +78,7 @@ def main() -> None:
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
+        assert server.stdin is not None and server.stdout is not None
         try:
             url = server.stdout.readline().strip()
             rows = {}

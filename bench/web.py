@@ -163,7 +163,8 @@ def load(port: int, path: str, clients: int, seconds: float, size: int = 0) -> s
 def measure(port: int, path: str, clients: int, seconds: float, size: int = 0) -> dict[str, Any]:
     """One client run to completion."""
     out, _ = load(port, path, clients, seconds, size).communicate(timeout=seconds + 120)
-    return json.loads(out)
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 # ---------------------------------------------------------------- the servers

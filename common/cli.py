@@ -36,9 +36,10 @@ class PluginGroup(click.Group):
         if ep is None:
             return None
         try:
-            return ep.load()
+            loaded: click.Command = ep.load()
         except (ImportError, AttributeError):
             return None
+        return loaded
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})

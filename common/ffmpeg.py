@@ -108,7 +108,8 @@ def tail(stderr: bytes | str | None, lines: int = 3) -> str:
 def probe_json(path: Path, timeout: float = 30) -> dict[str, Any]:
     """ffprobe's JSON (format + streams) of a file."""
     args = [FFPROBE, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
-    return json.loads(run(args, timeout, what=f"ffprobe {Path(path).name}").stdout or b"{}")
+    info: dict[str, Any] = json.loads(run(args, timeout, what=f"ffprobe {Path(path).name}").stdout or b"{}")
+    return info
 
 
 def probe(path: Path, timeout: float = 30) -> MediaInfo:

@@ -68,7 +68,7 @@ def write(journal_dir: Path, press: Press) -> Path:
 def pending(journal_dir: Path, camera: str | None = None) -> list[Press]:
     """Journalled presses, oldest first (optionally of one camera); unreadable files are skipped."""
     # Asked once a second by each recorder, mostly of an empty folder: one listdir, no glob machinery.
-    presses = []
+    presses: list[Press] = []
     try:
         names = os.listdir(journal_dir)
     except OSError:  # no journal yet (or not a folder, or unreadable): nothing pending

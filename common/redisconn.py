@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
 from rq.serializers import JSONSerializer
@@ -14,6 +15,9 @@ from common import keys
 from common.log import event, get_logger
 from common.settings import Settings
 from common.timeutil import iso
+
+if TYPE_CHECKING:
+    from redis.typing import ZSetRangeResponse
 
 log = get_logger(__name__)
 
@@ -34,6 +38,23 @@ def client_for(url: str) -> redis.Redis:
         health_check_interval=30,
         retry_on_timeout=False,
     )
+
+
+def members(reply: ZSetRangeResponse) -> list[bytes | str]:
+    """A ZRANGE-family reply asked without scores: its members."""
+    # redis-py types every ZRANGE-family reply as members or (member, score) pairs, whichever was asked.
+    return reply  # type: ignore[return-value]
+
+
+def scored(reply: ZSetRangeResponse) -> list[tuple[bytes | str, float]]:
+    """A ZRANGE-family reply asked `withscores=True`: its (member, score) pairs."""
+    # As in `members`: redis-py's type does not follow `withscores`.
+    return reply  # type: ignore[return-value]
+
+
+def text(reply: bytes | str, errors: str = "strict") -> str:
+    """A member, field or value as text (our clients read bytes; redis-py's types allow str too)."""
+    return reply.decode(errors=errors) if isinstance(reply, bytes) else reply
 
 
 def wait_for_redis(conn: redis.Redis, timeout: float, interval: float = 0.5) -> bool:

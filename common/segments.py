@@ -14,6 +14,7 @@ from json.encoder import encode_basestring_ascii as json_string
 import redis
 
 from common import keys
+from common.redisconn import members
 from common.timeutil import now
 
 # How far before a window's start to look for a segment that still overlaps it (longest segment).
@@ -99,26 +100,27 @@ class SegmentIndex:
 
     def all(self) -> list[Segment]:
         """Every indexed segment, oldest first."""
-        return [Segment.from_member(m) for m in self.conn.zrange(self.seg_key, 0, -1)]
+        return [Segment.from_member(m) for m in members(self.conn.zrange(self.seg_key, 0, -1))]
 
     def latest(self) -> Segment | None:
         """The newest closed segment, if any."""
-        found = self.conn.zrange(self.seg_key, -1, -1)
+        found = members(self.conn.zrange(self.seg_key, -1, -1))
         return Segment.from_member(found[0]) if found else None
 
     def after(self, t: float) -> list[Segment]:
         """Segments that started after `t`, oldest first (what closed since one already seen)."""
-        return [Segment.from_member(m) for m in self.conn.zrangebyscore(self.seg_key, f"({t!r}", "+inf")]
+        found = members(self.conn.zrangebyscore(self.seg_key, f"({t!r}", "+inf"))
+        return [Segment.from_member(m) for m in found]
 
     def last_before(self, t: float) -> Segment | None:
         """The newest segment that started at or before `t` (what a camera last recorded by then)."""
-        found = self.conn.zrevrangebyscore(self.seg_key, t, "-inf", start=0, num=1)
+        found = members(self.conn.zrevrangebyscore(self.seg_key, t, "-inf", start=0, num=1))
         return Segment.from_member(found[0]) if found else None
 
     def covering(self, a: float, b: float) -> list[Segment]:
         """Segments overlapping [a, b], oldest first."""
-        members = self.conn.zrangebyscore(self.seg_key, a - MAX_SEGMENT_SECONDS, b)
-        return [s for s in map(Segment.from_member, members) if s.overlaps(a, b)]
+        found = members(self.conn.zrangebyscore(self.seg_key, a - MAX_SEGMENT_SECONDS, b))
+        return [s for s in map(Segment.from_member, found) if s.overlaps(a, b)]
 
     # --- pins (written by the trigger and the build job, read by the recorder's retention)
     def pin(self, pin_id: str, start: float, end: float, ttl: float) -> None:

@@ -65,7 +65,8 @@ def new(press: Press, clip: Path, **fields: Any) -> dict[str, Any]:
 
 def load(path: Path) -> dict[str, Any]:
     """Read a sidecar."""
-    return read_json(path)
+    data: dict[str, Any] = read_json(path)
+    return data
 
 
 def save(path: Path, data: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from common.cli import fail, settings_from
 from common.log import event, get_logger, setup_logging
 from common.pipeline import HighlightState
 from common.proc import spawn, stop
-from common.redisconn import connect
+from common.redisconn import connect, members, text
 from common.segments import SegmentIndex
 from common.settings import Settings, to_env
 
@@ -48,7 +48,8 @@ def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def redis_args(port: int, directory: Path) -> list[str]:
@@ -276,10 +277,10 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
     )
     if press.returncode != 0:
         fail(f"the press failed: {press.stderr.strip() or press.stdout.strip()}", 1)
-    newest = conn.zrevrange(keys.highlights(settings.device_id), 0, 0)
+    newest = members(conn.zrevrange(keys.highlights(settings.device_id), 0, 0))
     if not newest:
         fail(f"the press was accepted but no highlight was recorded: {press.stdout.strip()}", 1)
-    press_id = newest[0].decode()
+    press_id = text(newest[0])
     click.echo(f"pressed: highlight {press_id} covers {pre:g} s before and {post:g} s after", err=True)
     name = highlight_name(press_id)
     sidecar_path = settings.output_dir / f"{name}.json"
@@ -287,7 +288,7 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
     states: list[str] = []
 
     def rendered() -> float | bool:
-        state = (conn.hget(keys.highlight(settings.device_id, press_id), "state") or b"").decode()
+        state = text(conn.hget(keys.highlight(settings.device_id, press_id), "state") or b"")
         if state and (not states or states[-1] != state):
             states.append(state)
             if not sys.stderr.isatty():

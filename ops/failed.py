@@ -36,7 +36,7 @@ class FailedJob:
     """One row of `gravanois failed list`."""
 
     id: str
-    stage: str
+    stage: Stage
     clip: str
     camera: str
     press_at: str

@@ -27,7 +27,7 @@ from common.cli import settings_from
 from common.fsutil import free_mb
 from common.log import redact
 from common.pipeline import Stage, queue
-from common.redisconn import SERIALIZER, connect
+from common.redisconn import SERIALIZER, connect, scored
 from common.settings import Settings
 from common.timeutil import iso, now
 from worker.ahead import off_reason
@@ -199,7 +199,9 @@ def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, 
         running_ids = q.started_job_registry.get_job_ids(cleanup=False)
         # A running job whose heartbeat lapsed: its worker is gone (killed, power cut).
         orphaned = q.started_job_registry.get_expired_job_ids(t)
-        overdue = conn.zrangebyscore(q.scheduled_job_registry.key, 0, t - OVERDUE_SECONDS, withscores=True)
+        overdue = scored(
+            conn.zrangebyscore(q.scheduled_job_registry.key, 0, t - OVERDUE_SECONDS, withscores=True)
+        )
         failed_ids = q.failed_job_registry.get_job_ids(desc=True, cleanup=False)
         queued_ids = q.get_job_ids()
         oldest = None
@@ -244,7 +246,9 @@ def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, 
 def _highlights(settings: Settings, conn: redis.Redis, n: int) -> list[dict[str, Any]]:
     """The last `n` highlights (newest first) with the state each stage noted."""
     out = []
-    for member, score in conn.zrevrange(keys.highlights(settings.device_id), 0, n - 1, withscores=True):
+    for member, score in scored(
+        conn.zrevrange(keys.highlights(settings.device_id), 0, n - 1, withscores=True)
+    ):
         press_id = _text(member)
         fields = {
             _text(k): _text(v) for k, v in conn.hgetall(keys.highlight(settings.device_id, press_id)).items()
@@ -517,13 +521,13 @@ class BoxCollector:
             if cam["recording"] is None:
                 continue
             restarts.add_metric(labels, cam["restarts_last_hour"])
-            for fam, key in (
+            for gauge, key in (
                 (age, "last_segment_age"),
                 (buffered, "buffered_seconds"),
                 (keyframe, "keyframe_interval"),
             ):
                 if cam[key] is not None:
-                    fam.add_metric(labels, cam[key])
+                    gauge.add_metric(labels, cam[key])
         yield from (recording, age, buffered, keyframe, restarts)
         jobs = GaugeMetricFamily(
             "gravanois_queue_jobs", "Jobs per stage and state", labels=["device", "stage", "state"]

@@ -55,7 +55,8 @@ class Health:
             text["last_error"] = redact(text["last_error"])
         if not self.published or t - self.full_at >= FULL_PUBLISH_EVERY:
             pipe.sadd(keys.cameras(self.settings.device_id), self.camera)
-            pipe.hset(self.key, mapping=text)
+            # redis-py types `mapping` as a Mapping invariant in its key type: it refuses a dict[str, str].
+            pipe.hset(self.key, mapping=text)  # type: ignore[arg-type]
             self.full_at = t
         else:
             pipe.hset(self.key, mapping={k: v for k, v in text.items() if self.published.get(k) != v})

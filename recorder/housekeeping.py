@@ -79,7 +79,7 @@ class Housekeeper:
         """Make the Redis index exactly what is on disk (at start, and when Redis is back)."""
         segments = list(self.indexer.segments)
         self.health.forget()
-        return self.link.call(lambda: self.index.replace_all(segments) or True) is True
+        return self.link.done(lambda: self.index.replace_all(segments))
 
     def run(self, added: list[Segment], fields: dict[str, Any], retain: bool = True) -> None:
         """One pass: index `added`, publish health `fields`, apply retention, raise/clear the disk alarm.
@@ -188,12 +188,10 @@ class Housekeeper:
                 self.low_logged = True
                 event(log, "disk_low", logging.WARNING, msg=message, camera=self.camera)
             if self.alarm_up is not True:
-                raised = self.link.call(
-                    lambda: raise_alarm(self.link.conn, self.settings, name, message) or True
-                )
+                raised = self.link.done(lambda: raise_alarm(self.link.conn, self.settings, name, message))
                 self.alarm_up = True if raised else self.alarm_up
         else:
             self.low_logged = False
             if self.alarm_up is not False:
-                cleared = self.link.call(lambda: clear_alarm(self.link.conn, self.settings, name) or True)
+                cleared = self.link.done(lambda: clear_alarm(self.link.conn, self.settings, name))
                 self.alarm_up = not cleared

@@ -54,6 +54,15 @@ class RedisLink:
             )
             return None
 
+    def done(self, fn: Callable[[], None]) -> bool:
+        """`call()` for an operation that returns nothing: True if it went through."""
+
+        def run() -> bool:
+            fn()
+            return True
+
+        return self.call(run) is True
+
     def reconnect(self) -> bool:
         """While the circuit is open, ping when due; True once, when Redis answers again."""
         if self.ok or time.monotonic() < self.next_try:
@@ -77,7 +86,8 @@ class RedisLink:
         the round trip's CPU, once a second all day. Every reply is read before an error reply is
         raised, so the connection never falls out of step.
         """
-        assert not pipe.transaction, "a MULTI/EXEC pipeline needs pipe.execute()"
+        # redis-py's types see Redis.transaction(), a method; on a Pipeline it is the bool it was made with.
+        assert not pipe.transaction, "a MULTI/EXEC pipeline needs pipe.execute()"  # type: ignore[truthy-function]
         commands = pipe.command_stack
         conn = self.own
         if conn is None:

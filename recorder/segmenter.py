@@ -78,7 +78,7 @@ def scan(directory: Path) -> list[Segment]:
 
 def clean_leftovers(directory: Path, run_id: str | None = None) -> list[str]:
     """Delete parts ffmpeg never closed (of one run, or all) and temp files; returns their names."""
-    removed = []
+    removed: list[str] = []
     prefix = f"{PART_PREFIX}{run_id}_" if run_id else PART_PREFIX
     if not directory.is_dir():
         return removed

@@ -36,7 +36,9 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next restart; each call counts one more consecutive failure."""
-        delay = min(self.cap, self.first * (2**self.failures))
+        # The exponent stops at 64, far past any cap: 2**1024 does not fit a float, and a camera that answers
+        # but will not stream (a wrong password) fails that many times in some 9 hours at a 30 s cap.
+        delay = min(self.cap, self.first * 2.0 ** min(self.failures, 64))
         self.failures += 1
         return delay
 

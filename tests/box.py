@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from common.redisconn import scored, text
 from tests.helpers import REPO, gravanois_cmd
 from tests.redis_server import free_port
 
@@ -115,7 +116,7 @@ class Box:
 
     def pids(self) -> dict[str, int]:
         """Running programs by supervisord's name (redis rewrites its environment: found this way)."""
-        out = {}
+        out: dict[str, int] = {}
         if self.supervisord is None or self.supervisord.poll() is not None:
             return out
         for line in self.ctl("status", timeout=30).stdout.splitlines():
@@ -179,8 +180,8 @@ class Box:
         while time.monotonic() < deadline:
             try:
                 state = self.conn.hget(f"{key}:health", "state")
-                first = self.conn.zrange(f"{key}:segments", 0, 0, withscores=True)
-                last = self.conn.zrange(f"{key}:segments", -1, -1, withscores=True)
+                first = scored(self.conn.zrange(f"{key}:segments", 0, 0, withscores=True))
+                last = scored(self.conn.zrange(f"{key}:segments", -1, -1, withscores=True))
                 if state == b"recording" and first and last and last[0][1] - first[0][1] >= seconds:
                     return
             except redis.RedisError:
@@ -191,7 +192,7 @@ class Box:
     def highlight_state(self, press_id: str) -> str:
         """The highlight's state as the pipeline noted it ('' when Redis cannot say)."""
         try:
-            return (self.conn.hget(f"gn:{self.device}:highlight:{press_id}", "state") or b"").decode()
+            return text(self.conn.hget(f"gn:{self.device}:highlight:{press_id}", "state") or b"")
         except redis.RedisError:
             return ""
 
@@ -205,6 +206,7 @@ class Box:
         if not side.is_file():
             return False
         try:
-            return json.loads(side.read_text()).get("status") == "watermarked"
+            data: dict[str, Any] = json.loads(side.read_text())
+            return data.get("status") == "watermarked"
         except ValueError:
             return False

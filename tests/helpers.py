@@ -109,6 +109,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: fl
         time.sleep(every)
 
 
+def as_bytes(reply: bytes | str) -> bytes:
+    """A Redis reply as bytes (our clients read bytes; redis-py's types allow str too)."""
+    return reply if isinstance(reply, bytes) else reply.encode()
+
+
 def fetch(conn: redis.Redis, job_id: str) -> Job:
     """An RQ job of this project (JSON-serialized)."""
     return Job.fetch(job_id, connection=conn, serializer=SERIALIZER)

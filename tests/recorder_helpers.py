@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 
 from common import keys
+from common.redisconn import text
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from recorder.segmenter import seg_name
@@ -78,7 +79,7 @@ def index_of(conn: redis.Redis, settings: Settings, camera: str) -> SegmentIndex
 
 def health(conn: redis.Redis, settings: Settings, camera: str) -> dict[str, str]:
     raw = conn.hgetall(keys.camera_health(settings.device_id, camera))
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def ffmpeg_pid(conn: redis.Redis, settings: Settings, camera: str) -> int | None:

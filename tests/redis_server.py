@@ -16,7 +16,8 @@ def free_port() -> int:
     """A TCP port nobody listens on right now (loopback)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class RedisServer:

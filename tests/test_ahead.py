@@ -27,8 +27,8 @@ from worker import ahead, progressive
 
 def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: object) -> Settings:
     base = {"pre_seconds": 10, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
-    base["wm_logo"] = make_logo(tmp_path / "logo.png", size="120x60", color="red")
-    return make_settings(**{**base, **kw})
+    logo = make_logo(tmp_path / "logo.png", size="120x60", color="red")
+    return make_settings(**{**base, "wm_logo": logo, **kw})
 
 
 def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
@@ -144,7 +144,8 @@ def test_status_shows_whether_the_ahead_encoder_runs(
 
     def ahead_status() -> dict:
         out = run_gravanois(s, "status", "--json")
-        return json.loads(out.stdout)["ahead"]
+        status: dict = json.loads(out.stdout)["ahead"]
+        return status
 
     assert ahead_status()["running"] is False
     assert "ahead encoder: NOT RUNNING" in run_gravanois(s, "status").stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ SIDECAR_FIELDS = {
     "last_segment",
     "actual_window",
 }
+# Index entries whose name is not a plain file name in the camera's buffer: never opened.
+HOSTILE_NAMES = ("../x.ts", "a/b.ts", ".hidden.ts")
 
 
 def reason(job) -> str:
@@ -45,8 +48,7 @@ def reason(job) -> str:
 
 def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
     base = {"pre_seconds": 5, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
-    base.update(kw)
-    return make_settings(**base)
+    return make_settings(**{**base, **kw})
 
 
 # ---- pure parts
@@ -90,8 +92,8 @@ def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: re
     second = make_segments(s, redis_conn, "cam1", first[-1].end, 3, index=False)
     directory = s.camera_buffer_dir("cam1")
     assert first[-1].end == second[0].start
-    pts = [tsfiles.first_video_pts(directory / x.name) for x in first]
-    assert all(
+    pts = [t for x in first if (t := tsfiles.first_video_pts(directory / x.name)) is not None]
+    assert len(pts) == len(first) and all(
         b - a == pytest.approx(x.duration, abs=0.05) for a, b, x in zip(pts, pts[1:], first, strict=False)
     )
     groups = tsfiles.runs([*first, *second], directory)
@@ -243,6 +245,47 @@ def test_a_bad_segment_in_the_window_is_a_gap_not_a_silently_short_clip(
     assert abs(data["meta"]["duration_sec"] - data["covered_seconds"]) < 0.1
     assert "duration_short_by" not in data
     assert decode_errors(clip) == ""
+
+
+def test_a_segment_name_that_is_not_a_plain_file_name_is_a_gap_never_opened(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = _settings(make_settings)
+    base = time.time() - 30
+    segs = make_segments(s, redis_conn, "cam1", base, 20)
+    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    a, b = p.window
+    # Three segments in the window are indexed under names that lead out of the buffer or hide in it
+    # (a hostile or corrupt index). A good copy of each segment waits at that path: were it opened, the
+    # clip would have no gap.
+    buffer = s.camera_buffer_dir("cam1")
+    victims = [x for x in segs if x.start >= a + 1][:5:2]
+    hostile = [Segment(x.start, x.end, name) for x, name in zip(victims, HOSTILE_NAMES, strict=True)]
+    for x, h in zip(victims, hostile, strict=True):
+        (buffer / h.name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(buffer / x.name, buffer / h.name)
+    index = SegmentIndex(redis_conn, s.device_id, "cam1")
+    index.remove(*victims)
+    index.add(*hostile)
+    assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
+    done = run_build_worker(s)
+    assert done.returncode == 0, done.stderr
+    job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
+    assert job.get_status() == "finished", reason(job)
+    clip = s.clips_dir / sidecar.clip_name(p)
+    data = json.loads(sidecar.path_for(clip).read_text())
+    # Each refused segment's time is a gap; the clip is the good segments around them.
+    gaps = [(parse_iso(g["start"]), parse_iso(g["end"])) for g in data["gaps"]]
+    assert len(gaps) == len(victims)
+    for (start, end), x in zip(gaps, victims, strict=True):
+        assert abs(start - x.start) < 0.01 and abs(end - x.end) < 0.01
+    used = [x for x in segs if x.overlaps(a, b) and x not in victims]
+    assert data["segments"] == len(used)
+    assert abs(data["meta"]["duration_sec"] - probe(clip).duration_sec) < 0.01
+    assert abs(data["covered_seconds"] - sum(min(x.end, b) - x.start for x in used)) < 0.01
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    refused = {x["segment"] for x in logged if x.get("event") == "segment_name_refused"}
+    assert refused == set(HOSTILE_NAMES)
 
 
 def test_ts_problem_names_what_is_wrong(tmp_path):

@@ -70,9 +70,10 @@ def test_segment_member_is_the_json_it_always_was() -> None:
     for _ in range(2000):
         start = rng.choice([rng.uniform(0, 2e9), round(rng.uniform(0, 2e9), 3), float(rng.randrange(10**9))])
         seg = Segment(start, start + rng.uniform(0.001, 5), rng.choice(names))
-        expected = {"name": seg.name, "start": round(seg.start, 6), "end": round(seg.end, 6)}
+        start, end = round(seg.start, 6), round(seg.end, 6)
+        expected = {"name": seg.name, "start": start, "end": end}
         assert seg.member() == json.dumps(expected, sort_keys=True)
-        assert Segment.from_member(seg.member()) == Segment(expected["start"], expected["end"], seg.name)
+        assert Segment.from_member(seg.member()) == Segment(start, end, seg.name)
 
 
 def test_segment_index_covering_and_pins(redis_conn) -> None:

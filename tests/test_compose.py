@@ -21,7 +21,8 @@ BOX_SERVICES = ("recorder", "trigger", "scheduler", "ahead", "worker", "web")
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "compose.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
+    return data
 
 
 def compose_tools() -> list[list[str]]:

@@ -58,7 +58,8 @@ def attention_while(box: Box, busy: bool) -> list[str]:
     code, snap = box.status()
     if busy:
         assert code == 1 and snap["attention"], snap
-    return snap["attention"]
+    attention: list[str] = snap["attention"]
+    return attention
 
 
 @pytest.mark.slow

@@ -22,9 +22,9 @@ from rq.job import Job
 from common import keys
 from common.log import redact, register_secret
 from common.pipeline import queue
-from common.redisconn import SERIALIZER
+from common.redisconn import SERIALIZER, members
 from common.settings import Settings
-from tests.helpers import REPO, gn_env, gravanois_cmd, wait_for
+from tests.helpers import REPO, as_bytes, gn_env, gravanois_cmd, wait_for
 from tests.redis_server import free_port
 
 CAMERA_PASSWORD = "Pw-s3cret-4711"
@@ -116,11 +116,11 @@ def test_secrets_never_reach_logs_sidecars_or_redis(
     for key in redis_conn.scan_iter(f"{keys.ns(device)}:*"):
         kind = redis_conn.type(key)
         if kind == b"hash":
-            texts[key.decode()] = b" ".join(redis_conn.hvals(key))
+            texts[key.decode()] = b" ".join(map(as_bytes, redis_conn.hvals(key)))
         elif kind == b"zset":
-            texts[key.decode()] = b" ".join(redis_conn.zrange(key, 0, -1))
+            texts[key.decode()] = b" ".join(map(as_bytes, members(redis_conn.zrange(key, 0, -1))))
         elif kind == b"string":
-            texts[key.decode()] = redis_conn.get(key) or b""
+            texts[key.decode()] = as_bytes(redis_conn.get(key) or b"")
     # RQ's own records of the device's jobs: arguments, meta and error texts (stored compressed).
     for key in redis_conn.scan_iter(f"rq:job:gn-{device}-*"):
         job = Job.fetch(key.decode().removeprefix("rq:job:"), connection=redis_conn, serializer=SERIALIZER)

@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from common import keys, sidecar
+from common.redisconn import text
 from common.settings import Settings
 from tests.helpers import fill, small_disk
 from worker import retention
@@ -38,7 +39,7 @@ def stems(out: Path) -> set[str]:
 
 
 def alarms(conn: redis.Redis, s: Settings) -> dict[str, str]:
-    return {k.decode(): json.loads(v)["message"] for k, v in conn.hgetall(keys.alarms(s.device_id)).items()}
+    return {text(k): json.loads(v)["message"] for k, v in conn.hgetall(keys.alarms(s.device_id)).items()}
 
 
 def test_undelivered_highlights_survive_a_low_disk(

@@ -15,6 +15,7 @@ import redis
 
 from common import keys
 from common.ffmpeg import decode_errors
+from common.redisconn import text
 from common.settings import Settings
 from tests.helpers import gn_env, gravanois_cmd, run_gravanois, wait_for
 from tests.media import make_logo
@@ -84,14 +85,16 @@ def test_synthetic_camera_tiles_decodes_and_stops_cleanly(
         and h["mode"] == "encode"
         and float(h["keyframe_interval"]) == pytest.approx(1.0, abs=0.1)
     )
-    assert "cam1" in {m.decode() for m in redis_conn.smembers(keys.cameras(settings.device_id))}
+    assert "cam1" in {text(m) for m in redis_conn.smembers(keys.cameras(settings.device_id))}
 
     # A restart rebuilds the index from disk (even if Redis lost it) and appends after the last segment.
     redis_conn.delete(keys.segments(settings.device_id, "cam1"))
     rec2 = RecorderProc(settings, "cam1", tmp_path / "logs")
     try:
         wait_for("the index rebuilt from disk", lambda: len(index.all()) >= len(segs))
-        wait_for("a new segment", lambda: index.latest().start > segs[-1].end)
+        wait_for(
+            "a new segment", lambda: (latest := index.latest()) is not None and latest.start > segs[-1].end
+        )
     finally:
         assert rec2.terminate(10) == 0
     again = index.all()
@@ -146,7 +149,9 @@ def test_disk_guard_drops_oldest_and_raises_alarm(
         time.sleep(4)
         assert len(index.all()) <= 2
         assert len(on_disk(settings, "cam1")) <= 3  # plus the part ffmpeg is writing
-        message = json.loads(redis_conn.hget(keys.alarms(settings.device_id), alarm))["message"]
+        raised = redis_conn.hget(keys.alarms(settings.device_id), alarm)
+        assert raised is not None
+        message = json.loads(raised)["message"]
         assert "GN_BUFFER_MIN_FREE_MB" in message
     finally:
         assert rec.terminate() == 0

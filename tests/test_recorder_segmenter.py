@@ -36,7 +36,8 @@ def test_parse_list_line() -> None:
     entry = parse_list_line("part_7-1_000003.ts,3.021333,4.021333\n")
     assert entry is not None and entry.name == "part_7-1_000003.ts"
     assert (entry.stream_start, entry.stream_end) == (3.021333, 4.021333)
-    assert parse_list_line("/abs/dir/part_7-1_000004.ts,1,2").name == "part_7-1_000004.ts"
+    entry = parse_list_line("/abs/dir/part_7-1_000004.ts,1,2")
+    assert entry is not None and entry.name == "part_7-1_000004.ts"
     assert parse_list_line("garbage") is None and parse_list_line("a,b,c") is None
 
 
@@ -103,7 +104,8 @@ def test_keyframe_interval_from_probe_and_durations(tmp_path: Path) -> None:
     assert keyframes.interval_from([], []) is None
     assert keyframes.too_long(2.0, 1.0) and not keyframes.too_long(1.05, 1.0)
     clip = make_video(tmp_path / "g.ts", seconds=3, fps=15, gop=7, audio=False)
-    assert abs(keyframes.measure([clip], [3.0]) - 7 / 15) < 0.01
+    measured = keyframes.measure([clip], [3.0])
+    assert measured is not None and abs(measured - 7 / 15) < 0.01
 
 
 def test_keyframes_sent_in_slices_count_once() -> None:
@@ -123,6 +125,8 @@ def test_backoff_and_watchdog() -> None:
     assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+    # A camera that keeps refusing all night: the delay stays at the cap (no float overflow at 1024).
+    assert [backoff.next_delay() for _ in range(2000)][2:] == [4.0] * 1998
     dog = Watchdog(limit=8.0)
     assert not dog.stalled(100.0)
     dog.started(100.0)

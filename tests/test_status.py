@@ -301,7 +301,8 @@ def test_status_counts_presses_stuck_in_the_journal(
 
 
 def attention_of(settings: Settings) -> list[str]:
-    return status_json(settings)[1]["attention"]
+    attention: list[str] = status_json(settings)[1]["attention"]
+    return attention
 
 
 def test_status_sees_an_overdue_scheduled_job_until_a_scheduler_runs(

@@ -119,7 +119,7 @@ def test_room_for_the_index_grows_with_the_window_and_the_frame_rate() -> None:
 def test_two_frames_a_hair_apart_are_found_inside_a_piece_or_where_pieces_meet() -> None:
     frame = 1 / 30
 
-    def piece(*times: float, min_step: float = frame) -> dict:
+    def piece(*times: float, min_step: float | None = frame) -> dict:
         return {"edges": list(times), "min_step": min_step}
 
     even = [piece(10.0, 10.033, 17.933, 17.966), piece(18.0, 18.033, 25.966), piece(26.0, 26.033)]

@@ -164,7 +164,7 @@ def test_supervisord_runs_the_box(tmp_path: Path) -> None:
     device = env["GN_DEVICE_ID"]
     try:
         deadline = time.monotonic() + 60
-        state = b""
+        state: bytes | str = b""
         while time.monotonic() < deadline and state != b"recording":
             time.sleep(0.5)
             try:

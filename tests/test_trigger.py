@@ -22,6 +22,7 @@ from rq.registry import ScheduledJobRegistry
 from common import journal, keys, sidecar
 from common.journal import Press
 from common.pipeline import job_id, queue
+from common.redisconn import members, text
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
@@ -34,8 +35,7 @@ from trigger.listen import Listener
 
 def _settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:
     base = {"pre_seconds": 5, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
-    base.update(kw)
-    return make_settings(**base)
+    return make_settings(**{**base, **kw})
 
 
 def scheduled(conn: redis.Redis, s: Settings) -> list[str]:
@@ -64,6 +64,21 @@ class Proc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def logged(self, text: str, times: int = 1) -> Callable[[], bool]:
+        """A `wait_for` check: `text` is in the log at least `times` times."""
+        return lambda: self.log().count(text) >= times
+
+    def enter(self) -> None:
+        """ENTER on the listener's stdin (started with `stdin=subprocess.PIPE`): a press."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        """EOF on the listener's stdin: the ENTER listener ends."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
 
     def stop(self, timeout: float = 10) -> int:
         if self.proc.poll() is None:
@@ -111,7 +126,8 @@ def test_serial_tokens_and_port_detection(tmp_path):
     assert serial_input.parse_token(b"hello") is None and serial_input.parse_token(b"\xff\xfe") is None
     assert serial_input.detect_port("", str(tmp_path / "*")) is None
     (tmp_path / "usb-Raspberry_Pi_Pico_E66-if00").touch()
-    assert serial_input.detect_port("", str(tmp_path / "*")).endswith("Pico_E66-if00")
+    port = serial_input.detect_port("", str(tmp_path / "*"))
+    assert port is not None and port.endswith("Pico_E66-if00")
     assert serial_input.detect_port(str(tmp_path / "nothing"), str(tmp_path / "*")) is None
 
 
@@ -225,8 +241,7 @@ def test_press_with_redis_down_is_journalled_and_replayed_by_the_listener(
     listener = Proc(s, tmp_path, "--input", "enter", stdin=subprocess.PIPE)
     try:
         time.sleep(1.0)
-        listener.proc.stdin.write(b"\n")  # a second press (ENTER) while Redis is still down
-        listener.proc.stdin.flush()
+        listener.enter()  # a second press (ENTER) while Redis is still down
         wait_for("the ENTER press in the journal", lambda: len(journal.pending(s.journal_dir)) == 2, 15)
         pressed = journal.pending(s.journal_dir)
         time.sleep(2)
@@ -238,7 +253,7 @@ def test_press_with_redis_down_is_journalled_and_replayed_by_the_listener(
         assert presses[0]["at"] == journalled.at and presses[1]["source"] == "enter"
         wait_for("the journal emptied", lambda: not journal.pending(s.journal_dir), 10)
         assert conn.hget(keys.counters(s.device_id), "presses") == b"2"
-        listener.proc.stdin.close()  # EOF ends the ENTER listener
+        listener.close_stdin()
         assert listener.proc.wait(10) == 0, listener.log()
     finally:
         listener.stop()
@@ -373,7 +388,7 @@ def test_press_without_a_recorder_is_refused_at_once(make_settings, redis_conn: 
         assert done.stdout.startswith("refused camera=cam1")
     assert scheduled(redis_conn, s) == [] and not journal.pending(s.journal_dir)
     assert redis_conn.get(keys.cooldown(s.device_id, "cam1")) is None  # a refused press starts no cooldown
-    press_ids = [m.decode() for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)]
+    press_ids = [text(m) for m in members(redis_conn.zrange(keys.highlights(s.device_id), 0, -1))]
     assert len(press_ids) == 2
     for press_id in press_ids:
         state = redis_conn.hgetall(keys.highlight(s.device_id, press_id))

@@ -91,12 +91,15 @@ def built(conn: redis.Redis, s: Settings, p: Press, timeout: float = 60) -> dict
     build_id = job_id(s.device_id, p.press_id, "build")
 
     def finished() -> bool:
-        status = fetch(conn, build_id).get_status(refresh=True)
-        assert status != "failed", fetch(conn, build_id).latest_result().exc_string
+        job = fetch(conn, build_id)
+        status = job.get_status(refresh=True)
+        result = job.latest_result() if status == "failed" else None
+        assert status != "failed", result.exc_string if result is not None else "no result"
         return status == "finished"
 
     wait_for(f"build job {build_id}", finished, timeout)
-    return json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
+    data: dict = json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
+    return data
 
 
 def check_clip(s: Settings, p: Press, data: dict, max_segment: float) -> None:

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from common import journal, keys
+from common.redisconn import members, text
 from common.segments import SegmentIndex
 from common.timeutil import iso
 from tests.helpers import REPO, gn_env, gravanois_cmd, run_gravanois, wait_for
@@ -130,9 +131,8 @@ def test_listener_survives_a_full_disk_and_takes_every_press(
     try:
         wait_for("the listener ready", lambda: "input_ready" in listener.log(), 15)
         for n in (1, 2):  # Redis down and the journal's disk full: each press is held, the loop goes on
-            listener.proc.stdin.write(b"\n")
-            listener.proc.stdin.flush()
-            wait_for(f"press {n} reported", lambda n=n: listener.log().count("press_not_saved") >= n, 15)
+            listener.enter()
+            wait_for(f"press {n} reported", listener.logged("press_not_saved", n), 15)
         assert listener.proc.poll() is None, listener.log()
         assert NO_SPACE in listener.log()
         full_disk.free()
@@ -145,10 +145,9 @@ def test_listener_survives_a_full_disk_and_takes_every_press(
         assert [d["at"] for d in job_presses(conn, s)] == [p.at for p in pressed]  # original times
         wait_for("the journal emptied", lambda: not journal.pending(s.journal_dir), 10)
         full_disk.fill()  # full again, Redis up: a new press does not need the disk at all
-        listener.proc.stdin.write(b"\n")
-        listener.proc.stdin.flush()
+        listener.enter()
         wait_for("the third press enqueued", lambda: len(scheduled(conn, s)) == 3, 15)
-        listener.proc.stdin.close()  # EOF ends the ENTER listener
+        listener.close_stdin()
         assert listener.proc.wait(15) == 0, listener.log()
     finally:
         listener.stop()
@@ -208,6 +207,7 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
         rec.terminate(15)
     stopped = time.time()
     last = index.latest()
+    assert last is not None
     assert health(redis_conn, s, "cam1")["state"] == "stopped"
     refused = run_gravanois(s, "trigger", "press", "--camera", "cam1")
     assert refused.returncode == 1
@@ -216,11 +216,11 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
         f"its last segment before the press ended {iso(last.end)}"
     )
     [failed] = [
-        m.decode()
-        for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)
-        if redis_conn.hget(keys.highlight(s.device_id, m.decode()), "state") == b"failed"
+        text(m)
+        for m in members(redis_conn.zrange(keys.highlights(s.device_id), 0, -1))
+        if redis_conn.hget(keys.highlight(s.device_id, text(m)), "state") == b"failed"
     ]
-    assert iso(last.end) in redis_conn.hget(keys.highlight(s.device_id, failed), "error").decode()
+    assert iso(last.end) in text(redis_conn.hget(keys.highlight(s.device_id, failed), "error") or b"")
 
     # The camera records again; a press asked later for a moment of the outage names the last segment
     # before its window, not the newest one (which is after it).
@@ -235,7 +235,7 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
         newest = index.latest()
     finally:
         rec.terminate(15)
-    assert newest.end > at + 1
+    assert newest is not None and newest.end > at + 1
     assert late.returncode == 1
     assert late.stderr.splitlines()[-1] == (
         f"error: press refused: camera cam1 recorded nothing in the window {iso(at - 2)} to {iso(at + 1)}; "
@@ -261,7 +261,7 @@ def test_led_flickers_when_the_camera_is_not_recording(make_settings, redis_conn
         blinks = ERROR_BLINKS[2]
         wait_for("the LED's error pattern", lambda: len(led.states) >= 1 + 2 * blinks, 10)
         assert sum(1 for st in led.states[1:] if st.state) == blinks != ACCEPTED_BLINKS[2]
-        [press_id] = [m.decode() for m in redis_conn.zrange(keys.highlights(s.device_id), 0, -1)]
+        [press_id] = [text(m) for m in members(redis_conn.zrange(keys.highlights(s.device_id), 0, -1))]
         assert redis_conn.hget(keys.highlight(s.device_id, press_id), "state") == b"failed"
         assert scheduled(redis_conn, s) == []
     finally:

@@ -20,7 +20,7 @@ from common import keys, sidecar
 from common.fsutil import sha256_file
 from common.log import redact
 from common.pipeline import queue
-from common.redisconn import SERIALIZER
+from common.redisconn import SERIALIZER, members, text
 from common.settings import Settings
 from tests.backend_server import BackendServer
 from tests.helpers import run_gravanois
@@ -173,13 +173,13 @@ def setup(
 
 
 def counters(conn: redis.Redis, s: Settings) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in conn.hgetall(keys.counters(s.device_id)).items()}
+    return {text(k): int(v) for k, v in conn.hgetall(keys.counters(s.device_id)).items()}
 
 
 def highlight_state(conn: redis.Redis, s: Settings, sidecar_path: Path) -> str:
     press_id = json.loads(sidecar_path.read_text())["press_id"] if sidecar_path.exists() else None
-    press_id = press_id or conn.zrange(keys.highlights(s.device_id), -1, -1)[0].decode()
-    return conn.hget(keys.highlight(s.device_id, press_id), "state").decode()
+    press_id = press_id or text(members(conn.zrange(keys.highlights(s.device_id), -1, -1))[0])
+    return text(conn.hget(keys.highlight(s.device_id, press_id), "state") or b"")
 
 
 def test_happy_path_all_three_steps_and_files_deleted(
@@ -195,7 +195,7 @@ def test_happy_path_all_three_steps_and_files_deleted(
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
     assert job.get_status() == "finished"
     (clip,) = backend.clips.values()
-    assert job.return_value() == clip.clip_id and clip.status == "finalized"
+    assert job.return_value() == clip.clip_id and clip.status == "finalized" and clip.data is not None
     assert hashlib.sha256(clip.data).hexdigest() == digest and len(clip.data) == size
     assert clip.content_type == "video/mp4"
     reg = clip.registration
@@ -253,7 +253,7 @@ def test_transient_faults_retry_and_resume_without_duplicates(
     assert job.get_status() == "finished" and job.retries_left == 1  # one RQ retry used
     assert {k: backend.calls[k] for k in calls} == calls
     (clip,) = backend.clips.values()  # exactly one clip record
-    assert clip.status == "finalized"
+    assert clip.status == "finalized" and clip.data is not None
     assert hashlib.sha256(clip.data).hexdigest() == sha256_file(Path(sidecar.load(sc)["wm_path"]))
     assert counters(redis_conn, s).get("uploads_failed") is None
 
@@ -411,8 +411,8 @@ def test_injected_signature_mismatch_is_a_credential_error(
     run_worker(s, redis_conn, monkeypatch)
     job = Job.fetch(job.id, connection=redis_conn, serializer=SERIALIZER)
     assert job.get_status() == "failed" and backend.calls["register"] == 1 and len(backend.clips) == 0
-    alarm = json.loads(redis_conn.hget(keys.alarms(s.device_id), upload.ALARM))
-    assert "signature_mismatch" in alarm["message"]
+    raised = redis_conn.hget(keys.alarms(s.device_id), upload.ALARM)
+    assert raised is not None and "signature_mismatch" in json.loads(raised)["message"]
 
 
 def test_finalize_409_counts_as_done(

@@ -20,10 +20,10 @@ from rq.job import Job
 from common import keys, sidecar
 from common.log import redact
 from common.pipeline import queue
-from common.redisconn import SERIALIZER
+from common.redisconn import SERIALIZER, members
 from common.settings import Settings
 from tests.backend_server import BackendServer
-from tests.helpers import REPO, gn_env, gravanois_cmd, wait_for
+from tests.helpers import REPO, as_bytes, gn_env, gravanois_cmd, wait_for
 from tests.upload_helpers import SECRET, TOKEN, enqueue, make_highlight, upload_overrides
 
 
@@ -119,24 +119,24 @@ def test_secrets_never_reach_logs_or_redis_in_real_runs(
     secrets = {SECRET, TOKEN, wrong, *backend.signatures}
     for url in backend.upload_urls:
         secrets |= {url, url.split("?", 1)[1], url.split("X-Sig=", 1)[1]}
-    values = []
+    values: list[bytes | str] = []
     for key in redis_conn.scan_iter("*"):
         kind = redis_conn.type(key)
         if kind == b"hash":
             values += redis_conn.hvals(key)
         elif kind == b"stream":
-            values += [v for _, entry in redis_conn.xrange(key) for v in entry.values()]
+            values += [v for _, entry in redis_conn.xrange(key) or [] for v in (entry or {}).values()]
         elif kind == b"string":
             values.append(redis_conn.get(key) or b"")
         elif kind == b"zset":
-            values += redis_conn.zrange(key, 0, -1)
-    stored = b"\n".join(_inflate(v) for v in values)
+            values += members(redis_conn.zrange(key, 0, -1))
+    stored = b"\n".join(_inflate(as_bytes(v)) for v in values)
     assert b"UploadBlocked" in stored  # the failed job's traceback is there, and was checked
     for secret in secrets:
         assert secret not in text, "a secret reached the logs"
         assert secret.encode() not in stored, "a secret reached Redis"
-    alarm = json.loads(redis_conn.hget(keys.alarms(bad.device_id), "upload_credentials"))
-    assert "GN_DEVICE_SECRET" in alarm["message"]
+    raised = redis_conn.hget(keys.alarms(bad.device_id), "upload_credentials")
+    assert raised is not None and "GN_DEVICE_SECRET" in json.loads(raised)["message"]
 
 
 def _inflate(value: bytes) -> bytes:

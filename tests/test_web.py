@@ -175,7 +175,7 @@ def login(web: WebProc, password: str = PASSWORD) -> tuple[int, str, str]:
     """Log in like a browser: (status of the POST, session cookie, CSRF token of the new session)."""
     _, headers, body = web.request("GET", "/admin/login")
     cookie = headers["set-cookie"].split(";")[0]
-    csrf = re.search(r'name="csrf" value="([^"]+)"', body.decode()).group(1)
+    csrf = csrf_of(body.decode())
     form = urlencode({"csrf": csrf, "password": password}).encode()
     ctype = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
     status, headers, _ = web.request("POST", "/admin/login", ctype, form)
@@ -183,7 +183,14 @@ def login(web: WebProc, password: str = PASSWORD) -> tuple[int, str, str]:
         return status, cookie, csrf
     cookie = headers["set-cookie"].split(";")[0]
     page = web.request("GET", "/admin", {"Cookie": cookie})[2].decode()
-    return status, cookie, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return status, cookie, csrf_of(page)
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of a page's form."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None, "no CSRF token in the page"
+    return found.group(1)
 
 
 def test_dashboard_needs_login_and_csrf(
@@ -264,7 +271,9 @@ def test_idle_rss_stays_under_80_mib(web: WebProc, clip: Finished) -> None:
     time.sleep(1)
     assert web.proc is not None
     status = Path(f"/proc/{web.proc.pid}/status").read_text()
-    rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    assert rss is not None
+    rss_kib = int(rss.group(1))
     assert rss_kib < 80 * 1024, f"web app RSS {rss_kib / 1024:.1f} MiB"
 
 

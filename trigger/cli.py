@@ -141,26 +141,28 @@ def job_reason(job: Job) -> str:
 
 def wait_final(conn: redis.Redis, device: str, press_id: str, deadline: float) -> str:
     """Poll the press's build job, then its render job; the rendered path, or WaitError."""
-    for job_id in (pipeline.job_id(device, press_id, stage) for stage in (Stage.BUILD, Stage.RENDER)):
-        result = None
-        while result is None:
-            if time.monotonic() > deadline:
-                raise WaitError(f"timed out waiting for job {job_id}")
-            try:
-                job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
-                status = job.get_status(refresh=True)
-            except NoSuchJobError:
-                time.sleep(0.3)  # the render job appears once the build enqueues it
-                continue
-            if status == JobStatus.FINISHED:
-                result = str(job.return_value())
-            elif status == JobStatus.FAILED:
-                raise WaitError(job_reason(job))
-            elif status in (JobStatus.STOPPED, JobStatus.CANCELED):
-                raise WaitError(f"job {job_id} was {status.value}")
-            else:
-                time.sleep(0.3)
-    return result
+    wait_job(conn, pipeline.job_id(device, press_id, Stage.BUILD), deadline)
+    return wait_job(conn, pipeline.job_id(device, press_id, Stage.RENDER), deadline)
+
+
+def wait_job(conn: redis.Redis, job_id: str, deadline: float) -> str:
+    """Poll one job until it finishes (its result, as text); WaitError if it fails or `deadline` passes."""
+    while True:
+        if time.monotonic() > deadline:
+            raise WaitError(f"timed out waiting for job {job_id}")
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+            status = job.get_status(refresh=True)
+        except NoSuchJobError:
+            time.sleep(0.3)  # the render job appears once the build enqueues it
+            continue
+        if status == JobStatus.FINISHED:
+            return str(job.return_value())
+        if status == JobStatus.FAILED:
+            raise WaitError(job_reason(job))
+        if status in (JobStatus.STOPPED, JobStatus.CANCELED):
+            raise WaitError(f"job {job_id} was {status.value}")
+        time.sleep(0.3)
 
 
 @trigger.command()

@@ -14,6 +14,7 @@ starts a fresh one (a live process with a dead input would ignore the button for
 
 from __future__ import annotations
 
+import functools
 import queue as queue_mod
 import re
 import threading
@@ -98,7 +99,7 @@ class Listener:
             except queue_mod.Empty:
                 p = None
             if p is not None:
-                self._guarded(lambda p=p: self.submit(p))
+                self._guarded(functools.partial(self.submit, p))
             last_retry += 0.5 if p is None else 0.0
             if last_retry >= REPLAY_SECONDS:
                 last_retry = 0.0

@@ -28,7 +28,7 @@ from common import journal, keys, sidecar
 from common.journal import Press
 from common.log import event, get_logger
 from common.pipeline import HighlightState, Stage, enqueue, job_id
-from common.redisconn import incr, note_highlight
+from common.redisconn import incr, note_highlight, text
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError, parse_open_hours
 from common.timeutil import iso, now
@@ -213,7 +213,7 @@ def camera_problem(
     """
     t = now() if at_now is None else at_now
     raw = conn.hgetall(keys.camera_health(settings.device_id, press.camera))
-    health = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    health = {text(k): text(v, errors="replace") for k, v in raw.items()}
     index = SegmentIndex(conn, settings.device_id, press.camera)
     stale = stale_after(settings, health)
     latest = index.latest()

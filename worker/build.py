@@ -287,7 +287,7 @@ class Build:
         out = []
         for seg in segments:
             if Path(seg.name).name != seg.name or seg.name.startswith(".") or not seg.name:
-                event(log, "segment_name_refused", level=30, name=seg.name[:80])
+                event(log, "segment_name_refused", level=30, segment=seg.name[:80])
                 continue
             problem = ts_problem(self.buffer / seg.name)
             if problem:

@@ -91,7 +91,7 @@ def ffmpeg_args(job: RenderJob, encoder: str | None = None) -> list[str]:
     else:
         maps = ["0:v:0"]
     targets = [(job.dst, job.width, job.height)]
-    if vertical and job.overlay:
+    if job.vertical_dst is not None and job.overlay:
         targets.append((job.vertical_dst, *vertical_size(job.width, job.height)))
     for label, (dst, w, h) in zip(maps, targets, strict=True):
         args += ["-map", label, "-map", "0:a?"]

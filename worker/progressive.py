@@ -439,8 +439,9 @@ def pieces_for(settings: Settings, data: dict[str, Any]) -> Pieces | None:
     end = info.get("end")
     if end is not None and (isinstance(end, bool) or not isinstance(end, int | float) or end <= 0):
         return None
-    facts = [p.get("video") for p in entries]
-    if not all(isinstance(f, dict) and isinstance(f.get("edges"), list) and "min_step" in f for f in facts):
+    found = (p.get("video") for p in entries)
+    facts = [f for f in found if isinstance(f, dict) and isinstance(f.get("edges"), list) and "min_step" in f]
+    if len(facts) != len(entries):
         return None
     joined = directory / JOINED if info.get("joined") == JOINED else None
     # Names come from our own manifest, but a sidecar is data: never follow one out of the directory.

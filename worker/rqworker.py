@@ -112,7 +112,8 @@ class BoxWorker(PromptTeardown, Worker):
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """A short heartbeat TTL: the scheduler takes a dead worker's job back soon after it lapses."""
-        return self.job_monitoring_interval + HEARTBEAT_SLACK
+        interval: int = self.job_monitoring_interval  # rq leaves its type out
+        return interval + HEARTBEAT_SLACK
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         """RQ puts the horse in its own process group; the death signal still takes it (and ffmpeg) down."""

@@ -165,7 +165,9 @@ class Upload:
         if not (self.remote.get("clip_id") and self.remote.get("upload_url")):
             return False
         expires = self.remote.get("upload_url_expires_at")
-        return bool(expires) and now() < parse_iso(expires) - URL_MARGIN
+        if not expires:
+            return False
+        return now() < parse_iso(expires) - URL_MARGIN
 
     def register(self) -> Answer:
         """Step 1; the clip id and URL are saved before anything else happens."""
@@ -180,7 +182,8 @@ class Upload:
         answer = self.client.register(payload)
         if answer.outcome is not Outcome.DONE:
             return answer
-        clip = answer.data.get("clip") if isinstance(answer.data.get("clip"), dict) else answer.data
+        nested = answer.data.get("clip")
+        clip = nested if isinstance(nested, dict) else answer.data
         clip_id, url = str(clip.get("clip_id") or ""), str(clip.get("upload_url") or "")
         if not clip_id or not url:
             return Answer(
@@ -245,7 +248,7 @@ class Upload:
 
     def finished(self) -> str:
         """Record the confirmed finalize, count it, and delete the local files unless told to keep them."""
-        clip_id = self.remote["clip_id"]
+        clip_id: str = self.remote["clip_id"]
         self.remote["finalized_at"] = iso()
         self.remote.pop("upload_url", None)  # useless now, and it grants write access until it expires
         self.remote.pop("last_error", None)

@@ -147,7 +147,7 @@ class WebApp:
 
     def camera(self, request: Request) -> str:
         """The configured camera named in the path, else 404."""
-        cam = request.path_params.get("camera", "")
+        cam: str = request.path_params.get("camera", "")
         if cam not in self.cameras:
             raise HTTPException(404, "no such court")
         return cam

@@ -24,7 +24,7 @@ from rq.job import Job
 from common import keys
 from common.fsutil import is_tmp, read_json
 from common.pipeline import HighlightState, SidecarStatus, Stage, job_id
-from common.redisconn import SERIALIZER
+from common.redisconn import SERIALIZER, scored
 from common.settings import Settings
 from common.timeutil import compact, now
 
@@ -159,7 +159,8 @@ class Records:
         video, thumb = path.with_name(f"{stem}.mp4"), path.with_name(f"{stem}.jpg")
         if not video.is_file():
             return None
-        meta = data.get("meta_wm") if isinstance(data.get("meta_wm"), dict) else {}
+        meta_wm = data.get("meta_wm")
+        meta = meta_wm if isinstance(meta_wm, dict) else {}
         duration = meta.get("duration_sec") if isinstance(meta.get("duration_sec"), int | float) else None
         return Highlight(
             id=hid,
@@ -190,7 +191,9 @@ class Records:
         device = self.settings.device_id
         out = []
         try:
-            found = self.conn.zrevrangebyscore(keys.highlights(device), "+inf", since, withscores=True)
+            found = scored(
+                self.conn.zrevrangebyscore(keys.highlights(device), "+inf", since, withscores=True)
+            )
             mine = []
             for member, score in found:
                 hid = member.decode() if isinstance(member, bytes) else str(member)
