@@ -31,7 +31,7 @@ class Pin:
 
     def applies(self, python_full_version: str | None = None) -> bool:
         """Whether the marker holds on this machine (or on it with another Python version)."""
-        env = {**default_environment(), "extra": ""}
+        env = {key: str(value) for key, value in default_environment().items()} | {"extra": ""}
         if python_full_version:
             env.update(python_full_version=python_full_version, python_version=python_full_version[:4])
         return not self.marker or Marker(self.marker).evaluate(env)

@@ -62,7 +62,10 @@ class BoxJob(Job):
 
 
 # The mixin below goes on any RQ worker class (BoxWorker, a test's SimpleWorker); type checkers see its base.
-_RQWorker = Worker if TYPE_CHECKING else object
+if TYPE_CHECKING:
+    _RQWorker = Worker
+else:
+    _RQWorker = object
 
 
 class PromptTeardown(_RQWorker):
@@ -80,7 +83,8 @@ class PromptTeardown(_RQWorker):
         """Subscribe to this worker's command channel; the listening thread wakes every second."""
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
+        # RQ declares the attribute as None only, though its own subscribe() assigns the thread too.
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
             sleep_time=PUBSUB_WAKE_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
         )
 
