@@ -34,6 +34,9 @@ system_packages() {
     done
     # The web app's browser tests: Debian's chromium, driven by Playwright (no browser download).
     [ -x /usr/bin/chromium ] || missing+=(chromium)
+    # deploy/install.sh is tested in a fresh Debian 12 root; releases are venvs of the system's Python.
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   fi
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing system packages: ${missing[*]}" >&2

@@ -116,7 +116,7 @@ def test_install_sh_makes_a_box_in_a_fresh_debian_12_root(tmp_path: Path) -> Non
         assert os.readlink(root.file("/opt/gravanois/current")) == f"releases/{release[1]}"
         version = root.run("/opt/gravanois/current/bin/gravanois", "--version")
         assert f"release {release[1]}" in version.stdout, version.stdout + version.stderr
-        mounts = root.file("/proc/mounts").read_text()
+        mounts = root.run("cat", "/proc/mounts").stdout  # the mounts live in the root's namespace
         assert re.search(r"^tmpfs /var/lib/gravanois/buffer tmpfs \S*size=262144k", mounts, re.M), mounts
         assert re.search(r"^proc /proc proc \S*hidepid=(2|invisible)", mounts, re.M), mounts
         assert root.file("/etc/udev/rules.d/70-gravanois-button.rules").is_file()
