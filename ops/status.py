@@ -30,6 +30,8 @@ from common.pipeline import Stage, queue
 from common.redisconn import SERIALIZER, connect, scored
 from common.settings import Settings
 from common.timeutil import iso, now
+from common.version import package_version, release_dir
+from deploy.release import Layout
 from worker.ahead import off_reason
 
 # A queue with at least this many jobs waiting is backed up (a press every few seconds for minutes).
@@ -62,6 +64,7 @@ def snapshot(
         "counters": {name: 0 for name in keys.COUNTERS},
         "disk": _disks(settings),
         "journal": _journal(settings, t),
+        "release": _release(),
     }
     try:
         conn.ping()
@@ -83,6 +86,19 @@ def snapshot(
     snap["attention"] = attention(settings, snap)
     snap["ok"] = not snap["attention"]
     return snap
+
+
+def _release() -> dict[str, Any]:
+    """The version and release this command runs, what `current` names, and the last update's state."""
+    layout = Layout.running()
+    running = release_dir()
+    return {
+        "version": package_version(),
+        "running": running.name if running else None,
+        "current": layout.link("current") if layout else None,
+        "previous": layout.link("previous") if layout else None,
+        "update": layout.state.read() if layout else {},
+    }
 
 
 def _text(value: Any) -> str:
@@ -385,11 +401,22 @@ def _ahead_line(ahead: dict[str, Any] | None) -> str:
     return "ahead encoder: running" + (": " + ", ".join(cams) if cams else "")
 
 
+def _release_line(release: dict[str, Any]) -> str:
+    line = f"version {release['version']}, release {release['running'] or '(not an installed release)'}"
+    update = release["update"]
+    if update.get("phase") in ("trial", "rolling_back"):
+        line += f"  (update to {update.get('to')} under way: {update['phase']})"
+    elif update.get("phase") == "rolled_back":
+        line += f"  (last update, to {update.get('to')}, rolled back: {update.get('reason', '')})"
+    return line
+
+
 def render_text(snap: dict[str, Any]) -> str:
     """The snapshot as tables for a terminal."""
     out = [
         f"device {snap['device']}  at {snap['time']}  redis {snap['redis']['url']}: "
         + ("ok" if snap["redis"]["ok"] else f"DOWN ({snap['redis'].get('error', '')})"),
+        _release_line(snap["release"]),
         "",
     ]
     cams = [

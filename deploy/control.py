@@ -1,0 +1,116 @@
+"""Talking to the box's running supervisord over its unix socket (supervisor's own XML-RPC interface).
+
+The updater uses it to restart programs one at a time in an order that never loses a press, to ask
+supervisord itself to exit when the new release needs a fresh one, and to see each program's state.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
+
+# Programs restarted after an update, in this order: those players never wait for first, one at a time
+# within a group (so another worker keeps serving), the recorders next (each one's gap is one restart),
+# and the trigger last (a press made while the others restart is taken by the old one). Redis is never
+# restarted by an update: the queues, the index and the pins stay where they are.
+RESTART_ORDER = ("web", "agent", "ahead", "scheduler", "upload", "worker", "recorder-*", "trigger")
+NEVER_RESTARTED = ("redis",)
+
+
+class ControlError(Exception):
+    """supervisord did not answer or did not do what it was asked: one sentence."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised process as supervisord reports it."""
+
+    group: str
+    name: str
+    state: str
+    pid: int
+    started: float
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.group}:{self.name}"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "RUNNING"
+
+
+class Supervisor:
+    """The running supervisord of a box, reached through `<run dir>/supervisor.sock`."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    def _rpc(self) -> Any:
+        transport = SupervisorTransport(None, None, f"unix://{self.socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    def pid(self) -> int | None:
+        """supervisord's pid, or None when it does not answer."""
+        try:
+            return int(self._rpc().getPID())
+        except (OSError, xmlrpc.client.Error):
+            return None
+
+    def programs(self) -> list[Program]:
+        """Every process supervisord knows, in its own order."""
+        try:
+            infos = self._rpc().getAllProcessInfo()
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise ControlError(f"supervisord does not answer at {self.socket}: {exc}") from None
+        return [Program(i["group"], i["name"], i["statename"], i["pid"], float(i["start"])) for i in infos]
+
+    def restart(self, program: Program) -> None:
+        """Stop one program (its own stop: a worker finishes its job first) and start it again."""
+        rpc = self._rpc()
+        try:
+            if program.running:
+                rpc.stopProcess(program.full_name, True)
+            rpc.startProcess(program.full_name, True)
+        except xmlrpc.client.Fault as exc:
+            raise ControlError(f"{program.full_name} did not start again: {exc.faultString}") from None
+        except OSError as exc:
+            raise ControlError(
+                f"supervisord stopped answering while restarting {program.full_name}: {exc}"
+            ) from None
+
+    def shutdown(self) -> None:
+        """Ask supervisord to stop every program in order and exit (systemd then starts it again)."""
+        try:
+            self._rpc().shutdown()
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise ControlError(f"supervisord did not accept the shutdown: {exc}") from None
+
+    def wait_for_new(self, old_pid: int | None, timeout: float) -> int:
+        """Wait until a supervisord other than `old_pid` answers; its pid."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.pid()
+            if pid is not None and pid != old_pid:
+                return pid
+            time.sleep(0.5)
+        raise ControlError(f"no supervisord came back within {timeout:g} s (is the systemd unit enabled?)")
+
+
+def restart_order(programs: list[Program]) -> list[Program]:
+    """The programs an update restarts, in RESTART_ORDER (unknown ones just before the trigger)."""
+
+    def rank(p: Program) -> float:
+        for i, pattern in enumerate(RESTART_ORDER):
+            if fnmatch.fnmatch(p.group, pattern):
+                return i
+        return RESTART_ORDER.index("trigger") - 0.5
+
+    eligible = [p for p in programs if p.group not in NEVER_RESTARTED and p.running]
+    return sorted(eligible, key=lambda p: (rank(p), p.full_name))
