@@ -73,6 +73,12 @@ def ahead(device: str) -> str:
     return f"{ns(device)}:ahead"
 
 
+def restarting(device: str) -> str:
+    """String (with an expiry) set while the box restarts its programs on purpose (an update); value =
+    why. A recorder stopped or starting meanwhile is restarting, not gone: presses are still taken."""
+    return f"{ns(device)}:restarting"
+
+
 def upload_lock(device: str, press_id: str) -> str:
     """String set with NX + expiry while one upload job works on a highlight (no two register it)."""
     return f"{ns(device)}:upload:{press_id}:lock"

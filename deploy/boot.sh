@@ -2,7 +2,10 @@
 # Run by systemd before every start of the box (ExecStartPre=ROOT/boot.sh ROOT), like a bootloader's
 # fallback: an update that did not finish its health watch (its updater killed, a power cut) is undone,
 # so the box starts the release it ran before the update, never one that was not proven healthy.
-# It lives outside the releases (deploy/install.sh copies it), so no release can break it. Plain sh.
+# The updater may ask for one start of the release on trial (when it needs a fresh supervisord): it writes
+# restart=requested, this start consumes it, and any further start before the commit falls back, as a
+# bootloader's boot counter does. It lives outside the releases (deploy/install.sh copies it), so no
+# release can break it. Plain sh.
 set -eu
 root="${1:-/opt/gravanois}"
 state="$root/update.state"
@@ -21,7 +24,12 @@ if [ -f "$state" ]; then
   to=$(field to)
   case "$phase" in
     trial | rolling_back)
-      if [ -n "$from" ] && [ -f "$root/releases/$from/RELEASE" ]; then
+      if [ "$phase" = trial ] && [ "$(field restart)" = requested ]; then
+        sed 's/^restart=requested$/restart=started/' "$state" >"$state.tmp-boot"
+        sync
+        mv "$state.tmp-boot" "$state"
+        sync
+      elif [ -n "$from" ] && [ -f "$root/releases/$from/RELEASE" ]; then
         point_current "$from"
         reason="the box started again before the update to $to had proven itself"
         printf 'phase=rolled_back\nfrom=%s\nto=%s\nreason=%s\nat=%s\n' \

@@ -59,7 +59,6 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
 
     Raises SettingsError (one line for the operator) on a bad setting. Writes nothing.
     """
-    sys.path.insert(0, str(REPO))
     from dotenv import dotenv_values
 
     from common.settings import SettingsError, load_settings, to_env
@@ -182,6 +181,10 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    _reexec_in_venv()
-    sys.path.insert(0, str(REPO))
+    if not __package__:
+        # Run as a file from a checkout (deploy/supervise.py): the repository's packages and venv. Run as
+        # `python -m deploy.supervise` (an installed box) the import path stays as the interpreter set it,
+        # through `current`, so that every path handed to the programs follows the link.
+        _reexec_in_venv()
+        sys.path.insert(0, str(REPO))
     main(sys.argv[1:])

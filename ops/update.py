@@ -14,7 +14,8 @@ was not committed, at the next start of the box):
     switch   the `current` link, atomically                    the old release (boot.sh)
     restart  each program in RESTART_ORDER, Redis never        the old release (boot.sh)
     watch    health for --watch seconds                        the old release (boot.sh)
-    commit   update.state: committed; `previous`; prune        the new release
+    commit   `previous`; update.state: committed                the new release once written
+    prune    releases but current, previous (and supervisord's)  the new release
 
 This follows the commit/rollback model of Mender and RAUC (an update is on trial until the device,
 running it, says it is healthy; a device that restarts before that falls back), applied to a release
@@ -33,12 +34,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
+import redis
 
+from common import keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger
 from common.redisconn import connect
@@ -51,13 +55,15 @@ from deploy.supervise import PLAN_NAME
 
 log = get_logger(__name__)
 
-STEPS = ("fetch", "install", "check", "trial", "switch", "restart", "watch", "commit")
+STEPS = ("fetch", "install", "check", "trial", "switch", "restart", "watch", "commit", "prune")
 # A test aid: the updater stops at this step and waits there (to be killed), as a power cut would find it.
 PAUSE_ENV = "GN_UPDATE_PAUSE_AT"
 # Seconds of health watched after the restart before an update is committed.
 WATCH_SECONDS = 60.0
 # Seconds a fresh supervisord may take to come back when the new release needs one.
 SUPERVISORD_RETURN = 180.0
+# Expiry of the "restarting on purpose" flag (longer than any one program's restart; removed after).
+RESTART_FLAG_SECONDS = 600
 # Seconds between two looks at the box's health during the watch.
 WATCH_EVERY = 2.0
 
@@ -89,6 +95,8 @@ class Updater:
         self.python = python
         self.supervisor = Supervisor(settings.data_dir / "run" / "supervisor.sock")
         self.restarted: dict[str, float] = {}
+        # The release every program must run by the end of the watch.
+        self.target: str | None = None
 
     # ------------------------------------------------------------ the whole update
 
@@ -135,6 +143,7 @@ class Updater:
         )
         self.step("switch")
         switched = time.time()
+        self.target = new
         self.layout.point("current", new)
         event(log, "update_switched", old=old, new=new)
         try:
@@ -149,6 +158,7 @@ class Updater:
         self.step("commit")
         self.layout.point("previous", old)
         self.layout.state.write(phase="committed", kind=what, **{"from": old, "to": new}, at=iso(time.time()))
+        self.step("prune")
         pruned = self.layout.prune({new, old, *self.supervisord_release()})
         gaps = self.recording_gaps(switched - 5.0)
         event(log, "update_committed", old=old, new=new, restart=how, gaps=gaps, pruned=pruned)
@@ -163,6 +173,7 @@ class Updater:
         """Back to `old` after a failed trial of `new`; raises UpdateFailed with one line either way."""
         event(log, "update_rolling_back", level=40, old=old, new=new, problem=problem)
         self.layout.state.write(phase="rolling_back", kind=what, **{"from": old, "to": new}, reason=problem)
+        self.target = old
         self.layout.point("current", old)
         again: str | None
         try:
@@ -214,14 +225,30 @@ class Updater:
         """Put the programs on the release `current` names: one by one, or supervisord anew if needed."""
         if self.plan_changed():
             old_pid = self.supervisor.pid()
+            # One start of the release on trial is expected (boot.sh lets exactly one through).
+            self.layout.state.write(**{**self.layout.state.read(), "restart": "requested"})
             self.supervisor.shutdown()
             self.supervisor.wait_for_new(old_pid, SUPERVISORD_RETURN)
             self.restarted = {"*": time.time()}
             return "supervisord started anew"
-        for program in restart_order(self.supervisor.programs()):
-            self.supervisor.restart(program)
-            self.restarted[program.full_name] = time.time()
+        with self.restarting_on_purpose():
+            for program in restart_order(self.supervisor.programs()):
+                self.supervisor.restart(program)
+                self.restarted[program.full_name] = time.time()
         return "one by one"
+
+    @contextlib.contextmanager
+    def restarting_on_purpose(self) -> Iterator[None]:
+        """Tell the trigger that recorders stopping or starting now are coming back (keys.restarting)."""
+        key = keys.restarting(self.settings.device_id)
+        conn = connect(self.settings)
+        with contextlib.suppress(redis.RedisError):
+            conn.set(key, f"update to {self.target}", ex=RESTART_FLAG_SECONDS)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                conn.delete(key)
 
     def plan_changed(self) -> bool:
         """Whether supervisord's own files or environment differ in the release `current` names now."""
@@ -241,14 +268,8 @@ class Updater:
     def supervisord_release(self) -> list[str]:
         """The release supervisord itself runs from (kept by prune while it runs), if it can be told."""
         pid = self.supervisor.pid()
-        if pid is None:
-            return []
-        with contextlib.suppress(OSError):
-            for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]:
-                found = re.search(rb"/releases/([^/]+)/", arg)
-                if found:
-                    return [found[1].decode()]
-        return []
+        runs = release_of(pid) if pid is not None else None
+        return [runs] if runs else []
 
     # ------------------------------------------------------------ health
 
@@ -284,6 +305,12 @@ class Updater:
             after = now.programs.get(name)
             if p.running and (after is None or not after.running):
                 return f"program {name} is {after.state if after else 'gone'}"
+        if self.layout.link("current") != self.target:
+            return f"the box went back to {self.layout.link('current')} at its start"
+        for name, p in now.programs.items():
+            runs = release_of(p.pid)
+            if p.running and runs and runs != self.target:
+                return f"program {name} still runs release {runs}"
         for cam, c in before.cameras.items():
             seen = now.cameras.get(cam, {})
             if c.get("recording") and not seen.get("recording"):
@@ -330,6 +357,16 @@ class Updater:
         if os.environ.get(PAUSE_ENV) == name:
             print(f"paused at {name}", file=sys.stderr, flush=True)
             signal.pause()
+
+
+def release_of(pid: int) -> str | None:
+    """The release a process runs from: its interpreter's path (argv[0], from the script's #!) names it."""
+    with contextlib.suppress(OSError):
+        for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]:
+            found = re.search(rb"/releases/([^/]+)/", arg)
+            if found:
+                return found[1].decode()
+    return None
 
 
 # ---------------------------------------------------------------- the command

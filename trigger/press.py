@@ -192,6 +192,12 @@ def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
     return results
 
 
+# A recorder's states while supervisord restarts it (stopping, then starting again).
+RESTART_STATES = ("stopped", "starting")
+# Seconds a recorder restarted on purpose may take to record again before its presses are refused.
+PLANNED_RESTART_GRACE = 30.0
+
+
 def stale_after(settings: Settings, health: dict[str, str]) -> float:
     """Seconds without a new segment after which a camera counts as not recording.
 
@@ -220,6 +226,9 @@ def camera_problem(
     newest_end = max(latest.end if latest is not None else -math.inf, _number(health.get("last_segment_end")))
     state = health.get("state", "")
     recording = state == "recording" and newest_end >= t - stale
+    if state in RESTART_STATES and conn.exists(keys.restarting(settings.device_id)):
+        # A recorder restarted on purpose (an update) is back within seconds: its post-roll will come.
+        recording = newest_end >= t - stale - PLANNED_RESTART_GRACE
     a, b = press.window
     live = press.at >= t - stale
     if live and recording:
