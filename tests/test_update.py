@@ -5,6 +5,7 @@ a good release is switched to with every press kept; a broken one is refused or 
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.update import release_of
+from ops.update import STEPS, release_of
 from tests.helpers import wait_for
 from tests.installed_box import InstalledBox, Releases
 
@@ -111,3 +112,152 @@ def test_update_to_a_good_release_switches_and_keeps_every_press(
     # Every press made before, during and after the update became a highlight.
     assert presser.refused == [] and len(presser.accepted) >= 8, presser.refused
     all_finished(box, presser.accepted)
+
+
+def broken_import(src: Path) -> None:
+    """A release whose code does not import (a module that does not exist)."""
+    init = src / "worker" / "__init__.py"
+    init.write_text(init.read_text() + "\nimport gravanois_module_that_does_not_exist  # noqa\n")
+
+
+def mute_recorder(src: Path) -> None:
+    """A release that starts but whose recorder never records (it waits forever before ffmpeg)."""
+    cli = src / "recorder" / "cli.py"
+    text = cli.read_text()
+    marker = '    """Record one camera'
+    assert marker in text
+    cli.write_text(text.replace(marker, "    import time\n\n    time.sleep(10**6)\n" + marker, 1))
+
+
+def one_line_error(err: str) -> str:
+    """The updater's verdict: its last line, `error: …`."""
+    return err.strip().splitlines()[-1]
+
+
+def test_broken_releases_are_refused_or_rolled_back_and_rollback_by_hand_prunes(
+    box: InstalledBox, releases: Releases
+) -> None:
+    a = box.current()
+    assert a is not None
+    pids = box.pids()
+
+    # A release that fails to import is refused before anything changes.
+    refused = box.start_update(str(releases.wheel("0.1.1", broken_import)), "--watch", WATCH)
+    out, err = refused.communicate(timeout=600)
+    assert refused.returncode == 1, out + err
+    line = one_line_error(err)
+    assert re.fullmatch(
+        r"error: update to 0\.1\.1-\w+ refused: its modules do not import: "
+        rf".*gravanois_module_that_does_not_exist.*; still on {re.escape(a)}",
+        line,
+    ), line
+    assert box.current() == a and box.pids() == pids and "phase" not in box.state()
+
+    # A release whose camera never records is switched to, found unhealthy and rolled back by itself;
+    # presses made meanwhile still become highlights.
+    with Presser(box) as presser:
+        mute = box.start_update(str(releases.wheel("0.1.2", mute_recorder)), "--watch", WATCH)
+        out, err = mute.communicate(timeout=600)
+        time.sleep(3)
+    assert mute.returncode == 1, out + err
+    line = one_line_error(err)
+    assert re.fullmatch(
+        r"error: update to 0\.1\.2-\w+ failed \(camera cam1 (is not recording|has recorded nothing since its "
+        rf"recorder restarted)\); rolled back to {re.escape(a)}, healthy",
+        line,
+    ), line
+    assert box.current() == a and box.state()["phase"] == "rolled_back"
+    assert {release_of(pid) for name, pid in box.pids().items() if name != "redis"} == {a}
+    box.wait_recording(seconds=2)
+    assert presser.refused == [] and presser.accepted, presser.refused
+    all_finished(box, presser.accepted)
+
+    # A good one, then back by hand; a third one prunes the oldest (the last two are kept).
+    good = box.start_update(str(releases.wheel("0.1.3")), "--watch", WATCH)
+    out, err = good.communicate(timeout=600)
+    assert good.returncode == 0, out + err
+    b = box.current()
+    back = box.start_update("--rollback", "--watch", WATCH)
+    out, err = back.communicate(timeout=600)
+    assert back.returncode == 0 and f"rollback to {a} done" in out, out + err
+    assert box.current() == a and box.layout.link("previous") == b
+    third = box.start_update(str(releases.wheel("0.1.4")), "--watch", WATCH)
+    out, err = third.communicate(timeout=600)
+    assert third.returncode == 0, out + err
+    c = box.current()
+    # supervisord itself still runs from the first release (programs were restarted one by one): kept.
+    assert set(box.layout.installed()) == {a, c}, box.layout.installed()
+    status = box.gravanois("update", "--status")
+    assert f"current:  {c}" in status.stdout and f"previous: {a}" in status.stdout, status.stdout
+
+
+def changed_supervisord_conf(src: Path) -> None:
+    """A release whose supervisord.conf differs: supervisord itself must start again for it."""
+    conf = src / "supervisord.conf"
+    conf.write_text(conf.read_text() + "\n; this release's supervisord.conf differs from the last one's\n")
+
+
+def test_a_release_that_needs_a_fresh_supervisord_restarts_it_and_keeps_every_press(
+    box: InstalledBox, releases: Releases
+) -> None:
+    a = box.current()
+    old_supervisord = box.supervisord_pid()
+    with Presser(box) as presser:
+        time.sleep(2)
+        update = box.start_update(str(releases.wheel("0.1.1", changed_supervisord_conf)), "--watch", WATCH)
+        out, err = update.communicate(timeout=600)
+        time.sleep(3)
+    assert update.returncode == 0, out + err
+    new = box.current()
+    assert new != a and "supervisord started anew" in out, out
+    assert box.supervisord_pid() not in (None, old_supervisord)
+    assert release_of(box.supervisord_pid() or 0) == new
+    assert box.state()["phase"] == "committed"
+    # Presses made while Redis restarted were journalled, then built.
+    assert presser.refused == [] and presser.accepted, presser.refused
+    all_finished(box, presser.accepted)
+
+
+def kill_at(box: InstalledBox, wheel: Path, step: str) -> None:
+    """Start an update and SIGKILL it at `step` (for install: half-way through filling the venv)."""
+    if step == "install":
+        present = {p.name for p in box.layout.releases.iterdir()}
+        update = box.start_update(str(wheel), "--watch", WATCH)
+        wait_for(
+            "the new release's folder",
+            lambda: [
+                p for p in box.layout.releases.iterdir() if p.name not in present and (p / "bin").is_dir()
+            ],
+            timeout=300,
+            every=0.1,
+        )
+    else:
+        update = box.start_update(str(wheel), "--watch", WATCH, GN_UPDATE_PAUSE_AT=step)
+        stderr = update.stderr
+        assert stderr is not None
+        wait_for(f"the updater at {step}", lambda: f"paused at {step}" in stderr.readline(), timeout=600)
+    update.send_signal(signal.SIGKILL)
+    update.wait()
+
+
+def test_an_updater_killed_at_any_step_leaves_a_box_that_starts_a_complete_release(
+    box: InstalledBox, releases: Releases
+) -> None:
+    a = box.current()
+    wheel = releases.wheel("0.1.1")
+    # "prune" comes after the commit: the only step after which the new release is the one to start.
+    for step in STEPS:
+        kill_at(box, wheel, step)
+        box.kill_everything()  # and then a power cut
+        box.start()
+        box.wait_recording(seconds=2, timeout=120)
+        current = box.current()
+        assert current is not None and box.layout.complete(current), step
+        assert (current != a) == (step == "prune"), (step, current, box.state())
+        assert box.state().get("phase") not in ("trial", "rolling_back"), (step, box.state())
+        assert {release_of(pid) for name, pid in box.pids().items() if name != "redis"} == {current}, step
+        assert box.gravanois("--version").returncode == 0, step
+    # The box works: a press becomes a highlight; no unfinished release folder is left to be used.
+    press = box.gravanois("trigger", "press", "--camera", "cam1", "--wait", timeout=180)
+    assert press.returncode == 0, press.stdout + press.stderr
+    assert all(box.layout.complete(r) for r in box.layout.installed())
