@@ -15,12 +15,15 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-# Programs restarted after an update, in this order: those players never wait for first, one at a time
-# within a group (so another worker keeps serving), the recorders next (each one's gap is one restart),
-# and the trigger last (a press made while the others restart is taken by the old one). Redis is never
-# restarted by an update: the queues, the index and the pins stay where they are.
-RESTART_ORDER = ("web", "agent", "ahead", "scheduler", "upload", "worker", "recorder-*", "trigger")
+# Programs restarted after an update, in this order: first, all at once, those no press waits for (the
+# web app, the scheduler, the ahead encoder, uploads…); then the workers one at a time (another keeps
+# serving), the recorders one at a time (each camera's gap is one restart), and the trigger last (a press
+# made while the others restart is taken by the old one). Redis is never restarted by an update: the
+# queues, the index and the pins stay where they are.
+ONE_BY_ONE = ("worker", "recorder-*", "trigger")
 NEVER_RESTARTED = ("redis",)
+# Seconds a program may take to reach RUNNING after its start (supervisord's startsecs is 2-3 s).
+START_WITHIN = 60.0
 
 
 class ControlError(Exception):
@@ -103,14 +106,15 @@ class Supervisor:
         raise ControlError(f"no supervisord came back within {timeout:g} s (is the systemd unit enabled?)")
 
 
-def restart_order(programs: list[Program]) -> list[Program]:
-    """The programs an update restarts, in RESTART_ORDER (unknown ones just before the trigger)."""
-
-    def rank(p: Program) -> float:
-        for i, pattern in enumerate(RESTART_ORDER):
-            if fnmatch.fnmatch(p.group, pattern):
-                return i
-        return RESTART_ORDER.index("trigger") - 0.5
-
+def restart_order(programs: list[Program]) -> list[list[Program]]:
+    """The running programs an update restarts, as batches restarted in turn: every program not in
+    ONE_BY_ONE together first, then those of ONE_BY_ONE one at a time in its order."""
     eligible = [p for p in programs if p.group not in NEVER_RESTARTED and p.running]
-    return sorted(eligible, key=lambda p: (rank(p), p.full_name))
+
+    def rank(p: Program) -> int:
+        found = [i for i, pattern in enumerate(ONE_BY_ONE) if fnmatch.fnmatch(p.group, pattern)]
+        return found[0] if found else -1
+
+    first = [p for p in eligible if rank(p) < 0]
+    rest = sorted((p for p in eligible if rank(p) >= 0), key=lambda p: (rank(p), p.full_name))
+    return ([first] if first else []) + [[p] for p in rest]

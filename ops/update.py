@@ -223,19 +223,30 @@ class Updater:
 
     def restart(self) -> str:
         """Put the programs on the release `current` names: one by one, or supervisord anew if needed."""
-        if self.plan_changed():
-            old_pid = self.supervisor.pid()
-            # One start of the release on trial is expected (boot.sh lets exactly one through).
-            self.layout.state.write(**{**self.layout.state.read(), "restart": "requested"})
-            self.supervisor.shutdown()
-            self.supervisor.wait_for_new(old_pid, SUPERVISORD_RETURN)
-            self.restarted = {"*": time.time()}
-            return "supervisord started anew"
         with self.restarting_on_purpose():
-            for program in restart_order(self.supervisor.programs()):
-                self.supervisor.restart(program)
-                self.restarted[program.full_name] = time.time()
+            if self.plan_changed():
+                old_pid = self.supervisor.pid()
+                # One start of the release on trial is expected (boot.sh lets exactly one through).
+                self.layout.state.write(**{**self.layout.state.read(), "restart": "requested"})
+                self.supervisor.shutdown()
+                self.supervisor.wait_for_new(old_pid, SUPERVISORD_RETURN)
+                self.restarted = {"*": time.time()}
+                self.wait_started()
+                return "supervisord started anew"
+            for batch in restart_order(self.supervisor.programs()):
+                self.supervisor.restart(*batch)
+                self.restarted.update((p.full_name, time.time()) for p in batch)
         return "one by one"
+
+    def wait_started(self) -> None:
+        """Wait until a fresh supervisord has started its programs (none left STARTING)."""
+        deadline = time.monotonic() + SUPERVISORD_RETURN
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ControlError):
+                states = {p.state for p in self.supervisor.programs()}
+                if states and "STARTING" not in states:
+                    return
+            time.sleep(0.5)
 
     @contextlib.contextmanager
     def restarting_on_purpose(self) -> Iterator[None]:
@@ -247,8 +258,15 @@ class Updater:
         try:
             yield
         finally:
-            with contextlib.suppress(redis.RedisError):
-                conn.delete(key)
+            # After a fresh supervisord, Redis itself restarted: wait for it (its append-only file kept
+            # the flag), then lift the flag.
+            deadline = time.monotonic() + SUPERVISORD_RETURN
+            while time.monotonic() < deadline:
+                try:
+                    conn.delete(key)
+                    break
+                except redis.RedisError:
+                    time.sleep(0.5)
 
     def plan_changed(self) -> bool:
         """Whether supervisord's own files or environment differ in the release `current` names now."""

@@ -98,7 +98,7 @@ class InstalledBox(Box):
     def stop(self) -> None:
         """systemctl stop: the service loop ends, supervisord stops its programs in order."""
         if self.service is not None and self.service.poll() is None:
-            os.killpg(self.service.pid, signal.SIGSTOP)  # the loop must not start it again
+            os.kill(self.service.pid, signal.SIGSTOP)  # the loop must not start it again
             pid = self.supervisord_pid()
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
@@ -110,16 +110,31 @@ class InstalledBox(Box):
     def kill_everything(self) -> list[int]:
         """A power cut: every process of the box, the service loop included, SIGKILLed at once."""
         killed = []
+        # Redis rewrites its command line and environment: found through supervisord.
+        others = set(self.pids().values())
         if self.service is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.service.pid, signal.SIGKILL)
             self.service.wait()
-        for line in _scan(str(self.root), {os.getpid()}):
-            pid = int(line.split(":", 1)[0])
+        for pid in others | {int(line.split(":", 1)[0]) for line in _scan(str(self.root), {os.getpid()})}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         return killed
+
+    def wait_started(self, timeout: float = 180) -> dict[str, int]:
+        """Until supervisord runs every program it starts (none STARTING, BACKOFF…) and the camera records."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.ctl("status", timeout=30).stdout if self.supervisord_pid() else ""
+            states = [line.split()[1] for line in status.splitlines() if len(line.split()) > 1]
+            if states and all(state in ("RUNNING", "STOPPED") for state in states):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the box's programs did not all start within {timeout} s:\n{status}")
+        self.wait_recording(seconds=2, timeout=timeout)
+        return self.pids()
 
     def pids(self) -> dict[str, int]:
         """Running programs by supervisord's name."""

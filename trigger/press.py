@@ -194,8 +194,9 @@ def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
 
 # A recorder's states while supervisord restarts it (stopping, then starting again).
 RESTART_STATES = ("stopped", "starting")
-# Seconds a recorder restarted on purpose may take to record again before its presses are refused.
-PLANNED_RESTART_GRACE = 30.0
+# Seconds a recorder restarted on purpose may take to record again before its presses are refused
+# (a restart costs 1-3 s; a release whose recorder does not record at all is refused soon after).
+PLANNED_RESTART_GRACE = 10.0
 
 
 def stale_after(settings: Settings, health: dict[str, str]) -> float:
