@@ -11,8 +11,8 @@
 A release's id is its version and a digest of its wheel's RECORD (the hash of every file in it), so the
 same source always makes the same id and a rebuilt wheel is recognised as already installed.
 
-This module needs the standard library only (and common.version): deploy/install.sh runs it with the
-system's Python from a checkout, before any venv exists (`python3 -m deploy.release install SOURCE`).
+This module needs the standard library only (and common.version, common.fsutil): deploy/install.sh runs
+it with the system's Python from a checkout, before any venv exists (`python3 -m deploy.release install`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.fsutil import fsync_dir, write_bytes_atomic
 from common.version import DISTRIBUTION as PROJECT
 from common.version import RELEASE_FILE, release_dir
 
@@ -92,7 +93,7 @@ class State:
             if "\n" in value:
                 raise ValueError("state values are single lines")
         text = "".join(f"{k}={v}\n" for k, v in fields.items())
-        write_atomic(self.path, text.encode())
+        write_bytes_atomic(self.path, text.encode())
 
     def unfinished(self) -> dict[str, str] | None:
         """The state of an update that stopped half-way (its updater killed, a power cut), else None."""
@@ -177,31 +178,6 @@ class Layout:
             except BlockingIOError:
                 raise ReleaseError("another update is running on this box: wait for it to finish") from None
             yield
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file so that readers (and a power cut) see the old or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- wheels
@@ -347,7 +323,7 @@ def install(layout: Layout, wheel: Path, python: str = DEFAULT_PYTHON) -> Releas
         "lock_sha256": lock_digest,
         "installed": time.time(),
     }
-    write_atomic(target / RELEASE_FILE, (json.dumps(info, indent=2) + "\n").encode())
+    write_bytes_atomic(target / RELEASE_FILE, (json.dumps(info, indent=2) + "\n").encode())
     return layout.release(release_id)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, gn_env, gravanois_cmd
+from tests.helpers import REPO, build_wheel, gn_env, gravanois_cmd
 
 BOX_SERVICES = ("recorder", "trigger", "scheduler", "ahead", "worker", "web")
 
@@ -113,25 +112,7 @@ def test_dockerfile_builds_from_what_exists(compose: dict[str, Any]) -> None:
 
 def test_the_wheel_holds_every_package_and_the_release_files(tmp_path: Path) -> None:
     # The image and a release install the project non-editable: what the wheel lacks, they lack.
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path),
-            ".",
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    [wheel] = tmp_path.glob("*.whl")
+    wheel = build_wheel(REPO, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = {
         init.relative_to(REPO).as_posix()
