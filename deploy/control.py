@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.xmlrpc import SupervisorTransport
+from supervisor.xmlrpc import Faults, SupervisorTransport
 
 # Programs restarted after an update, in this order: first, all at once, those no press waits for (the
 # web app, the scheduler, the ahead encoder, uploads…); then the workers one at a time (another keeps
@@ -24,6 +24,10 @@ ONE_BY_ONE = ("worker", "recorder-*", "trigger")
 NEVER_RESTARTED = ("redis",)
 # Seconds a program may take to reach RUNNING after its start (supervisord's startsecs is 2-3 s).
 START_WITHIN = 60.0
+# supervisord's states of a program that did not start.
+START_FAILED = ("BACKOFF", "FATAL", "EXITED")
+# supervisord's fault code for stopping a program that is not running.
+NOT_RUNNING = Faults.NOT_RUNNING
 
 
 class ControlError(Exception):
@@ -74,18 +78,34 @@ class Supervisor:
             raise ControlError(f"supervisord does not answer at {self.socket}: {exc}") from None
         return [Program(i["group"], i["name"], i["statename"], i["pid"], float(i["start"])) for i in infos]
 
-    def restart(self, program: Program) -> None:
-        """Stop one program (its own stop: a worker finishes its job first) and start it again."""
+    def restart(self, *programs: Program) -> None:
+        """Stop these programs (each its own stop: a worker finishes its job first), start them all, and
+        wait until each one runs; ControlError naming the first that does not."""
         rpc = self._rpc()
+        names = [p.full_name for p in programs]
         try:
-            if program.running:
-                rpc.stopProcess(program.full_name, True)
-            rpc.startProcess(program.full_name, True)
+            for name in names:
+                try:
+                    rpc.stopProcess(name, True)
+                except xmlrpc.client.Fault as exc:
+                    if exc.faultCode != NOT_RUNNING:  # a program that crashed has nothing to stop
+                        raise
+            for name in names:
+                rpc.startProcess(name, False)
+            deadline = time.monotonic() + START_WITHIN
+            while waiting := [n for n in names if rpc.getProcessInfo(n)["statename"] != "RUNNING"]:
+                failed = [n for n in waiting if rpc.getProcessInfo(n)["statename"] in START_FAILED]
+                if failed or time.monotonic() > deadline:
+                    name = (failed or waiting)[0]
+                    raise ControlError(
+                        f"{name} did not start again ({rpc.getProcessInfo(name)['statename']})"
+                    )
+                time.sleep(0.2)
         except xmlrpc.client.Fault as exc:
-            raise ControlError(f"{program.full_name} did not start again: {exc.faultString}") from None
+            raise ControlError(f"{', '.join(names)} did not start again: {exc.faultString}") from None
         except OSError as exc:
             raise ControlError(
-                f"supervisord stopped answering while restarting {program.full_name}: {exc}"
+                f"supervisord stopped answering while restarting {', '.join(names)}: {exc}"
             ) from None
 
     def shutdown(self) -> None:
@@ -107,9 +127,11 @@ class Supervisor:
 
 
 def restart_order(programs: list[Program]) -> list[list[Program]]:
-    """The running programs an update restarts, as batches restarted in turn: every program not in
+    """The programs an update restarts, as batches restarted in turn: every program not in
     ONE_BY_ONE together first, then those of ONE_BY_ONE one at a time in its order."""
-    eligible = [p for p in programs if p.group not in NEVER_RESTARTED and p.running]
+    # Every program supervisord should be running (a crashed one too: it must run the target release),
+    # not those left stopped on purpose (autostart=false).
+    eligible = [p for p in programs if p.group not in NEVER_RESTARTED and p.state != "STOPPED"]
 
     def rank(p: Program) -> int:
         found = [i for i, pattern in enumerate(ONE_BY_ONE) if fnmatch.fnmatch(p.group, pattern)]
