@@ -146,15 +146,18 @@ class Updater:
         self.target = new
         self.layout.point("current", new)
         event(log, "update_switched", old=old, new=new)
-        try:
-            self.step("restart")
-            how = self.restart()
-            self.step("watch")
-            problem = self.watch(baseline, self.watch_seconds)
-        except ControlError as exc:
-            how, problem = "restart", str(exc)
-        if problem:
-            return self.undo(old, new, what, problem, baseline)
+        # Until the new release (or, failing it, the old one again) has proven itself, a recorder that is
+        # stopping or starting is restarting on purpose: presses are still taken (trigger.press).
+        with self.restarting_on_purpose():
+            try:
+                self.step("restart")
+                how = self.restart()
+                self.step("watch")
+                problem = self.watch(baseline, self.watch_seconds)
+            except ControlError as exc:
+                how, problem = "restart", str(exc)
+            if problem:
+                return self.undo(old, new, what, problem, baseline)
         self.step("commit")
         self.layout.point("previous", old)
         self.layout.state.write(phase="committed", kind=what, **{"from": old, "to": new}, at=iso(time.time()))
@@ -209,7 +212,7 @@ class Updater:
             reason="the updater stopped before the release proved itself",
         )
         self.layout.point("current", old)
-        with contextlib.suppress(ControlError):
+        with self.restarting_on_purpose(), contextlib.suppress(ControlError):
             self.restart()
         self.layout.state.write(
             phase="rolled_back",
@@ -223,19 +226,18 @@ class Updater:
 
     def restart(self) -> str:
         """Put the programs on the release `current` names: one by one, or supervisord anew if needed."""
-        with self.restarting_on_purpose():
-            if self.plan_changed():
-                old_pid = self.supervisor.pid()
-                # One start of the release on trial is expected (boot.sh lets exactly one through).
-                self.layout.state.write(**{**self.layout.state.read(), "restart": "requested"})
-                self.supervisor.shutdown()
-                self.supervisor.wait_for_new(old_pid, SUPERVISORD_RETURN)
-                self.restarted = {"*": time.time()}
-                self.wait_started()
-                return "supervisord started anew"
-            for batch in restart_order(self.supervisor.programs()):
-                self.supervisor.restart(*batch)
-                self.restarted.update((p.full_name, time.time()) for p in batch)
+        if self.plan_changed():
+            old_pid = self.supervisor.pid()
+            # One start of the release on trial is expected (boot.sh lets exactly one through).
+            self.layout.state.write(**{**self.layout.state.read(), "restart": "requested"})
+            self.supervisor.shutdown()
+            self.supervisor.wait_for_new(old_pid, SUPERVISORD_RETURN)
+            self.restarted = {"*": time.time()}
+            self.wait_started()
+            return "supervisord started anew"
+        for batch in restart_order(self.supervisor.programs()):
+            self.supervisor.restart(*batch)
+            self.restarted.update((p.full_name, time.time()) for p in batch)
         return "one by one"
 
     def wait_started(self) -> None:

@@ -26,6 +26,7 @@ from common.redisconn import members, text
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
+from recorder.health import Health
 from tests.build_helpers import make_segments
 from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
 from trigger import press as press_mod
@@ -393,6 +394,25 @@ def test_press_without_a_recorder_is_refused_at_once(make_settings, redis_conn: 
     for press_id in press_ids:
         state = redis_conn.hgetall(keys.highlight(s.device_id, press_id))
         assert state[b"state"] == b"failed" and b"no recorder has reported" in state[b"error"]
+
+
+@pytest.mark.parametrize("state", ["stopped", "starting"])
+def test_a_recorder_restarted_on_purpose_keeps_taking_presses_for_a_while(
+    make_settings, redis_conn: redis.Redis, state: str
+):
+    """While an update restarts the programs (keys.restarting), a recorder stopping or starting is coming
+    back: a press is taken if the camera recorded a moment ago; not without the flag, nor long after."""
+    s = _settings(make_settings)
+    t = time.time()
+    Health(redis_conn, s, "cam1", "testsrc", "copy").publish(t, state=state, last_segment_end=t - 9)
+    SegmentIndex(redis_conn, s.device_id, "cam1").add(Segment(t - 10, t - 9, "seg.ts"))
+    at = Press("cam1", t, s.pre_seconds, s.post_seconds)
+    assert "is not recording" in (press_mod.camera_problem(s, redis_conn, at, t) or "")
+    redis_conn.set(keys.restarting(s.device_id), "update to 0.1.1-abc", ex=60)
+    assert press_mod.camera_problem(s, redis_conn, at, t) is None
+    stale = press_mod.stale_after(s, {}) + press_mod.PLANNED_RESTART_GRACE
+    later = Press("cam1", t - 9 + stale + 1, s.pre_seconds, s.post_seconds)
+    assert "is not recording" in (press_mod.camera_problem(s, redis_conn, later, later.at) or "")
 
 
 @pytest.mark.skipif(Path("/proc/device-tree/model").exists(), reason="a real Pi has pins")
