@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from common import log, version
-from common.settings import Settings, SettingsError, load_settings
+from common.settings import LOG_FORMATS, Settings, SettingsError, load_settings
 
 ENTRY_POINT_GROUP = "gravanois.commands"
 
@@ -57,7 +57,7 @@ class PluginGroup(click.Group):
     "--buffer-dir", type=click.Path(file_okay=False, path_type=Path), help="Override GN_BUFFER_DIR."
 )
 @click.option("--log-level", help="Override GN_LOG_LEVEL.")
-@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), help="Override GN_LOG_FORMAT.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Override GN_LOG_FORMAT.")
 @click.version_option(message="%(prog)s " + version.describe(), package_name=version.DISTRIBUTION)
 @click.pass_context
 def cli(ctx: click.Context, env_file: str, **overrides: Any) -> None:

@@ -1,0 +1,89 @@
+"""Capture: the highlight window around a press, when presses count, and the button that makes them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from common.settings.fields import Check, Concern, SettingsError, env_name, invalid, setting
+
+# Longest pre-roll or post-roll a highlight may ask for (the build job refuses more, too).
+MAX_SIDE_SECONDS = 900.0
+
+
+def parse_open_hours(text: str) -> list[tuple[int, int]]:
+    """`08:00-12:00,14:00-23:30` → [(480, 720), (840, 1410)] minutes; a range may cross midnight."""
+    ranges = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", part)
+        if not m:
+            raise SettingsError(
+                f"GN_OPEN_HOURS={text!r} is not valid: write ranges like 08:00-23:00 or 08:00-12:00,14:00-22:00"  # noqa: E501
+            )
+        h1, m1, h2, m2 = (int(x) for x in m.groups())
+        if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+            raise SettingsError(f"GN_OPEN_HOURS={text!r} has an impossible time: hours 0-24, minutes 0-59")
+        ranges.append((h1 * 60 + m1, h2 * 60 + m2))
+    return ranges
+
+
+def _check_open_hours(text: str) -> None:
+    if text:  # empty: always open
+        parse_open_hours(text)
+
+
+def _check_timezone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"{env_name('timezone')}={name!r} is not a known time zone: "
+            "use an IANA name like America/Sao_Paulo"
+        ) from None
+
+
+def _window_not_empty(s: CaptureSettings) -> None:
+    if s.pre_seconds + s.post_seconds <= 0:
+        raise invalid("post_seconds", "pre + post must be more than 0 seconds")
+
+
+@dataclass(frozen=True)
+class CaptureSettings(Concern):
+    """What a press captures and when it counts: window, cooldown, opening hours, GPIO and serial."""
+
+    title = "Capture: the highlight window, presses, the button"
+    cross_checks: ClassVar[tuple[Check, ...]] = (_window_not_empty,)
+
+    pre_seconds: float = setting(
+        40.0,
+        "Seconds before the press in the highlight.",
+        at_least=0,
+        at_most=MAX_SIDE_SECONDS,
+        unit="seconds",
+    )
+    post_seconds: float = setting(
+        10.0,
+        "Seconds after the press in the highlight.",
+        at_least=0,
+        at_most=MAX_SIDE_SECONDS,
+        unit="seconds",
+    )
+    cooldown_seconds: float = setting(
+        5.0, "A second press on a camera within this many seconds is ignored.", at_least=0
+    )
+    open_hours: str = setting(
+        "", "Opening hours like 08:00-23:00 (empty: always open).", check=_check_open_hours
+    )
+    timezone: str = setting(
+        "America/Sao_Paulo", "Venue time zone for opening hours (IANA name).", check=_check_timezone
+    )
+    gpio_pin: int = setting(17, "BCM pin of the button (pull-up, press = low).")
+    gpio_debounce_ms: int = setting(300, "Button debounce, in milliseconds.", at_least=0)
+    gpio_led_pin: int = setting(0, "BCM pin of a status LED that blinks on an accepted press (0: none).")
+    buttons: str = setting(
+        "", 'Map of buttons to cameras as JSON, e.g. {"17": "all", "BTN_2": "cam2"} (empty: all).'
+    )
+    serial_port: str = setting("", "Serial trigger device (empty: auto-detect under /dev/serial/by-id).")
+    serial_baud: int = setting(115200, "Serial trigger baud rate.")
