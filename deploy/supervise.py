@@ -7,11 +7,11 @@
     python -m deploy.supervise [--env-file PATH] plan                  what supervisord would run (digest)
 
 (`deploy/supervise.py` in a checkout is the same.) supervisord cannot read `.env` nor loop over
-GN_CAMERAS, so this launcher: loads and validates the settings (environment > .env > defaults), exports
-them with absolute paths together with the values supervisord.conf expands (GN_HOME, GN_BIN, GN_DEPLOY,
-GN_LOG_DIR, GN_RUN_DIR, GN_REDIS_PORT, GN_REDIS_DIR, GN_REDIS_AUTOSTART, GN_WORKERS,
-GN_UPLOAD_AUTOSTART, GN_TRIGGER_AUTOSTART, GN_TRIGGER_INPUT), writes one recorder program per camera
-from recorder.conf.in, creates the folders, notes its plan, and execs supervisord.
+GN_CAMERAS, so this launcher: loads and validates the settings (environment > .env > defaults; GN_WORKERS,
+GN_TRIGGER_AUTOSTART and GN_TRIGGER_INPUT among them), exports them with absolute paths together with the
+values supervisord.conf expands besides (GN_HOME, GN_BIN, GN_DEPLOY, GN_LOG_DIR, GN_RUN_DIR,
+GN_REDIS_PORT, GN_REDIS_DIR, GN_REDIS_AUTOSTART, GN_UPLOAD_AUTOSTART), writes one recorder program per
+camera from recorder.conf.in, creates the folders, notes its plan, and execs supervisord.
 
 Programs are started through GN_BIN as the launcher was called: from an installed box that is
 `/opt/gravanois/current/bin`, so a program restarted after an update runs the release `current` names
@@ -39,8 +39,6 @@ RECORDER_TEMPLATE = HERE / "recorder.conf.in"
 PLAN_FILES = ("supervisord.conf", "recorder.conf.in", "redis.conf")
 PLAN_NAME = "supervisord.plan"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Inputs the supervised trigger listener can use (ENTER needs a terminal, which supervisord has not).
-TRIGGER_INPUTS = ("gpio", "serial")
 
 
 def _reexec_in_venv() -> None:
@@ -50,26 +48,14 @@ def _reexec_in_venv() -> None:
         os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
 
 
-def _truthy(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
-
-
 def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
     """The environment supervisord runs with (settings + its own values) and the camera ids.
 
     Raises SettingsError (one line for the operator) on a bad setting. Writes nothing.
     """
-    from dotenv import dotenv_values
-
-    from common.settings import SettingsError, load_settings, to_env
+    from common.settings import load_settings, to_env
 
     env_file = env_file or REPO / ".env"
-    environ = dict(os.environ)
-    file_values = dotenv_values(env_file) if env_file.is_file() else {}
-
-    def raw(name: str, default: str) -> str:
-        return environ.get(name) or file_values.get(name) or default
-
     settings = load_settings(env_file=env_file)
 
     def absolute(p: Path) -> Path:
@@ -77,7 +63,9 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
         return p if p.is_absolute() else (env_file.resolve().parent / p).resolve()
 
     data_dir = absolute(settings.data_dir)
-    env = {**environ, **to_env(settings)}
+    # Every setting, GN_WORKERS, GN_TRIGGER_AUTOSTART and GN_TRIGGER_INPUT among them (supervisord.conf
+    # expands those three), as the settings wrote them, so that all programs read the same values.
+    env = {**os.environ, **to_env(settings)}
     env["GN_DATA_DIR"] = str(data_dir)
     env["GN_BUFFER_DIR"] = str(absolute(settings.buffer_dir))
     env["GN_WM_LOGO"] = str(absolute(settings.wm_logo))
@@ -85,14 +73,6 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
         env["GN_WM_LOGO2"] = str(absolute(settings.wm_logo2))
     url = urlparse(settings.redis_url)
     local_redis = url.scheme == "redis" and (url.hostname or "127.0.0.1") in LOOPBACK
-    workers = raw("GN_WORKERS", "2")
-    if not workers.isdigit() or int(workers) < 1:
-        raise SettingsError(f"GN_WORKERS={workers!r} is not valid: set it to a whole number of at least 1")
-    trigger_input = raw("GN_TRIGGER_INPUT", "gpio")
-    if trigger_input not in TRIGGER_INPUTS:
-        raise SettingsError(
-            f"GN_TRIGGER_INPUT={trigger_input!r} is not valid: use {' or '.join(TRIGGER_INPUTS)}"
-        )
     env.update(
         # The programs' working folder: the box's own, which no update removes.
         GN_HOME=str(data_dir),
@@ -104,10 +84,7 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
         GN_REDIS_DIR=str(data_dir / "redis"),
         GN_REDIS_PORT=str(url.port or 6379),
         GN_REDIS_AUTOSTART=str(local_redis).lower(),
-        GN_WORKERS=workers,
         GN_UPLOAD_AUTOSTART=str(settings.upload_enabled).lower(),
-        GN_TRIGGER_AUTOSTART=str(_truthy(raw("GN_TRIGGER_AUTOSTART", "true"))).lower(),
-        GN_TRIGGER_INPUT=trigger_input,
         # supervisord's children log to files: JSON lines unless the operator asked otherwise.
         PYTHONUNBUFFERED="1",
     )

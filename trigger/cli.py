@@ -17,7 +17,7 @@ from common.cli import fail, settings_from
 from common.log import event, get_logger
 from common.pipeline import Stage
 from common.redisconn import SERIALIZER, connect
-from common.settings import Settings, SettingsError
+from common.settings import TRIGGER_INPUTS, Settings, SettingsError
 from common.timeutil import now, parse_iso
 from trigger import press as press_mod
 from trigger.inputs.enter import EnterInput
@@ -169,7 +169,8 @@ def wait_job(conn: redis.Redis, job_id: str, deadline: float) -> str:
 @click.option(
     "--input",
     "kind",
-    type=click.Choice(["enter", "gpio", "serial"]),
+    # ENTER needs a terminal: only the other inputs can be GN_TRIGGER_INPUT, the supervised listener's.
+    type=click.Choice(["enter", *TRIGGER_INPUTS]),
     default="enter",
     show_default=True,
     help="Where presses come from.",

@@ -7,6 +7,7 @@
     jobs.py         retries and retention of the jobs' results
     upload.py       the backend and this venue's credentials
     web.py          the web app
+    supervision.py  the programs supervisord runs (deploy/supervise.py)
     fields.py       `setting(...)`: how a field declares its help, parser, range or choices, check
     core.py         `Settings` and the loops over its fields: load, validate, describe, to_env
 
@@ -30,6 +31,7 @@ from common.settings.capture import MAX_SIDE_SECONDS, parse_open_hours
 from common.settings.core import CONCERNS, Settings, describe, load_settings, to_env, validate
 from common.settings.fields import ENV_PREFIX, SettingsError, env_name
 from common.settings.identity import LOG_FORMATS, LOG_LEVELS
+from common.settings.supervision import TRIGGER_INPUTS
 
 __all__ = [
     "CONCERNS",
@@ -41,6 +43,7 @@ __all__ = [
     "MAX_SIDE_SECONDS",
     "RECORD_MODES",
     "SYNTHETIC_SOURCE",
+    "TRIGGER_INPUTS",
     "Camera",
     "Settings",
     "SettingsError",

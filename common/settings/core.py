@@ -23,6 +23,7 @@ from common.settings.fields import BY_TYPE, Concern, Parser, SettingsError, env_
 from common.settings.identity import IdentitySettings
 from common.settings.jobs import JobSettings
 from common.settings.render import RenderSettings
+from common.settings.supervision import SupervisionSettings
 from common.settings.upload import UploadSettings
 from common.settings.web import WebSettings
 
@@ -30,7 +31,8 @@ from common.settings.web import WebSettings
 @dataclass(frozen=True)
 class Settings(
     # dataclasses put the fields of the last base first: the concerns are listed last one first, so that
-    # the fields (and .env.example) read from identity to the web app.
+    # the fields (and .env.example) read from identity to the box's supervision.
+    SupervisionSettings,
     WebSettings,
     UploadSettings,
     JobSettings,
