@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from common.pipeline import retry_intervals, retry_policy
-from common.settings import SettingsError, describe, load_settings, parse_open_hours
+from common.settings import (
+    CONCERNS,
+    Settings,
+    SettingsError,
+    describe,
+    env_name,
+    load_settings,
+    parse_open_hours,
+    to_env,
+)
+from common.settings.core import FIELDS, parser_of
+from common.settings.fields import rule_of
 from tests.helpers import REPO, gn_env, gravanois_cmd, run_gravanois
 
 
@@ -159,3 +172,138 @@ def test_retry_intervals_one_wait_per_retry_first_interval_first() -> None:
     assert retry_intervals(1, (10, 30, 90)) == []
     policy = retry_policy(load_settings({"device_id": "box1", "retry_intervals": "10,30,90"}, env_file=None))
     assert policy is not None and policy.max == 2 and policy.intervals == [10, 30]
+
+
+def test_settings_is_the_concerns_fields_each_declaring_a_help_and_a_parser() -> None:
+    assert [f.name for f in FIELDS] == [f.name for c in CONCERNS for f in dataclasses.fields(c)]
+    assert dataclasses.is_dataclass(Settings) and Settings.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    for f in FIELDS:
+        rule = rule_of(f)
+        assert rule.help.endswith("."), f.name
+        parser = parser_of(f)
+        if f.default not in (dataclasses.MISSING, None):
+            # The text a default is written as (.env.example, children's environment) reads back as it.
+            assert parser.read(parser.write(f.default)) == f.default, f.name
+
+
+def env_example_sections() -> dict[str, str]:
+    """The sections of .env.example (`# ---- title`), title → its lines."""
+    text = (REPO / ".env.example").read_text()
+    return dict(part.strip().split("\n", 1) for part in text.split("\n# ---- ")[1:])
+
+
+def test_env_example_has_one_section_per_concern_with_each_setting_its_meaning_and_default() -> None:
+    rows = {name: (default, help) for name, default, help in describe()}
+    sections = env_example_sections()
+    assert list(sections) == [c.title for c in CONCERNS]
+    for concern in CONCERNS:
+        names = [env_name(f.name) for f in dataclasses.fields(concern)]
+        expected = "\n\n".join(f"# {rows[n][1]}\n#{n}={rows[n][0]}" for n in names)
+        assert sections[concern.title] == expected, f"section {concern.title!r} of .env.example is stale"
+
+
+def outside(f: dataclasses.Field[Any]) -> list[str]:
+    """Values just outside what a field declares: not one of its choices, past each of its bounds."""
+    rule = rule_of(f)
+    values = [f"not-{rule.choices[0]}"] if rule.choices else []
+    if rule.at_least is not None:
+        values.append(f"{rule.at_least - 1:g}")
+    if rule.above is not None:
+        values.append(f"{rule.above:g}")
+    if rule.at_most is not None:
+        values.append(f"{rule.at_most + 1:g}")
+    return values
+
+
+def inside(f: dataclasses.Field[Any]) -> list[str]:
+    """The edges a field allows: each of its choices, each inclusive bound."""
+    rule = rule_of(f)
+    bounds = [b for b in (rule.at_least, rule.at_most) if b is not None]
+    return [*rule.choices, *(f"{b:g}" for b in bounds)]
+
+
+OUTSIDE = [pytest.param(f, v, id=f"{env_name(f.name)}={v}") for f in FIELDS for v in outside(f)]
+INSIDE = [pytest.param(f, v, id=f"{env_name(f.name)}={v}") for f in FIELDS for v in inside(f)]
+
+
+def test_the_declared_ranges_and_choices_are_found() -> None:
+    declared = {f.name for f in FIELDS if outside(f)}
+    assert {"seg_time", "cooldown_seconds", "wm_crf", "log_level", "workers", "trigger_input"} <= declared
+
+
+@pytest.mark.parametrize(("f", "value"), OUTSIDE)
+def test_a_value_outside_a_declared_range_or_choices_is_refused_naming_its_setting(
+    monkeypatch: pytest.MonkeyPatch, f: dataclasses.Field[Any], value: str
+) -> None:
+    name = env_name(f.name)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"device_id": "box1"}, env_file=None)
+    rule = rule_of(f)
+    what = f"use one of {', '.join(rule.choices)}" if rule.choices else rule.range_text()
+    assert str(info.value) == f"{name} is not valid: {what}"
+
+
+@pytest.mark.parametrize(("f", "value"), INSIDE)
+def test_the_edges_of_a_declared_range_and_every_choice_are_allowed(
+    monkeypatch: pytest.MonkeyPatch, f: dataclasses.Field[Any], value: str
+) -> None:
+    monkeypatch.setenv("GN_BUFFER_SECONDS", "10000")  # room for the longest window and segments
+    monkeypatch.setenv(env_name(f.name), value)
+    s = load_settings({"device_id": "box1"}, env_file=None)
+    assert getattr(s, f.name) == parser_of(f).read(value)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GN_WORKERS": "many"}, "GN_WORKERS='many' is not valid: set it to a whole number"),
+        ({"GN_WORKERS": "0"}, "GN_WORKERS is not valid: it must be at least 1"),
+        ({"GN_TRIGGER_INPUT": "enter"}, "GN_TRIGGER_INPUT is not valid: use one of gpio, serial"),
+        (
+            {"GN_TRIGGER_AUTOSTART": "maybe"},
+            "GN_TRIGGER_AUTOSTART='maybe' is not valid: set it to true or false",
+        ),
+        ({"GN_COOLDOWN_SECONDS": "-1"}, "GN_COOLDOWN_SECONDS is not valid: it cannot be negative"),
+        (
+            {"GN_STALL_SECONDS": "-1"},
+            "GN_STALL_SECONDS is not valid: it cannot be negative (0 means automatic)",
+        ),
+        ({"GN_WEB_DAYS": "0"}, "GN_WEB_DAYS is not valid: it must be more than 0 days"),
+    ],
+)
+def test_supervision_values_are_refused_in_one_line_like_the_others(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"device_id": "box1"}, env_file=None)
+    assert str(info.value) == message
+
+
+def test_to_env_reads_back_as_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings(
+        {
+            "device_id": "box1",
+            "cameras": '[{"id": "a", "source": "rtsp://h/s"}, '
+            '{"id": "b", "source": "/dev/video0", "mode": "encode"}]',
+            "retry_intervals": "5,60",
+            "wm_logo2": "/tmp/second.png",
+            "log_level": "debug",
+            "trigger_autostart": "off",
+            "workers": "3",
+        },
+        env_file=None,
+    )
+    for name, text in to_env(s).items():
+        monkeypatch.setenv(name, text)
+    assert load_settings(env_file=None) == s
+    assert s.log_level == "DEBUG" and s.workers == 3 and s.trigger_autostart is False
+
+
+def test_secrets_are_the_settings_declared_secret() -> None:
+    declared = {f.name for f in FIELDS if rule_of(f).secret}
+    assert declared == {"api_token", "device_secret", "web_admin_password"}
+    s = load_settings({"device_id": "box1", **{name: f"{name}-value" for name in declared}}, env_file=None)
+    assert sorted(s.secrets()) == sorted(f"{name}-value" for name in declared)

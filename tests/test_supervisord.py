@@ -125,6 +125,34 @@ def test_launcher_follows_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert [p.name for p in recorders.iterdir()] == ["recorder-cam1.conf"]
 
 
+def test_supervision_settings_reach_supervisord(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Any boolean spelling is a setting's: supervisord reads the one spelling to_env writes.
+    options = realize(
+        monkeypatch, tmp_path, GN_WORKERS="1", GN_TRIGGER_AUTOSTART="off", GN_TRIGGER_INPUT="serial"
+    )
+    procs = {p.name: p for g in options.process_group_configs for p in g.process_configs}
+    assert [name for name in procs if name.startswith("worker-")] == ["worker-0"]
+    assert not procs["trigger"].autostart
+    assert procs["trigger"].command.endswith("trigger listen --input serial")
+
+
+def test_launcher_reads_the_supervision_settings_from_the_settings_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key, value in box_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    for key in ("GN_WORKERS", "GN_TRIGGER_AUTOSTART", "GN_TRIGGER_INPUT"):
+        monkeypatch.delenv(key, raising=False)
+    env_file = tmp_path / "box.env"
+    env_file.write_text("GN_WORKERS=3\nGN_TRIGGER_AUTOSTART=no\nGN_TRIGGER_INPUT=serial\n")
+    env, _ = load_launcher().prepare(env_file)
+    assert (env["GN_WORKERS"], env["GN_TRIGGER_AUTOSTART"], env["GN_TRIGGER_INPUT"]) == (
+        "3",
+        "false",
+        "serial",
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("GN_SEG_TIME", "-1"), ("GN_WORKERS", "many"), ("GN_TRIGGER_INPUT", "enter")]
 )

@@ -170,6 +170,7 @@ def url(*schemes: str, like: str, optional: bool = False) -> Check:
     return check
 
 
+@dataclass(frozen=True)
 class Concern:
     """A group of settings (one module each); the combined Settings inherits every concern's fields.
 
