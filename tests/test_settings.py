@@ -202,6 +202,15 @@ def test_env_example_has_one_section_per_concern_with_each_setting_its_meaning_a
         assert sections[concern.title] == expected, f"section {concern.title!r} of .env.example is stale"
 
 
+def refusal(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> str:
+    """The one line that settings loaded with these variables are refused with."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"device_id": "box1"}, env_file=None)
+    return str(info.value)
+
+
 def outside(f: dataclasses.Field[Any]) -> list[str]:
     """Values just outside what a field declares: not one of its choices, past each of its bounds."""
     rule = rule_of(f)
@@ -236,12 +245,9 @@ def test_a_value_outside_a_declared_range_or_choices_is_refused_naming_its_setti
     monkeypatch: pytest.MonkeyPatch, f: dataclasses.Field[Any], value: str
 ) -> None:
     name = env_name(f.name)
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as info:
-        load_settings({"device_id": "box1"}, env_file=None)
     rule = rule_of(f)
     what = f"use one of {', '.join(rule.choices)}" if rule.choices else rule.range_text()
-    assert str(info.value) == f"{name} is not valid: {what}"
+    assert refusal(monkeypatch, {name: value}) == f"{name} is not valid: {what}"
 
 
 @pytest.mark.parametrize(("f", "value"), INSIDE)
@@ -275,11 +281,7 @@ def test_the_edges_of_a_declared_range_and_every_choice_are_allowed(
 def test_supervision_values_are_refused_in_one_line_like_the_others(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
 ) -> None:
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    with pytest.raises(SettingsError) as info:
-        load_settings({"device_id": "box1"}, env_file=None)
-    assert str(info.value) == message
+    assert refusal(monkeypatch, env) == message
 
 
 def test_to_env_reads_back_as_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
