@@ -136,7 +136,7 @@ def one_line_error(err: str) -> str:
     return err.strip().splitlines()[-1]
 
 
-def test_broken_releases_are_refused_or_rolled_back_and_rollback_by_hand_prunes(
+def test_broken_releases_are_refused_or_rolled_back_by_themselves(
     box: InstalledBox, releases: Releases
 ) -> None:
     a = box.current()
@@ -175,6 +175,12 @@ def test_broken_releases_are_refused_or_rolled_back_and_rollback_by_hand_prunes(
     assert all("is not recording" in why for why in presser.refused), presser.refused
     all_finished(box, presser.accepted)
 
+
+def test_rollback_by_hand_and_only_the_last_two_releases_kept(box: InstalledBox, releases: Releases) -> None:
+    a = box.current()
+    none = box.start_update("--rollback", "--watch", WATCH)
+    _, err = none.communicate(timeout=120)
+    assert none.returncode == 1 and one_line_error(err) == "error: there is no previous release to go back to"
     # A good one, then back by hand; a third one prunes the oldest (the last two are kept).
     good = box.start_update(str(releases.wheel("0.1.3")), "--watch", WATCH)
     out, err = good.communicate(timeout=600)
