@@ -42,11 +42,14 @@ BOX = {
 
 
 def longest_gap(box: InstalledBox, since: float, until: float) -> float:
-    """The longest hole between consecutive segments of cam1 that touch [since, until]."""
+    """The longest hole between consecutive segments of cam1 that opened after `since` (and before
+    `until`): what this restart cost, not the one before it."""
     key = f"gn:{box.device}:cam:cam1:segments"
-    raw = members(box.conn.zrangebyscore(key, since - 30, until + 30))
+    raw = members(box.conn.zrangebyscore(key, since - 30, until))
     segs = sorted(Segment.from_member(m) for m in raw)
-    return max((b.start - a.end for a, b in itertools.pairwise(segs)), default=float("nan"))
+    return max(
+        (b.start - a.end for a, b in itertools.pairwise(segs) if a.end >= since - 1), default=float("nan")
+    )
 
 
 def settle(box: InstalledBox, seconds: float = 6.0) -> None:
