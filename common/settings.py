@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from assets import default_logo
+from common.ids import is_camera_id
 
 ENV_PREFIX = "GN_"
 SYNTHETIC_SOURCE = "testsrc"
@@ -43,7 +44,6 @@ X264_PRESETS = (
     "slower",
     "veryslow",
 )
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 # Longest pre-roll or post-roll a highlight may ask for (the build job refuses more, too).
 MAX_SIDE_SECONDS = 900.0
 # Longest segment a recorder may be asked for (the index looks this far back for an overlapping one).
@@ -454,7 +454,7 @@ def validate(s: Settings) -> None:
     seen: set[str] = set()
     for cam in s.cameras:
         _check(
-            _CAMERA_ID.match(cam.id) is not None,
+            is_camera_id(cam.id),
             "cameras",
             f"camera id {cam.id!r} must be 1-32 letters, digits, dashes or underscores",
         )

@@ -98,9 +98,10 @@ class FailurePolicy:
         """The attempt in the sidecar (the stage's section); the final one sets the stage's failed status."""
         spec = STAGES[stage]
         try:
-            path = files.from_job_arg(self.settings, job.args[0] if job.args else None).current_sidecar()
+            highlight = files.from_job_arg(self.settings, job.args[0] if job.args else None)
         except (PermanentError, ValueError, TypeError):
             return None
+        path = highlight.current_sidecar()
         if path is None:
             return None
         with contextlib.suppress(OSError, ValueError):
@@ -113,7 +114,7 @@ class FailurePolicy:
                 changes = {**changes, "status": spec.failed_status}
             data = sidecar.update(path, **changes)
             at = data.get("press_at")
-            return str(data.get("press_id") or path.stem), parse_iso(at) if at else time.time()
+            return highlight.press_id, parse_iso(at) if at else time.time()
         return None
 
 

@@ -92,7 +92,7 @@ def upload_highlight(sidecar_name: str) -> str:
         return "disabled"
     job = get_current_job()
     timeout = (job.timeout if job is not None else None) or DEFAULT_JOB_TIMEOUT
-    lock = keys.upload_lock(settings.device_id, sidecar.load(path).get("press_id") or path.stem)
+    lock = keys.upload_lock(settings.device_id, highlight.press_id)
     # The lock holds the job id: a retry of a job whose worker was killed takes its own lock back.
     token = job.id if job is not None else uuid.uuid4().hex
     if not conn.set(lock, token, nx=True, ex=int(timeout) + 60) and conn.get(lock) != token.encode():
@@ -120,7 +120,7 @@ class Upload:
         self.highlight, self.path = highlight, highlight.sidecar
         self.data = sidecar.load(self.path)
         self.remote: dict[str, Any] = dict(self.data.get("remote") or {})
-        self.press_id = str(self.data.get("press_id") or self.path.stem)
+        self.press_id = highlight.press_id
         self.at = parse_iso(self.data["press_at"]) if self.data.get("press_at") else now()
         self.video = highlight.video
         if self.remote.get("upload_url"):
