@@ -1,4 +1,4 @@
-"""The pipeline's contract: its stages, job ids, states and retry policy, each defined here once.
+"""The pipeline's contract: its stages' table, states and retry policy, each defined here once.
 
 A press becomes a highlight through three RQ jobs, one per stage:
 
@@ -7,7 +7,8 @@ A press becomes a highlight through three RQ jobs, one per stage:
 Every process that enqueues, runs, watches or repairs these jobs (trigger, worker, the operator
 commands, the web app) reads the table below instead of spelling a queue, a function path, a job-id
 rule, a timeout or a state name itself. Job functions are looked up only in this table: a worker runs
-nothing else, whatever a job in Redis names.
+nothing else, whatever a job in Redis names. The names themselves (stages, queues, job ids) are made in
+common.keys, with every other name the project gives Redis.
 """
 
 from __future__ import annotations
@@ -22,20 +23,11 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from common.keys import Counter, Stage, job_id, queue_name
 from common.redisconn import SERIALIZER, connect
 
 if TYPE_CHECKING:
     from common.settings import Settings
-
-PREFIX = "gn"
-
-
-class Stage(StrEnum):
-    """The pipeline's stages, in order; each has its own RQ queue."""
-
-    BUILD = "build"
-    RENDER = "render"
-    UPLOAD = "upload"
 
 
 class HighlightState(StrEnum):
@@ -73,8 +65,8 @@ class StageSpec:
     stage: Stage
     function: str  # the job function RQ imports (the only one a worker runs for this stage)
     timeout: int  # job timeout, seconds (an enqueuer may raise it, e.g. for a large upload)
-    failed_counter: str  # counter incremented once when one of its jobs fails for good
-    done_counter: str  # counter incremented once per highlight this stage finishes
+    failed_counter: Counter  # incremented once when one of its jobs fails for good
+    done_counter: Counter  # incremented once per highlight this stage finishes
     # The sidecar statuses this stage starts from, and the one its final failure leaves (build has
     # no sidecar yet); a status outside `starts_from` (say `upload_blocked`) is left as it is.
     starts_from: frozenset[SidecarStatus] = frozenset()
@@ -84,13 +76,15 @@ class StageSpec:
 
 
 STAGES: dict[Stage, StageSpec] = {
-    Stage.BUILD: StageSpec(Stage.BUILD, "worker.build.build_highlight", 900, "builds_failed", "clips_built"),
+    Stage.BUILD: StageSpec(
+        Stage.BUILD, "worker.build.build_highlight", 900, Counter.BUILDS_FAILED, Counter.CLIPS_BUILT
+    ),
     Stage.RENDER: StageSpec(
         Stage.RENDER,
         "worker.render.render_highlight",
         1800,
-        "renders_failed",
-        "renders_ok",
+        Counter.RENDERS_FAILED,
+        Counter.RENDERS_OK,
         starts_from=frozenset({SidecarStatus.QUEUED, SidecarStatus.FAILED}),
         failed_status=SidecarStatus.FAILED,
     ),
@@ -98,8 +92,8 @@ STAGES: dict[Stage, StageSpec] = {
         Stage.UPLOAD,
         "worker.upload.upload_highlight",
         900,
-        "uploads_failed",
-        "uploads_ok",
+        Counter.UPLOADS_FAILED,
+        Counter.UPLOADS_OK,
         starts_from=frozenset({SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}),
         failed_status=SidecarStatus.UPLOAD_FAILED,
         sidecar_section="remote",
@@ -115,25 +109,6 @@ class PermanentError(Exception):
 
     The failure policy sends the job straight to the failed registry instead of spending its retries.
     """
-
-
-def queue_name(device: str, stage: Stage | str) -> str:
-    """RQ queue of a stage for this device."""
-    return f"{PREFIX}.{device}.{Stage(stage).value}"
-
-
-def stage_of_queue(name: str) -> Stage | None:
-    """The stage a queue name (`gn.<device>.<stage>`) serves, or None for a queue that is not ours."""
-    tail = name.rsplit(".", 1)[-1]
-    return Stage(tail) if name.startswith(f"{PREFIX}.") and tail in Stage.__members__.values() else None
-
-
-def job_id(device: str, press_id: str, stage: Stage | str, suffix: str = "") -> str:
-    """The RQ job id of one highlight's stage job: the same press always gets the same id.
-
-    `suffix` names a deliberate second job of the same stage (an upload rescheduled to opening time).
-    """
-    return f"{PREFIX}-{device}-{press_id}-{Stage(stage).value}" + (f"-{suffix}" if suffix else "")
 
 
 def failure_ttl(settings: Settings) -> int:

@@ -24,7 +24,8 @@ from rq.registry import FailedJobRegistry
 from common import sidecar
 from common.cli import fail, settings_from
 from common.journal import Press
-from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, queue_name, retry_policy
+from common.keys import queue_name
+from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, retry_policy
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso

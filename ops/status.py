@@ -61,7 +61,7 @@ def snapshot(
         "failed_jobs": [],
         "highlights": [],
         "alarms": {},
-        "counters": {name: 0 for name in keys.COUNTERS},
+        "counters": {counter.value: 0 for counter in keys.Counter},
         "disk": _disks(settings),
         "journal": _journal(settings, t),
         "release": _release(),

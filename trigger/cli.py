@@ -12,7 +12,7 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from common import journal, pipeline
+from common import journal, keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger
 from common.pipeline import Stage
@@ -141,8 +141,8 @@ def job_reason(job: Job) -> str:
 
 def wait_final(conn: redis.Redis, device: str, press_id: str, deadline: float) -> str:
     """Poll the press's build job, then its render job; the rendered path, or WaitError."""
-    wait_job(conn, pipeline.job_id(device, press_id, Stage.BUILD), deadline)
-    return wait_job(conn, pipeline.job_id(device, press_id, Stage.RENDER), deadline)
+    wait_job(conn, keys.job_id(device, press_id, Stage.BUILD), deadline)
+    return wait_job(conn, keys.job_id(device, press_id, Stage.RENDER), deadline)
 
 
 def wait_job(conn: redis.Redis, job_id: str, deadline: float) -> str:

@@ -26,8 +26,9 @@ from rq.job import Job
 
 from common import journal, keys, sidecar
 from common.journal import Press
+from common.keys import job_id
 from common.log import event, get_logger
-from common.pipeline import HighlightState, Stage, enqueue, job_id
+from common.pipeline import HighlightState, Stage, enqueue
 from common.redisconn import incr, note_highlight, text
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError, parse_open_hours
@@ -149,7 +150,7 @@ def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bo
         detail = f"outside opening hours {settings.open_hours} ({settings.timezone})"
         event(log, "press_refused", level=30, camera=press.camera, at=iso(press.at), reason=detail)
         with contextlib.suppress(redis.RedisError):
-            incr(conn, settings, "presses_ignored")
+            incr(conn, settings, keys.Counter.PRESSES_IGNORED)
         return outcome(settings, press, CLOSED, detail)
     try:
         problem = camera_problem(settings, conn, press) if check_camera else None
@@ -313,7 +314,7 @@ def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     if not cooldown_ok(settings, conn, press):
         detail = f"within the {settings.cooldown_seconds:g} s cooldown of camera {press.camera}"
         event(log, "press_ignored", camera=press.camera, at=iso(press.at), reason=detail)
-        incr(conn, settings, "presses_ignored")
+        incr(conn, settings, keys.Counter.PRESSES_IGNORED)
         return outcome(settings, press, COOLDOWN, detail)
     a, b = press.window
     SegmentIndex(conn, settings.device_id, press.camera).pin(
@@ -322,7 +323,7 @@ def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     _, created = enqueue(settings, conn, Stage.BUILD, asdict(press), press_id=press.press_id, at=press.at)
     if not created:
         return outcome(settings, press, DUPLICATE, "this press is already queued")
-    incr(conn, settings, "presses")
+    incr(conn, settings, keys.Counter.PRESSES)
     note_highlight(
         conn,
         settings,

@@ -25,8 +25,9 @@ import redis
 from rq.job import Job
 
 from common import sidecar
+from common.keys import stage_of_queue
 from common.log import event, get_logger
-from common.pipeline import STAGES, HighlightState, PermanentError, Stage, stage_of_queue
+from common.pipeline import STAGES, HighlightState, PermanentError, Stage
 from common.redisconn import incr, note_highlight
 from common.settings import Settings
 from common.timeutil import iso, parse_iso

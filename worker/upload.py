@@ -35,7 +35,8 @@ from worker.backend import Answer, BackendClient, BodyAborted, Outcome
 
 log = get_logger(__name__)
 
-ALARM = "upload_credentials"
+# The alarm this module raises.
+ALARM = keys.Alarm.UPLOAD_CREDENTIALS
 # The pre-signed URL really expires 1 h after registration, whatever `expires_hint_hours` says.
 URL_LIFETIME = 3600.0
 # A PUT is not started on a URL this close to its expiry: it could die half-way.
@@ -228,7 +229,7 @@ class Upload:
             )
         self.remote.update(etag=answer.etag, uploaded_at=iso())
         self.save()
-        incr(self.conn, self.settings, "bytes_uploaded", size)
+        incr(self.conn, self.settings, keys.Counter.BYTES_UPLOADED, size)
         event(log, "upload_put_done", press_id=self.press_id, clip_id=self.remote["clip_id"], bytes=size)
         return answer
 

@@ -22,7 +22,8 @@ from rq.job import Job
 
 from common import ids, keys
 from common.fsutil import is_tmp, read_json
-from common.pipeline import HighlightState, SidecarStatus, Stage, job_id
+from common.keys import job_id
+from common.pipeline import HighlightState, SidecarStatus, Stage
 from common.redisconn import SERIALIZER, scored
 from common.settings import Settings
 from common.timeutil import now
