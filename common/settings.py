@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from assets import default_logo
+from common.hours import parse_open_hours
 from common.ids import is_camera_id
 
 ENV_PREFIX = "GN_"
@@ -474,7 +475,10 @@ def validate(s: Settings) -> None:
             "use an IANA name like America/Sao_Paulo"
         ) from None
     if s.open_hours:
-        parse_open_hours(s.open_hours)
+        try:
+            parse_open_hours(s.open_hours)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     _check(0 < s.wm_rel_width <= 1, "wm_rel_width", "use a fraction between 0 and 1, like 0.2")
     _check(0 <= s.wm_opacity <= 1, "wm_opacity", "use a value between 0 and 1, like 0.6")
     _check(s.wm_margin >= 0, "wm_margin", "it cannot be negative")
@@ -523,22 +527,6 @@ def buffer_margin(s: Settings) -> float:
 def camera_mode(s: Settings, cam: Camera) -> str:
     """A camera's record mode: its own, or the box-wide default."""
     return cam.mode or s.record_mode
-
-
-def parse_open_hours(text: str) -> list[tuple[int, int]]:
-    """`08:00-12:00,14:00-23:30` → [(480, 720), (840, 1410)] minutes; a range may cross midnight."""
-    ranges = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", part)
-        if not m:
-            raise SettingsError(
-                f"GN_OPEN_HOURS={text!r} is not valid: write ranges like 08:00-23:00 or 08:00-12:00,14:00-22:00"  # noqa: E501
-            )
-        h1, m1, h2, m2 = (int(x) for x in m.groups())
-        if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
-            raise SettingsError(f"GN_OPEN_HOURS={text!r} has an impossible time: hours 0-24, minutes 0-59")
-        ranges.append((h1 * 60 + m1, h2 * 60 + m2))
-    return ranges
 
 
 def _check(ok: bool, field_name: str, what_to_do: str) -> None:

@@ -12,9 +12,9 @@ from common.hours import HoursError, OpeningHours, of, parse_open_hours
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")  # UTC-3, no daylight saving time since 2019
 
 
-def local(*args: int, zone: ZoneInfo = SAO_PAULO) -> float:
+def local(year: int, month: int, day: int, hour: int, minute: int, zone: ZoneInfo = SAO_PAULO) -> float:
     """Epoch seconds of a wall-clock time in `zone`."""
-    return datetime(*args, tzinfo=zone).timestamp()
+    return datetime(year, month, day, hour, minute, tzinfo=zone).timestamp()
 
 
 def test_a_day_span_in_the_venue_time_zone() -> None:
@@ -60,7 +60,9 @@ def test_open_answer_and_next_opening_agree_across_days() -> None:
 
 
 def test_edges_of_the_day() -> None:
-    assert OpeningHours.parse("", "UTC").is_open(0.0) and OpeningHours.parse("  ", "UTC").next_opening(0) is None
+    assert (
+        OpeningHours.parse("", "UTC").is_open(0.0) and OpeningHours.parse("  ", "UTC").next_opening(0) is None
+    )
     whole = OpeningHours.parse("00:00-24:00", "UTC")
     assert whole.is_open(local(2026, 3, 10, 23, 59, zone=ZoneInfo("UTC")))
     # 24:00 as a start is that midnight: open from 00:00 to 02:00, and that is when it opens.

@@ -16,22 +16,20 @@ import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import redis
 from rq.job import Job
 
-from common import journal, keys, sidecar
+from common import hours, journal, keys, sidecar
 from common.journal import Press
 from common.keys import job_id
 from common.log import event, get_logger
 from common.pipeline import HighlightState, Stage, enqueue
 from common.redisconn import incr, note_highlight, text
 from common.segments import SegmentIndex
-from common.settings import Settings, SettingsError, parse_open_hours
+from common.settings import Settings, SettingsError
 from common.timeutil import iso, now
 
 log = get_logger(__name__)
@@ -109,16 +107,7 @@ def button_map(settings: Settings) -> dict[str, list[str]]:
 
 def is_open(settings: Settings, at: float) -> bool:
     """True if `at` falls inside GN_OPEN_HOURS in the venue's time zone (always, when unset)."""
-    if not settings.open_hours.strip():
-        return True
-    local = datetime.fromtimestamp(at, tz=UTC).astimezone(ZoneInfo(settings.timezone))
-    minute = local.hour * 60 + local.minute
-    for start, end in parse_open_hours(settings.open_hours):
-        if start <= end and start <= minute < end:
-            return True
-        if start > end and (minute >= start or minute < end):  # crosses midnight
-            return True
-    return False
+    return hours.of(settings).is_open(at)
 
 
 def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[Press]:

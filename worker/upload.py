@@ -14,21 +14,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import redis
 from rq import get_current_job
 
-from common import keys, sidecar
+from common import hours, keys, sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.log import event, get_logger, register_secret
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.redisconn import clear_alarm, incr, note_highlight, raise_alarm
-from common.settings import Settings, parse_open_hours
+from common.settings import Settings
 from common.timeutil import compact, iso, now, parse_iso
 from worker import context, files
 from worker.backend import Answer, BackendClient, BodyAborted, Outcome
@@ -414,23 +412,9 @@ def next_opening(settings: Settings, ts: float) -> float | None:
     None when no hours are set, or when the hours say the venue is open now (the backend disagrees:
     try again soon rather than tomorrow).
     """
-    if not settings.open_hours:
-        return None
-    ranges = [(a, b) for a, b in parse_open_hours(settings.open_hours) if a != b]
-    tz = ZoneInfo(settings.timezone)
-    local = datetime.fromtimestamp(ts, tz)
-    minute = local.hour * 60 + local.minute
-    if any((a <= minute < b) if a < b else (minute >= a or minute < b) for a, b in ranges):
-        return None
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    starts = [
-        (midnight + timedelta(days=day, minutes=a)).timestamp()
-        for day in (0, 1)
-        for a, _ in ranges
-        if a < 1440
-    ]
-    future = [s for s in starts if s > ts]
-    return min(future) + OPENING_SLACK if future else None
+    venue = hours.of(settings)
+    opening = venue.next_opening(ts) if not venue.is_open(ts) else None
+    return opening + OPENING_SLACK if opening is not None else None
 
 
 def _progress(job: Any) -> Callable[[int, int], None] | None:
