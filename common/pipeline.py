@@ -111,6 +111,17 @@ class PermanentError(Exception):
     """
 
 
+def failure_of(job: Job) -> str:
+    """Why a job failed, in one line: the failure policy's reason (worker.failures), else the last line
+    of RQ's traceback; '' when neither was recorded."""
+    if job.meta.get("error"):
+        return str(job.meta["error"])
+    result = job.latest_result()
+    # The Result holds the traceback; older records keep it in the job hash (`exc_info`).
+    text = (getattr(result, "exc_string", None) or job._exc_info or "").strip()
+    return text.splitlines()[-1] if text else ""
+
+
 def failure_ttl(settings: Settings) -> int:
     """Seconds a failed job stays in RQ's failed registry (GN_FAILURE_TTL_DAYS)."""
     return int(settings.failure_ttl_days * 86400)

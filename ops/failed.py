@@ -25,7 +25,7 @@ from common import sidecar
 from common.cli import fail, settings_from
 from common.journal import Press
 from common.keys import queue_name
-from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, retry_policy
+from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, failure_of, retry_policy
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso
@@ -78,17 +78,8 @@ def describe(stage: Stage, job: Job, settings: Settings) -> FailedJob:
             with contextlib.suppress(OSError, ValueError):
                 data = sidecar.load(path) if path is not None else {}
             camera, press_at = str(data.get("camera") or ""), str(data.get("press_at") or "")
-    return FailedJob(job.id, stage, clip, camera, press_at, reason_of(job), failed_at_of(job), side)
-
-
-def reason_of(job: Job) -> str:
-    """The one-line reason: the failure policy's, else the last line of RQ's traceback."""
-    if job.meta.get("error"):
-        return str(job.meta["error"])
-    result = job.latest_result()
-    # The Result holds the traceback; older records keep it in the job hash (`exc_info`).
-    text = (getattr(result, "exc_string", None) or job._exc_info or "").strip()
-    return text.splitlines()[-1] if text else "unknown (no error recorded)"
+    reason = failure_of(job) or "unknown (no error recorded)"
+    return FailedJob(job.id, stage, clip, camera, press_at, reason, failed_at_of(job), side)
 
 
 def failed_at_of(job: Job) -> str:

@@ -15,7 +15,7 @@ from rq.job import Job, JobStatus
 from common import journal, keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger
-from common.pipeline import Stage
+from common.pipeline import Stage, failure_of
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings, SettingsError
 from common.timeutil import now, parse_iso
@@ -129,12 +129,8 @@ class WaitError(RuntimeError):
 
 
 def job_reason(job: Job) -> str:
-    """Why a job failed: the failure policy's reason, else the last line of its traceback."""
-    if job.meta.get("error"):
-        return str(job.meta["error"])
-    result = job.latest_result()
-    text = (result.exc_string if result is not None and result.exc_string else "").strip()
-    last = text.splitlines()[-1] if text else f"job {job.id} failed"
+    """Why a job failed (pipeline.failure_of), for the presser: without an exception's class name."""
+    last = failure_of(job) or f"job {job.id} failed"
     head, sep, tail = last.partition(": ")
     return tail if sep and " " not in head else last
 

@@ -1,0 +1,51 @@
+"""common.pipeline's rules that several processes read: why a job failed (real Redis, RQ's own in-process
+worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from rq import SimpleWorker
+from rq.job import Job
+
+from common import keys
+from common.pipeline import Stage, failure_of, queue
+from common.redisconn import SERIALIZER
+from common.settings import Settings
+from ops import failed, status
+from trigger import cli as trigger_cli
+from worker.rqworker import PromptTeardown
+
+
+class QuickSimpleWorker(PromptTeardown, SimpleWorker):
+    """RQ's in-process worker (no failure policy of the box) with the box's prompt teardown."""
+
+
+def test_one_failure_reason_for_failed_list_status_and_the_presser(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = make_settings()
+    build = queue(s, Stage.BUILD, redis_conn)
+    jid = keys.job_id(s.device_id, "cam1-20260101T000000000Z", Stage.BUILD)
+    build.enqueue("json.loads", "not json", job_id=jid)
+    QuickSimpleWorker([build], connection=redis_conn, serializer=SERIALIZER).work(burst=True)
+    job = Job.fetch(jid, connection=redis_conn, serializer=SERIALIZER)
+    # No failure policy ran: the last line of RQ's traceback.
+    assert failure_of(job).startswith("json.decoder.JSONDecodeError: Expecting value")
+
+    def shown() -> tuple[str, str, str]:
+        fresh = Job.fetch(jid, connection=redis_conn, serializer=SERIALIZER)
+        [row] = status.snapshot(s, redis_conn)["failed_jobs"]
+        return failed.describe(Stage.BUILD, fresh, s).reason, row["error"], trigger_cli.job_reason(fresh)
+
+    assert shown() == (failure_of(job), failure_of(job), "Expecting value: line 1 column 1 (char 0)")
+    # The failure policy's one line wins over the traceback, in all three.
+    job.meta["error"] = "camera cam1 recorded nothing since 2026-01-01T00:00:00.000Z"
+    job.save_meta()
+    assert shown() == (job.meta["error"],) * 3
+    # Nothing recorded at all: each says so its own way.
+    bare = Job.create("json.loads", args=["1"], connection=redis_conn, serializer=SERIALIZER)
+    assert failure_of(bare) == ""
+    assert failed.describe(Stage.BUILD, bare, s).reason == "unknown (no error recorded)"
+    assert trigger_cli.job_reason(bare) == f"job {bare.id} failed"
