@@ -67,12 +67,32 @@ class StageSpec:
     timeout: int  # job timeout, seconds (an enqueuer may raise it, e.g. for a large upload)
     failed_counter: Counter  # incremented once when one of its jobs fails for good
     done_counter: Counter  # incremented once per highlight this stage finishes
-    # The sidecar statuses this stage starts from, and the one its final failure leaves (build has
-    # no sidecar yet); a status outside `starts_from` (say `upload_blocked`) is left as it is.
-    starts_from: frozenset[SidecarStatus] = frozenset()
+    # The sidecar status the stage before hands over (what a requeue gives back), and the one this
+    # stage's final failure leaves (build has no sidecar yet). The stage starts from either; any other
+    # status (say `upload_blocked`) is left as it is.
+    ready_status: SidecarStatus | None = None
     failed_status: SidecarStatus | None = None
     # Where in the sidecar the stage keeps its attempts and last error ("" = top level).
     sidecar_section: str = ""
+
+    @property
+    def starts_from(self) -> frozenset[SidecarStatus]:
+        """The sidecar statuses this stage starts from."""
+        return frozenset(s for s in (self.ready_status, self.failed_status) if s is not None)
+
+    def section_of(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The part of a sidecar where this stage keeps its attempts and last error."""
+        part = data.get(self.sidecar_section) if self.sidecar_section else data
+        return dict(part) if isinstance(part, dict) else {}
+
+    def section_changes(self, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """The changes (for common.sidecar.update) that set `fields` in this stage's part of `data`."""
+        return {self.sidecar_section: {**self.section_of(data), **fields}} if self.sidecar_section else fields
+
+    def requeued_status(self, status: object) -> SidecarStatus | None:
+        """The sidecar status a requeue of this stage's failed job gives back: its ready status when the
+        stage's own failure left `status`; None (leave it) for any other."""
+        return self.ready_status if self.failed_status is not None and status == self.failed_status else None
 
 
 STAGES: dict[Stage, StageSpec] = {
@@ -85,7 +105,7 @@ STAGES: dict[Stage, StageSpec] = {
         1800,
         Counter.RENDERS_FAILED,
         Counter.RENDERS_OK,
-        starts_from=frozenset({SidecarStatus.QUEUED, SidecarStatus.FAILED}),
+        ready_status=SidecarStatus.QUEUED,
         failed_status=SidecarStatus.FAILED,
     ),
     Stage.UPLOAD: StageSpec(
@@ -94,7 +114,7 @@ STAGES: dict[Stage, StageSpec] = {
         900,
         Counter.UPLOADS_FAILED,
         Counter.UPLOADS_OK,
-        starts_from=frozenset({SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}),
+        ready_status=SidecarStatus.WATERMARKED,
         failed_status=SidecarStatus.UPLOAD_FAILED,
         sidecar_section="remote",
     ),

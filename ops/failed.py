@@ -25,7 +25,7 @@ from common import sidecar
 from common.cli import fail, settings_from
 from common.journal import Press
 from common.keys import queue_name
-from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, failure_of, retry_policy
+from common.pipeline import STAGES, PermanentError, Stage, failure_of, retry_policy
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso
@@ -177,12 +177,12 @@ def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: Faile
         job.meta.pop(k, None)
     job.save()
     spec = STAGES[row.stage]
-    if spec.failed_status is not None and row.sidecar and Path(row.sidecar).is_file():
+    if row.sidecar and Path(row.sidecar).is_file():
         data = sidecar.load(Path(row.sidecar))
-        if data.get("status") == spec.failed_status:
-            # Back to the status the stage starts from, with a fresh count of attempts.
-            start = SidecarStatus.QUEUED if row.stage is Stage.RENDER else SidecarStatus.WATERMARKED
-            sidecar.update(Path(row.sidecar), status=start, attempts=0)
+        restored = spec.requeued_status(data.get("status"))
+        if restored is not None:
+            # Back to the status the stage starts from, with a fresh count of the stage's attempts.
+            sidecar.update(Path(row.sidecar), status=restored, **spec.section_changes(data, attempts=0))
     try:
         reg.requeue(job)
     except InvalidJobOperation:

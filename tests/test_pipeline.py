@@ -1,16 +1,24 @@
-"""common.pipeline's rules that several processes read: why a job failed (real Redis, RQ's own in-process
-worker)."""
+"""common.pipeline's rules that several processes read: why a job failed and what a requeue restores (real
+Redis, RQ's own in-process worker)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 from rq import SimpleWorker
 from rq.job import Job
 
-from common import keys
-from common.pipeline import Stage, failure_of, queue
+from common import keys, sidecar
+from common.journal import Press
+from common.pipeline import (
+    STAGES,
+    SidecarStatus,
+    Stage,
+    failure_of,
+    queue,
+)
 from common.redisconn import SERIALIZER
 from common.settings import Settings
 from ops import failed, status
@@ -49,3 +57,22 @@ def test_one_failure_reason_for_failed_list_status_and_the_presser(
     assert failure_of(bare) == ""
     assert failed.describe(Stage.BUILD, bare, s).reason == "unknown (no error recorded)"
     assert trigger_cli.job_reason(bare) == f"job {bare.id} failed"
+
+
+def test_a_requeue_restores_the_status_the_stage_table_names() -> None:
+    render, upload = STAGES[Stage.RENDER], STAGES[Stage.UPLOAD]
+    assert render.requeued_status(SidecarStatus.FAILED) == SidecarStatus.QUEUED
+    assert upload.requeued_status(SidecarStatus.UPLOAD_FAILED) == SidecarStatus.WATERMARKED
+    # Blocked credentials and a finished highlight stay as they are; build has no sidecar.
+    assert upload.requeued_status(SidecarStatus.UPLOAD_BLOCKED) is None
+    assert render.requeued_status(SidecarStatus.WATERMARKED) is None
+    assert STAGES[Stage.BUILD].requeued_status(None) is None
+    assert render.starts_from == {SidecarStatus.QUEUED, SidecarStatus.FAILED}
+    assert upload.starts_from == {SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}
+    # The render starts from the status the build leaves in a new sidecar.
+    press = Press("cam1", 1_700_000_000.0, 5, 2)
+    assert sidecar.new(press, Path(sidecar.clip_name(press)))["status"] == render.ready_status
+    # A requeue's fresh count of attempts goes where the stage counts them.
+    data = {"attempts": 3, "remote": {"attempts": 2, "clip_id": "c1"}}
+    assert upload.section_changes(data, attempts=0) == {"remote": {"attempts": 0, "clip_id": "c1"}}
+    assert render.section_changes(data, attempts=0) == {"attempts": 0}

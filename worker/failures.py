@@ -107,10 +107,8 @@ class FailurePolicy:
             return None
         with contextlib.suppress(OSError, ValueError):
             data = sidecar.load(path)
-            section = dict(data.get(spec.sidecar_section) or {}) if spec.sidecar_section else data
-            section["last_error"] = reason
-            section["attempts"] = int(section.get("attempts") or 0) + 1
-            changes: dict[str, Any] = {spec.sidecar_section: section} if spec.sidecar_section else section
+            attempts = int(spec.section_of(data).get("attempts") or 0) + 1
+            changes = spec.section_changes(data, last_error=reason, attempts=attempts)
             if final and spec.failed_status is not None and data.get("status") in spec.starts_from:
                 changes = {**changes, "status": spec.failed_status}
             data = sidecar.update(path, **changes)
