@@ -171,6 +171,18 @@ def retry_policy(settings: Settings) -> Retry | None:
 RESTARTABLE = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 
 
+def earlier_job(
+    conn: redis.Redis, jid: str, rerun: frozenset[JobStatus] = RESTARTABLE
+) -> tuple[Job | None, bool]:
+    """The job that holds the id `jid` (None: none), and whether it is already there: an enqueue of that
+    id leaves it as it is (True), or there is none or it ended in a status of `rerun` (False: replaced)."""
+    try:
+        job = Job.fetch(jid, connection=conn, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return None, False
+    return job, job.get_status(refresh=False) not in rerun
+
+
 def queue(settings: Settings, stage: Stage | str, conn: redis.Redis | None = None) -> Queue:
     """The RQ queue of one stage, JSON-serialized (never pickle)."""
     return Queue(
@@ -192,23 +204,22 @@ def enqueue(
     when: float | None = None,
     timeout: int | None = None,
     suffix: str = "",
+    rerun: frozenset[JobStatus] = RESTARTABLE,
 ) -> tuple[Job, bool]:
     """Put one highlight's stage job on its queue (at `when`, epoch s, if given); idempotent by job id.
 
-    Returns (job, created): a job with the same id that is queued, scheduled, running or finished is
-    returned as it is (created=False), like arq; one that failed or was stopped is replaced.
-    The job carries its highlight in `meta` (stage, press_id, at), which the failure policy reads.
+    Returns (job, created): a job with the same id that is already there (`earlier_job`: queued,
+    scheduled, running, finished, or ended in a status outside `rerun`) is returned as it is
+    (created=False), like arq; one that ended in a status of `rerun` (by default failed or stopped) is
+    replaced. The job carries its highlight in `meta` (stage, press_id, at), which the failure policy reads.
     """
     stage = Stage(stage)
     spec = STAGES[stage]
     q = queue(settings, stage, conn)
     jid = job_id(settings.device_id, press_id, stage, suffix)
-    try:
-        old = Job.fetch(jid, connection=conn, serializer=SERIALIZER)
-    except NoSuchJobError:
-        old = None
+    old, there = earlier_job(conn, jid, rerun)
     if old is not None:
-        if old.get_status(refresh=False) not in RESTARTABLE:
+        if there:
             return old, False
         old.delete()
     job = q.create_job(

@@ -1,28 +1,25 @@
-"""common.pipeline's rules that several processes read: why a job failed and what a requeue restores (real
-Redis, RQ's own in-process worker)."""
+"""common.pipeline's rules that several processes read: why a job failed, what a requeue restores, and
+the one idempotent enqueue (real Redis, RQ's own in-process worker)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from rq import SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from common import keys, sidecar
 from common.journal import Press
-from common.pipeline import (
-    STAGES,
-    SidecarStatus,
-    Stage,
-    failure_of,
-    queue,
-)
+from common.pipeline import STAGES, SidecarStatus, Stage, earlier_job, enqueue, failure_of, queue
 from common.redisconn import SERIALIZER
+from common.segments import SegmentIndex
 from common.settings import Settings
 from ops import failed, status
 from trigger import cli as trigger_cli
+from trigger import press as press_mod
 from worker.rqworker import PromptTeardown
 
 
@@ -76,3 +73,41 @@ def test_a_requeue_restores_the_status_the_stage_table_names() -> None:
     data = {"attempts": 3, "remote": {"attempts": 2, "clip_id": "c1"}}
     assert upload.section_changes(data, attempts=0) == {"remote": {"attempts": 0, "clip_id": "c1"}}
     assert render.section_changes(data, attempts=0) == {"attempts": 0}
+
+
+def test_enqueue_is_idempotent_by_job_id(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = make_settings()
+    press_id = "cam1-20260101T000000000Z"
+    jid = keys.job_id(s.device_id, press_id, Stage.RENDER)
+    assert earlier_job(redis_conn, jid) == (None, False)
+    first, created = enqueue(s, redis_conn, Stage.RENDER, "a.json", press_id=press_id, at=1.0)
+    again, created_again = enqueue(s, redis_conn, Stage.RENDER, "b.json", press_id=press_id, at=1.0)
+    assert (created, created_again) == (True, False) and again.id == first.id == jid
+    assert again.args == ["a.json"] and queue(s, Stage.RENDER, redis_conn).count == 1
+    first.set_status(JobStatus.FAILED)
+    # A failed job is already there for a caller that reruns nothing...
+    kept, created = enqueue(
+        s, redis_conn, Stage.RENDER, "c.json", press_id=press_id, at=1.0, rerun=frozenset()
+    )
+    assert not created and kept.args == ["a.json"]
+    # ...and replaced by default (a deliberate retry).
+    redone, created = enqueue(s, redis_conn, Stage.RENDER, "d.json", press_id=press_id, at=1.0)
+    assert created and list(redone.args) == ["d.json"] and redone.get_status() == JobStatus.QUEUED
+
+
+def test_a_press_whose_build_failed_is_a_duplicate_and_touches_nothing(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = make_settings(cooldown_seconds=0)
+    press = Press("cam1", time.time() - 30, 5, 2)
+    assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
+    job = Job.fetch(keys.job_id(s.device_id, press.press_id, Stage.BUILD), connection=redis_conn)
+    job.set_status(JobStatus.FAILED)
+    SegmentIndex(redis_conn, s.device_id, "cam1").unpin(press.press_id)  # as the failed build leaves it
+    again = press_mod.hand_over(s, redis_conn, press)
+    assert again.state == press_mod.DUPLICATE, again
+    assert redis_conn.zcard(keys.pins(s.device_id, "cam1")) == 0  # no pin for a build that will not run
+    assert redis_conn.hget(keys.counters(s.device_id), keys.Counter.PRESSES) == b"1"
+    assert job.get_status(refresh=True) == JobStatus.FAILED

@@ -20,13 +20,13 @@ from enum import StrEnum
 from pathlib import Path
 
 import redis
-from rq.job import Job
+from rq.job import JobStatus
 
 from common import hours, journal, keys, sidecar
 from common.journal import Press
 from common.keys import job_id
 from common.log import event, get_logger
-from common.pipeline import HighlightState, Stage, enqueue
+from common.pipeline import HighlightState, Stage, earlier_job, enqueue
 from common.redisconn import incr, note_highlight, text
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
@@ -36,6 +36,9 @@ log = get_logger(__name__)
 
 # Pins outlive t+post by this much: the build's wait, its retries, a worker restart.
 PIN_MARGIN_SECONDS = 3600.0
+# Pressing again never runs a press's build job again, whatever became of it (a failed one is retried
+# with `gravanois failed requeue`): to common.pipeline's idempotent enqueue, no ended status is a rerun.
+PRESS_RERUN: frozenset[JobStatus] = frozenset()
 ALL = "all"
 
 
@@ -298,7 +301,8 @@ def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
 def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     """Cooldown, pin and scheduled build job in Redis (RedisError propagates: the journal keeps it)."""
     build_id = job_id(settings.device_id, press.press_id, Stage.BUILD)
-    if Job.exists(build_id, connection=conn):
+    # Asked before the cooldown and the pin, which a press already there must not touch again.
+    if earlier_job(conn, build_id, PRESS_RERUN)[1]:
         return outcome(settings, press, DUPLICATE, "this press is already queued")
     if not cooldown_ok(settings, conn, press):
         detail = f"within the {settings.cooldown_seconds:g} s cooldown of camera {press.camera}"
@@ -309,7 +313,9 @@ def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     SegmentIndex(conn, settings.device_id, press.camera).pin(
         press.press_id, a, b, max(0.0, b - now()) + PIN_MARGIN_SECONDS
     )
-    _, created = enqueue(settings, conn, Stage.BUILD, asdict(press), press_id=press.press_id, at=press.at)
+    _, created = enqueue(
+        settings, conn, Stage.BUILD, asdict(press), press_id=press.press_id, at=press.at, rerun=PRESS_RERUN
+    )
     if not created:
         return outcome(settings, press, DUPLICATE, "this press is already queued")
     incr(conn, settings, keys.Counter.PRESSES)
