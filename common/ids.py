@@ -46,6 +46,14 @@ def parse_stem(value: object) -> tuple[str, float] | None:
     return _parse(STEM, highlight_stem, value)
 
 
+def stem_of_press_id(value: str) -> str:
+    """The stem of the highlight a press id names; ValueError for an id that is not a press id."""
+    parsed = parse_press_id(value)
+    if parsed is None:
+        raise ValueError(f"{value[:80]!r} is not a press id (<camera>-<time>)")
+    return highlight_stem(*parsed)
+
+
 def press_id_of_stem(stem: str) -> str:
     """The press id of the highlight a stem names; ValueError for a name that is not a stem."""
     parsed = parse_stem(stem)

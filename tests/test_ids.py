@@ -22,6 +22,9 @@ def test_press_id_and_stem_are_made_and_read_back() -> None:
     assert ids.parse_press_id(ids.press_id("court-2_a", AT)) == ("court-2_a", AT)
     assert ids.parse_stem(ids.highlight_stem("court-2_a", AT)) == ("court-2_a", AT)
     assert ids.press_id_of_stem("highlight_cam1_20261206T051628666Z") == "cam1-20261206T051628666Z"
+    assert ids.stem_of_press_id("cam1-20261206T051628666Z") == "highlight_cam1_20261206T051628666Z"
+    with pytest.raises(ValueError, match="not a press id"):
+        ids.stem_of_press_id("highlight_cam1_20261206T051628666Z")
 
 
 def test_the_journal_and_the_sidecar_name_presses_with_these_ids() -> None:
