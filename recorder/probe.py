@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.ffmpeg import FFmpegError, run, stream_fps
-from common.log import event, get_logger
+from common.log import event, fields, get_logger
 from recorder import keyframes, presets
 from recorder.presets import AudioIn, SourceKind
 
@@ -118,7 +118,7 @@ def camera_audio(camera: str, source: str, rtsp_transport: str, timeout_seconds:
         info = probe_source(source, rtsp_transport, timeout_seconds)
     except FFmpegError as exc:
         # ffmpeg will meet the same fault and the watchdog reports it; re-encoding is always safe.
-        log.debug("camera probe failed: %s", exc, extra={"gn": {"camera": camera}})
+        log.debug("camera probe failed: %s", exc, extra=fields(camera=camera))
         return None
     plan = plan_text(info.audio)
     if _last_plan.get(camera) != plan:
