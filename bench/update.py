@@ -28,6 +28,7 @@ if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
+from common import keys  # noqa: E402
 from common.redisconn import members  # noqa: E402
 from common.segments import Segment  # noqa: E402
 from tests.installed_box import InstalledBox, Releases  # noqa: E402
@@ -44,7 +45,7 @@ BOX = {
 def longest_gap(box: InstalledBox, since: float, until: float) -> float:
     """The longest hole between consecutive segments of cam1 that opened after `since` (and before
     `until`): what this restart cost, not the one before it."""
-    key = f"gn:{box.device}:cam:cam1:segments"
+    key = keys.segments(box.device, "cam1")
     raw = members(box.conn.zrangebyscore(key, since - 30, until))
     segs = sorted(Segment.from_member(m) for m in raw)
     return max(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -118,28 +118,40 @@ def probe(path: Path, timeout: float = 30) -> MediaInfo:
     video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
     if video is None:
         raise FFmpegError(f"{Path(path).name} has no video stream")
-    # The camera's frame rate: ffprobe's `r_frame_rate` (the rate its timestamps tick at), unless it is
-    # not a camera's rate at all (a 90 kHz clock); then the average. The average alone is off for a
-    # camera that sends an IDR in slices (two packets a hair apart count as two frames: 25.49 for 25).
-    rates = [_rate(video.get(key)) for key in ("r_frame_rate", "avg_frame_rate")]
-    fps = next((r for r in rates if 0 < r <= MAX_FPS), 0.0)
     duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0.0)
     return MediaInfo(
         codec=str(video.get("codec_name", "unknown")),
         width=int(video.get("width", 0)),
         height=int(video.get("height", 0)),
-        fps=fps,
+        fps=stream_fps(video),
         duration_sec=round(duration, 3),
     )
 
 
-def _rate(text: Any) -> float:
-    """A frame rate like "30000/1001" as a number (0.0 when missing or 0/0)."""
-    num, _, den = str(text or "0/0").partition("/")
+def frame_rate(stream: Mapping[str, Any]) -> Fraction | None:
+    """A video stream's frame rate, exact, from ffprobe's stream fields; None when it has none.
+
+    ffprobe's `r_frame_rate` (the rate its timestamps tick at), unless it is not a camera's rate at all
+    (a 90 kHz clock); then the average. The average alone is off for a camera that sends an IDR in
+    slices (two packets a hair apart count as two frames: 25.49 for 25).
+    """
+    rates = (_fraction(stream.get(key)) for key in ("r_frame_rate", "avg_frame_rate"))
+    return next((r for r in rates if r is not None and 0 < r <= MAX_FPS), None)
+
+
+def stream_fps(stream: Mapping[str, Any]) -> float:
+    """`frame_rate` as the sidecar's `fps` (three decimals; 0.0 when the stream has none)."""
+    rate = frame_rate(stream)
+    return round(float(rate), 3) if rate is not None else 0.0
+
+
+def _fraction(text: Any) -> Fraction | None:
+    """A rate as ffprobe writes it ("30000/1001", "25/1", "0/0"), or None when it is not one."""
+    num, _, den = str(text or "").partition("/")
     try:
-        return round(float(Fraction(int(num), int(den or 1))), 3)
+        return Fraction(int(num), int(den or 1))
     except (ValueError, ZeroDivisionError):
-        return 0.0
+        return None
 
 
 def decode_errors(path: Path, timeout: float = 120) -> str:

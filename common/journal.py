@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.fsutil import is_tmp, read_json, write_json_atomic
-from common.timeutil import compact, iso
+from common.ids import press_id
+from common.timeutil import iso
 
 # A journalled press older than this is given up by retention (its segments may then go).
 MAX_AGE_SECONDS = 24 * 3600
@@ -37,7 +38,7 @@ class Press:
     @property
     def press_id(self) -> str:
         """Deterministic id from camera and press time: the same press always has the same id."""
-        return f"{self.camera}-{compact(self.at)}"
+        return press_id(self.camera, self.at)
 
     @property
     def window(self) -> tuple[float, float]:

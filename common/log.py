@@ -57,9 +57,13 @@ def _creds(m: re.Match[str]) -> str:
     return f"{m['run']}://***@"
 
 
+# The log record's attribute that carries an event's fields (`fields`); not a Redis name (common.keys).
+FIELDS = "gn"
+
+
 def fields(**kw: Any) -> dict[str, Any]:
     """`extra=` payload for a log call; keys become JSON fields."""
-    return {"gn": kw}
+    return {FIELDS: kw}
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, msg: str = "", **kw: Any) -> None:
@@ -79,9 +83,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        out.update(getattr(record, "gn", {}) or {})
+        out.update(getattr(record, FIELDS, {}) or {})
         for key, value in record.__dict__.items():
-            if key not in _STD_ATTRS and key != "gn" and not key.startswith("_"):
+            if key not in _STD_ATTRS and key != FIELDS and not key.startswith("_"):
                 out.setdefault(key, value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -92,7 +96,7 @@ class TextFormatter(logging.Formatter):
     """`12:00:01 INFO  recorder: segment closed camera=cam1 seg=…` for people at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extra = " ".join(f"{k}={v}" for k, v in (getattr(record, "gn", {}) or {}).items() if k != "event")
+        extra = " ".join(f"{k}={v}" for k, v in (getattr(record, FIELDS, {}) or {}).items() if k != "event")
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {_PROCESS['name']}: "
         line += record.getMessage() + (f"  {extra}" if extra else "")
         if record.exc_info:

@@ -1,4 +1,4 @@
-"""The pipeline's contract: its stages, job ids, states and retry policy, each defined here once.
+"""The pipeline's contract: its stages' table, states and retry policy, each defined here once.
 
 A press becomes a highlight through three RQ jobs, one per stage:
 
@@ -7,7 +7,8 @@ A press becomes a highlight through three RQ jobs, one per stage:
 Every process that enqueues, runs, watches or repairs these jobs (trigger, worker, the operator
 commands, the web app) reads the table below instead of spelling a queue, a function path, a job-id
 rule, a timeout or a state name itself. Job functions are looked up only in this table: a worker runs
-nothing else, whatever a job in Redis names.
+nothing else, whatever a job in Redis names. The names themselves (stages, queues, job ids) are made in
+common.keys, with every other name the project gives Redis.
 """
 
 from __future__ import annotations
@@ -22,20 +23,11 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from common.keys import Counter, Stage, job_id, queue_name
 from common.redisconn import SERIALIZER, connect
 
 if TYPE_CHECKING:
     from common.settings import Settings
-
-PREFIX = "gn"
-
-
-class Stage(StrEnum):
-    """The pipeline's stages, in order; each has its own RQ queue."""
-
-    BUILD = "build"
-    RENDER = "render"
-    UPLOAD = "upload"
 
 
 class HighlightState(StrEnum):
@@ -73,34 +65,56 @@ class StageSpec:
     stage: Stage
     function: str  # the job function RQ imports (the only one a worker runs for this stage)
     timeout: int  # job timeout, seconds (an enqueuer may raise it, e.g. for a large upload)
-    failed_counter: str  # counter incremented once when one of its jobs fails for good
-    done_counter: str  # counter incremented once per highlight this stage finishes
-    # The sidecar statuses this stage starts from, and the one its final failure leaves (build has
-    # no sidecar yet); a status outside `starts_from` (say `upload_blocked`) is left as it is.
-    starts_from: frozenset[SidecarStatus] = frozenset()
+    failed_counter: Counter  # incremented once when one of its jobs fails for good
+    done_counter: Counter  # incremented once per highlight this stage finishes
+    # The sidecar status the stage before hands over (what a requeue gives back), and the one this
+    # stage's final failure leaves (build has no sidecar yet). The stage starts from either; any other
+    # status (say `upload_blocked`) is left as it is.
+    ready_status: SidecarStatus | None = None
     failed_status: SidecarStatus | None = None
     # Where in the sidecar the stage keeps its attempts and last error ("" = top level).
     sidecar_section: str = ""
 
+    @property
+    def starts_from(self) -> frozenset[SidecarStatus]:
+        """The sidecar statuses this stage starts from."""
+        return frozenset(s for s in (self.ready_status, self.failed_status) if s is not None)
+
+    def section_of(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The part of a sidecar where this stage keeps its attempts and last error."""
+        part = data.get(self.sidecar_section) if self.sidecar_section else data
+        return dict(part) if isinstance(part, dict) else {}
+
+    def section_changes(self, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """The changes (for common.sidecar.update) that set `fields` in this stage's part of `data`."""
+        return {self.sidecar_section: {**self.section_of(data), **fields}} if self.sidecar_section else fields
+
+    def requeued_status(self, status: object) -> SidecarStatus | None:
+        """The sidecar status a requeue of this stage's failed job gives back: its ready status when the
+        stage's own failure left `status`; None (leave it) for any other."""
+        return self.ready_status if self.failed_status is not None and status == self.failed_status else None
+
 
 STAGES: dict[Stage, StageSpec] = {
-    Stage.BUILD: StageSpec(Stage.BUILD, "worker.build.build_highlight", 900, "builds_failed", "clips_built"),
+    Stage.BUILD: StageSpec(
+        Stage.BUILD, "worker.build.build_highlight", 900, Counter.BUILDS_FAILED, Counter.CLIPS_BUILT
+    ),
     Stage.RENDER: StageSpec(
         Stage.RENDER,
         "worker.render.render_highlight",
         1800,
-        "renders_failed",
-        "renders_ok",
-        starts_from=frozenset({SidecarStatus.QUEUED, SidecarStatus.FAILED}),
+        Counter.RENDERS_FAILED,
+        Counter.RENDERS_OK,
+        ready_status=SidecarStatus.QUEUED,
         failed_status=SidecarStatus.FAILED,
     ),
     Stage.UPLOAD: StageSpec(
         Stage.UPLOAD,
         "worker.upload.upload_highlight",
         900,
-        "uploads_failed",
-        "uploads_ok",
-        starts_from=frozenset({SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}),
+        Counter.UPLOADS_FAILED,
+        Counter.UPLOADS_OK,
+        ready_status=SidecarStatus.WATERMARKED,
         failed_status=SidecarStatus.UPLOAD_FAILED,
         sidecar_section="remote",
     ),
@@ -117,23 +131,15 @@ class PermanentError(Exception):
     """
 
 
-def queue_name(device: str, stage: Stage | str) -> str:
-    """RQ queue of a stage for this device."""
-    return f"{PREFIX}.{device}.{Stage(stage).value}"
-
-
-def stage_of_queue(name: str) -> Stage | None:
-    """The stage a queue name (`gn.<device>.<stage>`) serves, or None for a queue that is not ours."""
-    tail = name.rsplit(".", 1)[-1]
-    return Stage(tail) if name.startswith(f"{PREFIX}.") and tail in Stage.__members__.values() else None
-
-
-def job_id(device: str, press_id: str, stage: Stage | str, suffix: str = "") -> str:
-    """The RQ job id of one highlight's stage job: the same press always gets the same id.
-
-    `suffix` names a deliberate second job of the same stage (an upload rescheduled to opening time).
-    """
-    return f"{PREFIX}-{device}-{press_id}-{Stage(stage).value}" + (f"-{suffix}" if suffix else "")
+def failure_of(job: Job) -> str:
+    """Why a job failed, in one line: the failure policy's reason (worker.failures), else the last line
+    of RQ's traceback; '' when neither was recorded."""
+    if job.meta.get("error"):
+        return str(job.meta["error"])
+    result = job.latest_result()
+    # The Result holds the traceback; older records keep it in the job hash (`exc_info`).
+    text = (getattr(result, "exc_string", None) or job._exc_info or "").strip()
+    return text.splitlines()[-1] if text else ""
 
 
 def failure_ttl(settings: Settings) -> int:
@@ -165,6 +171,18 @@ def retry_policy(settings: Settings) -> Retry | None:
 RESTARTABLE = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 
 
+def earlier_job(
+    conn: redis.Redis, jid: str, rerun: frozenset[JobStatus] = RESTARTABLE
+) -> tuple[Job | None, bool]:
+    """The job that holds the id `jid` (None: none), and whether it is already there: an enqueue of that
+    id leaves it as it is (True), or there is none or it ended in a status of `rerun` (False: replaced)."""
+    try:
+        job = Job.fetch(jid, connection=conn, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return None, False
+    return job, job.get_status(refresh=False) not in rerun
+
+
 def queue(settings: Settings, stage: Stage | str, conn: redis.Redis | None = None) -> Queue:
     """The RQ queue of one stage, JSON-serialized (never pickle)."""
     return Queue(
@@ -186,23 +204,22 @@ def enqueue(
     when: float | None = None,
     timeout: int | None = None,
     suffix: str = "",
+    rerun: frozenset[JobStatus] = RESTARTABLE,
 ) -> tuple[Job, bool]:
     """Put one highlight's stage job on its queue (at `when`, epoch s, if given); idempotent by job id.
 
-    Returns (job, created): a job with the same id that is queued, scheduled, running or finished is
-    returned as it is (created=False), like arq; one that failed or was stopped is replaced.
-    The job carries its highlight in `meta` (stage, press_id, at), which the failure policy reads.
+    Returns (job, created): a job with the same id that is already there (`earlier_job`: queued,
+    scheduled, running, finished, or ended in a status outside `rerun`) is returned as it is
+    (created=False), like arq; one that ended in a status of `rerun` (by default failed or stopped) is
+    replaced. The job carries its highlight in `meta` (stage, press_id, at), which the failure policy reads.
     """
     stage = Stage(stage)
     spec = STAGES[stage]
     q = queue(settings, stage, conn)
     jid = job_id(settings.device_id, press_id, stage, suffix)
-    try:
-        old = Job.fetch(jid, connection=conn, serializer=SERIALIZER)
-    except NoSuchJobError:
-        old = None
+    old, there = earlier_job(conn, jid, rerun)
     if old is not None:
-        if old.get_status(refresh=False) not in RESTARTABLE:
+        if there:
             return old, False
         old.delete()
     job = q.create_job(

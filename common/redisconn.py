@@ -69,22 +69,24 @@ def wait_for_redis(conn: redis.Redis, timeout: float, interval: float = 0.5) -> 
             time.sleep(interval)
 
 
-def incr(conn: redis.Redis, settings: Settings, counter: str, amount: int = 1) -> None:
-    """Add to one of the device's counters (presses, clips_built, renders_ok, …); Redis errors ignored."""
+def incr(conn: redis.Redis, settings: Settings, counter: keys.Counter, amount: int = 1) -> None:
+    """Add to one of the device's counters; Redis errors ignored."""
     with contextlib.suppress(redis.RedisError):
         conn.hincrby(keys.counters(settings.device_id), counter, amount)
 
 
-def raise_alarm(conn: redis.Redis, settings: Settings, name: str, message: str) -> None:
-    """Set an alarm that `gravanois status` shows until `clear_alarm`."""
-    key = keys.alarms(settings.device_id)
+def raise_alarm(
+    conn: redis.Redis, settings: Settings, alarm: keys.Alarm, message: str, camera: str | None = None
+) -> None:
+    """Set an alarm (of the box, or of one `camera`) that `gravanois status` shows until `clear_alarm`."""
+    key, name = keys.alarms(settings.device_id), keys.alarm_name(alarm, camera)
     if conn.hget(key, name) is None:
         conn.hset(key, name, json.dumps({"message": message, "since": iso()}))
 
 
-def clear_alarm(conn: redis.Redis, settings: Settings, name: str) -> None:
+def clear_alarm(conn: redis.Redis, settings: Settings, alarm: keys.Alarm, camera: str | None = None) -> None:
     """Remove an alarm once its cause is gone."""
-    conn.hdel(keys.alarms(settings.device_id), name)
+    conn.hdel(keys.alarms(settings.device_id), keys.alarm_name(alarm, camera))
 
 
 def note_highlight(conn: redis.Redis, settings: Settings, press_id: str, at: float, **state: str) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from common.fsutil import read_json, write_json_atomic
+from common.ids import highlight_stem
 from common.journal import Press
 from common.log import redact
 from common.pipeline import SidecarStatus
-from common.timeutil import compact, iso
+from common.timeutil import iso
 
 SEED_FIELDS = (
     "type",
@@ -35,7 +36,7 @@ META_FIELDS = ("codec", "width", "height", "fps", "duration_sec")
 
 def clip_name(press: Press) -> str:
     """`highlight_<camera>_<UTC press time>.mp4`, the name the clip keeps through every stage."""
-    return f"highlight_{press.camera}_{compact(press.at)}.mp4"
+    return f"{highlight_stem(press.camera, press.at)}.mp4"
 
 
 def path_for(clip: Path) -> Path:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
+
+# The shape `compact` writes: date, `T`, time to the millisecond, `Z`.
+COMPACT = r"\d{8}T\d{9}Z"
 
 
 def now() -> float:
@@ -29,3 +33,11 @@ def compact(ts: float) -> str:
     """Epoch seconds → `20250817T195000123Z`, safe in file names and job ids."""
     dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y%m%dT%H%M%S") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_compact(text: str) -> float:
+    """`20250817T195000123Z` → epoch seconds; ValueError for text `compact` does not write."""
+    if not re.fullmatch(COMPACT, text):
+        raise ValueError(f"{text[:40]!r} is not a compact UTC time like 20250817T195000123Z")
+    seconds = datetime.strptime(text[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
+    return seconds + int(text[15:18]) / 1000

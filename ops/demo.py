@@ -27,7 +27,7 @@ from typing import IO
 import click
 import redis
 
-from common import keys
+from common import ids, keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger, setup_logging
 from common.pipeline import HighlightState
@@ -162,12 +162,6 @@ def demo_dirs(data_dir: Path | None) -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def highlight_name(press_id: str) -> str:
-    """`cam1-20250817T195000123Z` → `highlight_cam1_20250817T195000123Z` (see common.sidecar.clip_name)."""
-    camera, stamp = press_id.rsplit("-", 1)
-    return f"highlight_{camera}_{stamp}"
-
-
 @click.command()
 @click.option("--pre", default=10.0, show_default=True, help="Seconds before the press in the demo clip.")
 @click.option("--post", default=3.0, show_default=True, help="Seconds after the press in the demo clip.")
@@ -282,7 +276,7 @@ def run_demo(box: Box, settings: Settings, scratch: Path, pre: float, post: floa
         fail(f"the press was accepted but no highlight was recorded: {press.stdout.strip()}", 1)
     press_id = text(newest[0])
     click.echo(f"pressed: highlight {press_id} covers {pre:g} s before and {post:g} s after", err=True)
-    name = highlight_name(press_id)
+    name = ids.stem_of_press_id(press_id)
     sidecar_path = settings.output_dir / f"{name}.json"
     started = time.monotonic()
     states: list[str] = []

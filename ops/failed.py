@@ -24,7 +24,8 @@ from rq.registry import FailedJobRegistry
 from common import sidecar
 from common.cli import fail, settings_from
 from common.journal import Press
-from common.pipeline import STAGES, PermanentError, SidecarStatus, Stage, queue_name, retry_policy
+from common.keys import queue_name
+from common.pipeline import STAGES, PermanentError, Stage, failure_of, retry_policy
 from common.redisconn import SERIALIZER, connect
 from common.settings import Settings
 from common.timeutil import iso
@@ -77,17 +78,8 @@ def describe(stage: Stage, job: Job, settings: Settings) -> FailedJob:
             with contextlib.suppress(OSError, ValueError):
                 data = sidecar.load(path) if path is not None else {}
             camera, press_at = str(data.get("camera") or ""), str(data.get("press_at") or "")
-    return FailedJob(job.id, stage, clip, camera, press_at, reason_of(job), failed_at_of(job), side)
-
-
-def reason_of(job: Job) -> str:
-    """The one-line reason: the failure policy's, else the last line of RQ's traceback."""
-    if job.meta.get("error"):
-        return str(job.meta["error"])
-    result = job.latest_result()
-    # The Result holds the traceback; older records keep it in the job hash (`exc_info`).
-    text = (getattr(result, "exc_string", None) or job._exc_info or "").strip()
-    return text.splitlines()[-1] if text else "unknown (no error recorded)"
+    reason = failure_of(job) or "unknown (no error recorded)"
+    return FailedJob(job.id, stage, clip, camera, press_at, reason, failed_at_of(job), side)
 
 
 def failed_at_of(job: Job) -> str:
@@ -185,12 +177,12 @@ def requeue_job(settings: Settings, reg: FailedJobRegistry, job: Job, row: Faile
         job.meta.pop(k, None)
     job.save()
     spec = STAGES[row.stage]
-    if spec.failed_status is not None and row.sidecar and Path(row.sidecar).is_file():
+    if row.sidecar and Path(row.sidecar).is_file():
         data = sidecar.load(Path(row.sidecar))
-        if data.get("status") == spec.failed_status:
-            # Back to the status the stage starts from, with a fresh count of attempts.
-            start = SidecarStatus.QUEUED if row.stage is Stage.RENDER else SidecarStatus.WATERMARKED
-            sidecar.update(Path(row.sidecar), status=start, attempts=0)
+        restored = spec.requeued_status(data.get("status"))
+        if restored is not None:
+            # Back to the status the stage starts from, with a fresh count of the stage's attempts.
+            sidecar.update(Path(row.sidecar), status=restored, **spec.section_changes(data, attempts=0))
     try:
         reg.requeue(job)
     except InvalidJobOperation:

@@ -26,7 +26,7 @@ from common import journal, keys
 from common.cli import settings_from
 from common.fsutil import free_mb
 from common.log import redact
-from common.pipeline import Stage, queue
+from common.pipeline import Stage, failure_of, queue
 from common.redisconn import SERIALIZER, connect, scored
 from common.settings import Settings
 from common.timeutil import iso, now
@@ -61,7 +61,7 @@ def snapshot(
         "failed_jobs": [],
         "highlights": [],
         "alarms": {},
-        "counters": {name: 0 for name in keys.COUNTERS},
+        "counters": {counter.value: 0 for counter in keys.Counter},
         "disk": _disks(settings),
         "journal": _journal(settings, t),
         "release": _release(),
@@ -245,15 +245,12 @@ def _queues(settings: Settings, conn: redis.Redis, t: float) -> tuple[dict[str, 
         for job in Job.fetch_many(failed_ids[:FAILED_SHOWN], connection=conn, serializer=SERIALIZER):
             if job is None:
                 continue
-            result = job.latest_result()
-            exc = (result.exc_string or "") if result is not None else ""
-            last = str(job.meta.get("error") or "") or (exc.strip().splitlines()[-1] if exc.strip() else "")
             failed.append(
                 {
                     "id": job.id,
                     "stage": stage,
                     "ended_at": iso(job.ended_at.timestamp()) if job.ended_at else None,
-                    "error": redact(last),
+                    "error": redact(failure_of(job)),
                 }
             )
     return stages, failed

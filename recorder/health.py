@@ -73,8 +73,8 @@ class Health:
         pipe.zadd(key, {f"{t:.3f}": t})
         pipe.zremrangebyscore(key, "-inf", t - RESTARTS_KEPT_SECONDS)
         pipe.execute()
-        incr(self.conn, self.settings, "ffmpeg_restarts")
+        incr(self.conn, self.settings, keys.Counter.FFMPEG_RESTARTS)
 
     def stalled(self) -> None:
         """Count a stall the watchdog caught."""
-        incr(self.conn, self.settings, "stalls")
+        incr(self.conn, self.settings, keys.Counter.STALLS)

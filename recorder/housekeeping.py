@@ -24,6 +24,7 @@ from typing import Any
 
 from common import journal
 from common.fsutil import free_mb
+from common.keys import Alarm
 from common.log import event, get_logger
 from common.redisconn import clear_alarm, raise_alarm
 from common.segments import Pin, Segment, SegmentIndex
@@ -177,7 +178,7 @@ class Housekeeper:
             self.guard_deleted = self.guard_protected = 0
 
     def _disk_alarm(self, low: bool, free: float) -> None:
-        name = f"buffer_disk_low_{self.camera}"
+        alarm, cam = Alarm.BUFFER_DISK_LOW, self.camera
         if low:
             message = (
                 f"only {free:.0f} MiB free on the buffer disk {self.settings.buffer_dir} "
@@ -188,10 +189,12 @@ class Housekeeper:
                 self.low_logged = True
                 event(log, "disk_low", logging.WARNING, msg=message, camera=self.camera)
             if self.alarm_up is not True:
-                raised = self.link.done(lambda: raise_alarm(self.link.conn, self.settings, name, message))
+                raised = self.link.done(
+                    lambda: raise_alarm(self.link.conn, self.settings, alarm, message, cam)
+                )
                 self.alarm_up = True if raised else self.alarm_up
         else:
             self.low_logged = False
             if self.alarm_up is not False:
-                cleared = self.link.done(lambda: clear_alarm(self.link.conn, self.settings, name))
+                cleared = self.link.done(lambda: clear_alarm(self.link.conn, self.settings, alarm, cam))
                 self.alarm_up = not cleared

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
-from common.ffmpeg import FFmpegError, run
-from common.log import event, get_logger
+from common.ffmpeg import FFmpegError, run, stream_fps
+from common.log import event, fields, get_logger
 from recorder import keyframes, presets
 from recorder.presets import AudioIn, SourceKind
 
@@ -45,14 +44,6 @@ class SourceInfo:
     keyframe_interval: float | None = None
 
 
-def _rate(text: Any) -> float:
-    num, _, den = str(text or "0/0").partition("/")
-    try:
-        return round(float(Fraction(int(num), int(den or 1))), 3) if int(den or 1) else 0.0
-    except (ValueError, ZeroDivisionError):
-        return 0.0
-
-
 def parse(data: dict[str, Any]) -> SourceInfo:
     """ffprobe's JSON (streams, and packets when read) → SourceInfo."""
     streams = data.get("streams") or []
@@ -70,14 +61,11 @@ def parse(data: dict[str, Any]) -> SourceInfo:
             if p.get("stream_index") == vindex
         ]
         interval = keyframes.interval_from(keyframes.key_packet_times(lines), [])
-    fps = 0.0
-    if video is not None:
-        fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate"))
     return SourceInfo(
         video_codec=str(video.get("codec_name", "unknown")) if video is not None else None,
         width=int(video.get("width") or 0) if video is not None else 0,
         height=int(video.get("height") or 0) if video is not None else 0,
-        fps=fps,
+        fps=stream_fps(video) if video is not None else 0.0,
         audio=audio,
         keyframe_interval=interval,
     )
@@ -130,7 +118,7 @@ def camera_audio(camera: str, source: str, rtsp_transport: str, timeout_seconds:
         info = probe_source(source, rtsp_transport, timeout_seconds)
     except FFmpegError as exc:
         # ffmpeg will meet the same fault and the watchdog reports it; re-encoding is always safe.
-        log.debug("camera probe failed: %s", exc, extra={"gn": {"camera": camera}})
+        log.debug("camera probe failed: %s", exc, extra=fields(camera=camera))
         return None
     plan = plan_text(info.audio)
     if _last_plan.get(camera) != plan:

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.log import get_logger, redact
+from common.log import fields, get_logger, redact
 from common.proc import spawn, stop
 from common.settings import Camera, Settings
 from common.watermark import Watermark
@@ -174,7 +174,7 @@ class Supervisor:
             line = redact(raw.decode(errors="replace").strip())
             if line:
                 self.stderr_tail.append(line)
-                log.debug("ffmpeg: %s", line, extra={"gn": {"camera": self.camera.id}})
+                log.debug("ffmpeg: %s", line, extra=fields(camera=self.camera.id))
 
     def _closed(self, fd: int, arrival: float, events: list[Event]) -> None:
         """End of file on one of ffmpeg's pipes: its last unterminated line counts, then it is let go."""

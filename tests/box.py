@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from common import keys
 from common.redisconn import scored, text
 from tests.helpers import REPO, gravanois_cmd
 from tests.redis_server import free_port
@@ -175,13 +176,13 @@ class Box:
 
     def wait_recording(self, camera: str = "cam1", seconds: float = 0.0, timeout: float = 90) -> None:
         """Until the camera's recorder reports recording and holds `seconds` of segments."""
-        key = f"gn:{self.device}:cam:{camera}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                state = self.conn.hget(f"{key}:health", "state")
-                first = scored(self.conn.zrange(f"{key}:segments", 0, 0, withscores=True))
-                last = scored(self.conn.zrange(f"{key}:segments", -1, -1, withscores=True))
+                state = self.conn.hget(keys.camera_health(self.device, camera), "state")
+                segments = keys.segments(self.device, camera)
+                first = scored(self.conn.zrange(segments, 0, 0, withscores=True))
+                last = scored(self.conn.zrange(segments, -1, -1, withscores=True))
                 if state == b"recording" and first and last and last[0][1] - first[0][1] >= seconds:
                     return
             except redis.RedisError:
@@ -192,7 +193,7 @@ class Box:
     def highlight_state(self, press_id: str) -> str:
         """The highlight's state as the pipeline noted it ('' when Redis cannot say)."""
         try:
-            return text(self.conn.hget(f"gn:{self.device}:highlight:{press_id}", "state") or b"")
+            return text(self.conn.hget(keys.highlight(self.device, press_id), "state") or b"")
         except redis.RedisError:
             return ""
 

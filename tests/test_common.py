@@ -6,15 +6,18 @@ import json
 import logging
 import random
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from common import journal
-from common.ffmpeg import FFmpegError, decode_errors, probe
+from common.ffmpeg import FFmpegError, decode_errors, frame_rate, probe, stream_fps
 from common.fsutil import atomic_output, write_json_atomic
 from common.log import JsonFormatter, redact, register_secret
 from common.segments import Segment, SegmentIndex
 from common.timeutil import iso, parse_iso
+from recorder import probe as camera_probe
 from tests.media import corrupt, make_video
+from worker.progressive import video_format
 
 
 def test_atomic_json_leaves_no_temp(tmp_path: Path) -> None:
@@ -114,3 +117,20 @@ def test_probe_and_decode(tmp_path: Path) -> None:
         assert "missing.mp4" in str(exc)
     else:
         raise AssertionError("probe of a missing file must fail")
+
+
+def test_one_frame_rate_rule_for_every_reader(tmp_path: Path) -> None:
+    """common.ffmpeg.frame_rate is the rule; the recorder's camera probe and the progressive render's
+    segment reader give what it gives."""
+    assert frame_rate({"r_frame_rate": "30000/1001", "avg_frame_rate": "0/0"}) == Fraction(30000, 1001)
+    # a 90 kHz clock is not a camera's rate: the average then
+    assert frame_rate({"r_frame_rate": "90000/1", "avg_frame_rate": "25/1"}) == 25
+    assert frame_rate({"r_frame_rate": "0/0", "avg_frame_rate": "0/0"}) is None
+    assert frame_rate({"r_frame_rate": "junk"}) is None and frame_rate({}) is None
+    assert stream_fps({"r_frame_rate": "30000/1001"}) == 29.97 and stream_fps({}) == 0.0
+    # An IDR sent in slices skews the average (25.49 for 25): the timestamps' rate wins, everywhere.
+    sliced = {"codec_type": "video", "r_frame_rate": "25/1", "avg_frame_rate": "2549/100"}
+    assert stream_fps(sliced) == 25.0
+    assert camera_probe.parse({"streams": [sliced]}).fps == 25.0
+    clip = make_video(tmp_path / "c.ts", seconds=1, fps=15)
+    assert video_format(clip)[1] == "15/1" and probe(clip).fps == 15.0

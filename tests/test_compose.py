@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, build_wheel, gn_env, gravanois_cmd
+from tests.helpers import REPO, build_wheel, copy_checkout, gn_env, gravanois_cmd
 
 BOX_SERVICES = ("recorder", "trigger", "scheduler", "ahead", "worker", "web")
 
@@ -112,7 +112,8 @@ def test_dockerfile_builds_from_what_exists(compose: dict[str, Any]) -> None:
 
 def test_the_wheel_holds_every_package_and_the_release_files(tmp_path: Path) -> None:
     # The image and a release install the project non-editable: what the wheel lacks, they lack.
-    wheel = build_wheel(REPO, tmp_path)
+    # From a copy: an in-tree build leaves build/ behind, whose stale modules later wheels would take.
+    wheel = build_wheel(copy_checkout(tmp_path / "src"), tmp_path / "wheel")
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = {
         init.relative_to(REPO).as_posix()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from common import keys
 from common.pipeline import STAGES, HighlightState, SidecarStatus
 from tests.helpers import REPO
 
@@ -87,3 +88,76 @@ def test_each_contract_name_is_defined_once() -> None:
     assert [str(p.relative_to(REPO)) for p in sources if job_id_rule.search(p.read_text())] == []
     states = {f'state="{s.value}"' for s in HighlightState}
     assert [str(p.relative_to(REPO)) for p in sources if any(s in p.read_text() for s in states)] == []
+
+
+def code_strings(path: Path) -> list[str]:
+    """The string literals of a module's code (docstrings left out), an f-string as its text with `{}` for
+    each replacement field: `f"gn:{device}"` is "gn:{}"."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            out.append("".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs | parts:
+            out.append(node.value)
+    return out
+
+
+# Each rule, as a test on a module's string literals, and the one module allowed to spell it.
+SPELLED_ONCE = {
+    # (common/log.py spells the same letters as the log record's attribute for fields: another name.)
+    "the Redis key prefix": (lambda s: s == keys.PREFIX, ["common/keys.py", "common/log.py"]),
+    "a Redis key, queue name, job id or worker name built by hand": (
+        lambda s: s.startswith(("gn:", "rq:", "gn.{}", "gn-{}")),
+        ["common/keys.py"],
+    ),
+    "the camera-id pattern": (lambda s: "[A-Za-z0-9][A-Za-z0-9_-]{0,31}" in s, ["common/ids.py"]),
+    "the compact UTC time pattern (press ids, stems)": (
+        lambda s: r"\d{8}T\d{9}Z" in s,
+        ["common/timeutil.py"],
+    ),
+    "a highlight's file name": (lambda s: s.startswith("highlight_{}"), ["common/ids.py"]),
+    "an ffprobe frame-rate field": (lambda s: s in ("r_frame_rate", "avg_frame_rate"), ["common/ffmpeg.py"]),
+    "the opening-hours syntax": (lambda s: r"(\d{1,2}):(\d{2})" in s, ["common/hours.py"]),
+}
+
+
+@pytest.mark.parametrize("rule", SPELLED_ONCE)
+def test_each_rule_is_spelled_in_one_module(rule: str) -> None:
+    """Names and patterns that several processes must agree on are spelled in one module each."""
+    found, homes = SPELLED_ONCE[rule]
+    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    spelled = [str(p.relative_to(REPO)) for p in sources if any(found(s) for s in code_strings(p))]
+    assert spelled == homes
+
+
+def test_the_rule_finder_sees_a_hand_built_key(tmp_path: Path) -> None:
+    """The check is not vacuous: a key, a job id and a pattern spelled by hand are found, docstrings not."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        '"""Keys live under gn:{device}."""\n'
+        'def f(d, p):\n    """Not gn:x either."""\n    return f"gn:{d}:cam", f"gn-{d}-{p}", "rq:job:x"\n'
+    )
+    assert code_strings(module) == ["gn:{}:cam", "gn-{}-{}", "rq:job:x"]
+
+
+def test_the_hot_spots_read_their_rule_from_common() -> None:
+    """Where each rule used to be spelled again, the code now asks the module that owns it."""
+    calls = {
+        "latest_result(": ["common/pipeline.py"],  # why a job failed: pipeline.failure_of
+        "Job.exists(": [],  # already there: pipeline.earlier_job
+        ".hincrby(": ["common/redisconn.py"],  # counters: redisconn.incr with a keys.Counter
+        "parse_open_hours(": ["common/hours.py", "common/settings/capture.py"],  # hours: common.hours
+    }
+    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    for call, homes in calls.items():
+        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call

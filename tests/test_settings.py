@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from common.hours import parse_open_hours
 from common.pipeline import retry_intervals, retry_policy
 from common.settings import (
     CONCERNS,
@@ -17,7 +18,6 @@ from common.settings import (
     describe,
     env_name,
     load_settings,
-    parse_open_hours,
     to_env,
 )
 from common.settings.core import FIELDS, parser_of

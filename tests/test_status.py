@@ -143,7 +143,9 @@ def test_status_exit_code_is_a_health_check(
     with running_scheduler(settings, redis_conn):
         code, snap = status_json(settings)
         assert (code, snap["attention"]) == (0, [])
-    raise_alarm(redis_conn, settings, "upload_credentials", "the backend refuses this device's secret")
+    raise_alarm(
+        redis_conn, settings, keys.Alarm.UPLOAD_CREDENTIALS, "the backend refuses this device's secret"
+    )
     code, snap = status_json(settings)
     assert code == 1 and snap["alarms"]["upload_credentials"]["message"].startswith("the backend refuses")
     assert snap["attention"][-1] == "alarm upload_credentials: the backend refuses this device's secret"

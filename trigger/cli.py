@@ -12,10 +12,10 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from common import journal, pipeline
+from common import journal, keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger
-from common.pipeline import Stage
+from common.pipeline import Stage, failure_of
 from common.redisconn import SERIALIZER, connect
 from common.settings import TRIGGER_INPUTS, Settings, SettingsError
 from common.timeutil import now, parse_iso
@@ -129,20 +129,16 @@ class WaitError(RuntimeError):
 
 
 def job_reason(job: Job) -> str:
-    """Why a job failed: the failure policy's reason, else the last line of its traceback."""
-    if job.meta.get("error"):
-        return str(job.meta["error"])
-    result = job.latest_result()
-    text = (result.exc_string if result is not None and result.exc_string else "").strip()
-    last = text.splitlines()[-1] if text else f"job {job.id} failed"
+    """Why a job failed (pipeline.failure_of), for the presser: without an exception's class name."""
+    last = failure_of(job) or f"job {job.id} failed"
     head, sep, tail = last.partition(": ")
     return tail if sep and " " not in head else last
 
 
 def wait_final(conn: redis.Redis, device: str, press_id: str, deadline: float) -> str:
     """Poll the press's build job, then its render job; the rendered path, or WaitError."""
-    wait_job(conn, pipeline.job_id(device, press_id, Stage.BUILD), deadline)
-    return wait_job(conn, pipeline.job_id(device, press_id, Stage.RENDER), deadline)
+    wait_job(conn, keys.job_id(device, press_id, Stage.BUILD), deadline)
+    return wait_job(conn, keys.job_id(device, press_id, Stage.RENDER), deadline)
 
 
 def wait_job(conn: redis.Redis, job_id: str, deadline: float) -> str:

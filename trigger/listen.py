@@ -24,7 +24,7 @@ import redis
 
 from common import journal
 from common.journal import Press
-from common.log import event, get_logger
+from common.log import event, fields, get_logger
 from common.settings import Settings
 from common.timeutil import iso
 from trigger import press as press_mod
@@ -117,7 +117,7 @@ class Listener:
             step()
         except Exception as exc:  # the button must keep working whatever went wrong
             log.exception(
-                "listener step failed; going on", extra={"gn": {"event": "listener_error", "error": str(exc)}}
+                "listener step failed; going on", extra=fields(event="listener_error", error=str(exc))
             )
             self.stop.wait(ERROR_PAUSE_SECONDS)
 

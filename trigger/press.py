@@ -16,27 +16,29 @@ import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import redis
-from rq.job import Job
+from rq.job import JobStatus
 
-from common import journal, keys, sidecar
+from common import hours, journal, keys, sidecar
 from common.journal import Press
+from common.keys import job_id
 from common.log import event, get_logger
-from common.pipeline import HighlightState, Stage, enqueue, job_id
+from common.pipeline import HighlightState, Stage, earlier_job, enqueue
 from common.redisconn import incr, note_highlight, text
 from common.segments import SegmentIndex
-from common.settings import Settings, SettingsError, parse_open_hours
+from common.settings import Settings, SettingsError
 from common.timeutil import iso, now
 
 log = get_logger(__name__)
 
 # Pins outlive t+post by this much: the build's wait, its retries, a worker restart.
 PIN_MARGIN_SECONDS = 3600.0
+# Pressing again never runs a press's build job again, whatever became of it (a failed one is retried
+# with `gravanois failed requeue`): to common.pipeline's idempotent enqueue, no ended status is a rerun.
+PRESS_RERUN: frozenset[JobStatus] = frozenset()
 ALL = "all"
 
 
@@ -108,16 +110,7 @@ def button_map(settings: Settings) -> dict[str, list[str]]:
 
 def is_open(settings: Settings, at: float) -> bool:
     """True if `at` falls inside GN_OPEN_HOURS in the venue's time zone (always, when unset)."""
-    if not settings.open_hours.strip():
-        return True
-    local = datetime.fromtimestamp(at, tz=UTC).astimezone(ZoneInfo(settings.timezone))
-    minute = local.hour * 60 + local.minute
-    for start, end in parse_open_hours(settings.open_hours):
-        if start <= end and start <= minute < end:
-            return True
-        if start > end and (minute >= start or minute < end):  # crosses midnight
-            return True
-    return False
+    return hours.of(settings).is_open(at)
 
 
 def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[Press]:
@@ -149,7 +142,7 @@ def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bo
         detail = f"outside opening hours {settings.open_hours} ({settings.timezone})"
         event(log, "press_refused", level=30, camera=press.camera, at=iso(press.at), reason=detail)
         with contextlib.suppress(redis.RedisError):
-            incr(conn, settings, "presses_ignored")
+            incr(conn, settings, keys.Counter.PRESSES_IGNORED)
         return outcome(settings, press, CLOSED, detail)
     try:
         problem = camera_problem(settings, conn, press) if check_camera else None
@@ -308,21 +301,24 @@ def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
 def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
     """Cooldown, pin and scheduled build job in Redis (RedisError propagates: the journal keeps it)."""
     build_id = job_id(settings.device_id, press.press_id, Stage.BUILD)
-    if Job.exists(build_id, connection=conn):
+    # Asked before the cooldown and the pin, which a press already there must not touch again.
+    if earlier_job(conn, build_id, PRESS_RERUN)[1]:
         return outcome(settings, press, DUPLICATE, "this press is already queued")
     if not cooldown_ok(settings, conn, press):
         detail = f"within the {settings.cooldown_seconds:g} s cooldown of camera {press.camera}"
         event(log, "press_ignored", camera=press.camera, at=iso(press.at), reason=detail)
-        incr(conn, settings, "presses_ignored")
+        incr(conn, settings, keys.Counter.PRESSES_IGNORED)
         return outcome(settings, press, COOLDOWN, detail)
     a, b = press.window
     SegmentIndex(conn, settings.device_id, press.camera).pin(
         press.press_id, a, b, max(0.0, b - now()) + PIN_MARGIN_SECONDS
     )
-    _, created = enqueue(settings, conn, Stage.BUILD, asdict(press), press_id=press.press_id, at=press.at)
+    _, created = enqueue(
+        settings, conn, Stage.BUILD, asdict(press), press_id=press.press_id, at=press.at, rerun=PRESS_RERUN
+    )
     if not created:
         return outcome(settings, press, DUPLICATE, "this press is already queued")
-    incr(conn, settings, "presses")
+    incr(conn, settings, keys.Counter.PRESSES)
     note_highlight(
         conn,
         settings,

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from common import keys, sidecar
+from common import ids, keys, sidecar
 from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_soon
 from common.journal import Press, press_time_problem
@@ -40,7 +40,6 @@ log = get_logger(__name__)
 
 # How often the build looks for the segment closing t+post (a cheap Redis read).
 POLL_SECONDS = 0.05
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 # A clip this much shorter than the segments it joins lost some of them on the way.
 DURATION_SLACK = 0.5
@@ -62,7 +61,7 @@ def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Pr
     if unknown:
         raise BadPress(f"the press has unknown field(s) {sorted(unknown)}")
     camera = raw.get("camera")
-    if not isinstance(camera, str) or not _CAMERA_ID.fullmatch(camera):
+    if not isinstance(camera, str) or not ids.is_camera_id(camera):
         raise BadPress(f"camera id {str(camera)[:40]!r} is not a valid camera id")
     try:
         settings.camera(camera)

@@ -46,7 +46,7 @@ REDIS_WAIT_HELP = "Seconds to wait for Redis at start."
     "supervisord runs one `gravanois scheduler` instead.",
 )
 @click.option("--redis-wait", default=60.0, show_default=True, help=REDIS_WAIT_HELP)
-@click.option("--name", default=None, help="Worker name (default: RQ's).")
+@click.option("--name", default=None, help="Worker name (default: gn.<device>.<random hex>).")
 @click.pass_context
 def worker(
     ctx: click.Context, stages: str, burst: bool, scheduler: bool, redis_wait: float, name: str | None

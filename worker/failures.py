@@ -25,8 +25,9 @@ import redis
 from rq.job import Job
 
 from common import sidecar
+from common.keys import stage_of_queue
 from common.log import event, get_logger
-from common.pipeline import STAGES, HighlightState, PermanentError, Stage, stage_of_queue
+from common.pipeline import STAGES, HighlightState, PermanentError, Stage
 from common.redisconn import incr, note_highlight
 from common.settings import Settings
 from common.timeutil import iso, parse_iso
@@ -98,22 +99,21 @@ class FailurePolicy:
         """The attempt in the sidecar (the stage's section); the final one sets the stage's failed status."""
         spec = STAGES[stage]
         try:
-            path = files.from_job_arg(self.settings, job.args[0] if job.args else None).current_sidecar()
+            highlight = files.from_job_arg(self.settings, job.args[0] if job.args else None)
         except (PermanentError, ValueError, TypeError):
             return None
+        path = highlight.current_sidecar()
         if path is None:
             return None
         with contextlib.suppress(OSError, ValueError):
             data = sidecar.load(path)
-            section = dict(data.get(spec.sidecar_section) or {}) if spec.sidecar_section else data
-            section["last_error"] = reason
-            section["attempts"] = int(section.get("attempts") or 0) + 1
-            changes: dict[str, Any] = {spec.sidecar_section: section} if spec.sidecar_section else section
+            attempts = int(spec.section_of(data).get("attempts") or 0) + 1
+            changes = spec.section_changes(data, last_error=reason, attempts=attempts)
             if final and spec.failed_status is not None and data.get("status") in spec.starts_from:
                 changes = {**changes, "status": spec.failed_status}
             data = sidecar.update(path, **changes)
             at = data.get("press_at")
-            return str(data.get("press_id") or path.stem), parse_iso(at) if at else time.time()
+            return highlight.press_id, parse_iso(at) if at else time.time()
         return None
 
 

@@ -8,16 +8,14 @@ taken from the sidecar's contents.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import ids
 from common.pipeline import PermanentError
 from common.settings import Settings
 
-# `highlight_<camera>_<UTC press time>`, as common.sidecar.clip_name makes it.
-STEM = re.compile(r"^highlight_[A-Za-z0-9][A-Za-z0-9_-]{0,31}_\d{8}T\d{9}Z$")
 VERTICAL_SUFFIX = "_vertical"
 
 
@@ -28,6 +26,11 @@ class HighlightFiles:
     stem: str
     clips_dir: Path
     output_dir: Path
+
+    @property
+    def press_id(self) -> str:
+        """The press id of this highlight (its Redis hash and job ids), derived from the name."""
+        return ids.press_id_of_stem(self.stem)
 
     @property
     def raw(self) -> Path:
@@ -69,7 +72,7 @@ class HighlightFiles:
 
 def for_stem(settings: Settings, stem: str) -> HighlightFiles:
     """The files of the highlight named `stem` (a PermanentError for a name that is not one)."""
-    if not isinstance(stem, str) or not STEM.fullmatch(stem):
+    if not isinstance(stem, str) or ids.parse_stem(stem) is None:
         raise PermanentError(f"{str(stem)[:80]!r} is not a highlight name (highlight_<camera>_<time>)")
     return HighlightFiles(stem, settings.clips_dir, settings.output_dir)
 

@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from common.ffmpeg import FFPROBE, FFmpegError, base_args, mp4_copy_args, probe_json, run
+from common.ffmpeg import FFPROBE, FFmpegError, base_args, frame_rate, mp4_copy_args, probe_json, run
 from common.fsutil import TMP_MARK, atomic_output, is_tmp, link_or_copy, read_json, write_json_atomic
 from common.log import event, get_logger
 from common.segments import Segment
@@ -397,13 +397,13 @@ def crowded_frames(facts: list[dict[str, Any]], frame: float) -> float | None:
 
 
 def video_format(path: Path) -> tuple[int | None, str]:
-    """A segment's video width and exact frame rate (ffprobe's `r_frame_rate`, like "30000/1001")."""
+    """A segment's video width and exact frame rate (common.ffmpeg.frame_rate, like "30000/1001")."""
     for stream in probe_json(path).get("streams", []):
         if stream.get("codec_type") == "video":
-            rate = str(stream.get("r_frame_rate") or "")
-            if not rate or rate.startswith("0/") or rate.endswith("/0"):
+            rate = frame_rate(stream)
+            if rate is None:
                 raise FFmpegError(f"{path.name} has no frame rate")
-            return int(stream.get("width") or 0) or None, rate
+            return int(stream.get("width") or 0) or None, f"{rate.numerator}/{rate.denominator}"
     raise FFmpegError(f"{path.name} has no video")
 
 

@@ -111,7 +111,7 @@ class Render:
         self.thumb_path = highlight.thumbnail
         self.vertical_path = highlight.vertical
         self.new_path = highlight.sidecar
-        self.press_id = str(self.data.get("press_id") or self.stem)
+        self.press_id = highlight.press_id
         self.at = parse_iso(self.data["press_at"]) if self.data.get("press_at") else time.time()
         self.last_save = 0.0
 

@@ -27,6 +27,7 @@ import redis
 
 from common import sidecar
 from common.fsutil import free_mb, is_tmp
+from common.keys import Alarm
 from common.log import event, get_logger
 from common.pipeline import DELIVERED
 from common.redisconn import clear_alarm, raise_alarm
@@ -38,7 +39,7 @@ log = get_logger(__name__)
 STALE_TMP_SECONDS = 6 * 3600
 DAY = 86400.0
 # Alarms this module raises.
-ALARM_KEPT, ALARM_DELETED = "output_undelivered_kept", "output_undelivered_deleted"
+ALARM_KEPT, ALARM_DELETED = Alarm.OUTPUT_UNDELIVERED_KEPT, Alarm.OUTPUT_UNDELIVERED_DELETED
 
 
 @dataclass
@@ -173,14 +174,14 @@ def last_resort(settings: Settings, undelivered: list[Highlight], conn: redis.Re
     return removed
 
 
-def _alarm(conn: redis.Redis | None, settings: Settings, name: str, message: str, on: bool) -> None:
+def _alarm(conn: redis.Redis | None, settings: Settings, alarm: Alarm, message: str, on: bool) -> None:
     if conn is None:
         return
     try:
         if on:
-            raise_alarm(conn, settings, name, message)
+            raise_alarm(conn, settings, alarm, message)
         else:
-            clear_alarm(conn, settings, name)
+            clear_alarm(conn, settings, alarm)
     except redis.RedisError:
         pass  # the files were handled; the alarm shows once Redis is back and this runs again
 

@@ -18,6 +18,7 @@ from rq import Worker
 from rq.job import Job
 from rq.queue import Queue
 
+from common import keys
 from common.pipeline import ALLOWED_FUNCTIONS, PermanentError
 from common.proc import set_parent_death_signal
 from common.settings import Settings, load_settings
@@ -99,6 +100,8 @@ class BoxWorker(PromptTeardown, Worker):
         self.settings = settings if settings is not None else load_settings()
         context.install(self.settings)
         kwargs.setdefault("job_class", BoxJob)
+        # RQ's own default (a bare uuid) would be the one name in Redis that says nothing of its device.
+        kwargs["name"] = kwargs.get("name") or keys.worker_name(self.settings.device_id)
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         self.policy = FailurePolicy(self.settings)

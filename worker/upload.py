@@ -14,28 +14,27 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import redis
 from rq import get_current_job
 
-from common import keys, sidecar
+from common import hours, keys, sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.log import event, get_logger, register_secret
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.redisconn import clear_alarm, incr, note_highlight, raise_alarm
-from common.settings import Settings, parse_open_hours
+from common.settings import Settings
 from common.timeutil import compact, iso, now, parse_iso
 from worker import context, files
 from worker.backend import Answer, BackendClient, BodyAborted, Outcome
 
 log = get_logger(__name__)
 
-ALARM = "upload_credentials"
+# The alarm this module raises.
+ALARM = keys.Alarm.UPLOAD_CREDENTIALS
 # The pre-signed URL really expires 1 h after registration, whatever `expires_hint_hours` says.
 URL_LIFETIME = 3600.0
 # A PUT is not started on a URL this close to its expiry: it could die half-way.
@@ -92,7 +91,7 @@ def upload_highlight(sidecar_name: str) -> str:
         return "disabled"
     job = get_current_job()
     timeout = (job.timeout if job is not None else None) or DEFAULT_JOB_TIMEOUT
-    lock = keys.upload_lock(settings.device_id, sidecar.load(path).get("press_id") or path.stem)
+    lock = keys.upload_lock(settings.device_id, highlight.press_id)
     # The lock holds the job id: a retry of a job whose worker was killed takes its own lock back.
     token = job.id if job is not None else uuid.uuid4().hex
     if not conn.set(lock, token, nx=True, ex=int(timeout) + 60) and conn.get(lock) != token.encode():
@@ -120,7 +119,7 @@ class Upload:
         self.highlight, self.path = highlight, highlight.sidecar
         self.data = sidecar.load(self.path)
         self.remote: dict[str, Any] = dict(self.data.get("remote") or {})
-        self.press_id = str(self.data.get("press_id") or self.path.stem)
+        self.press_id = highlight.press_id
         self.at = parse_iso(self.data["press_at"]) if self.data.get("press_at") else now()
         self.video = highlight.video
         if self.remote.get("upload_url"):
@@ -228,7 +227,7 @@ class Upload:
             )
         self.remote.update(etag=answer.etag, uploaded_at=iso())
         self.save()
-        incr(self.conn, self.settings, "bytes_uploaded", size)
+        incr(self.conn, self.settings, keys.Counter.BYTES_UPLOADED, size)
         event(log, "upload_put_done", press_id=self.press_id, clip_id=self.remote["clip_id"], bytes=size)
         return answer
 
@@ -413,23 +412,9 @@ def next_opening(settings: Settings, ts: float) -> float | None:
     None when no hours are set, or when the hours say the venue is open now (the backend disagrees:
     try again soon rather than tomorrow).
     """
-    if not settings.open_hours:
-        return None
-    ranges = [(a, b) for a, b in parse_open_hours(settings.open_hours) if a != b]
-    tz = ZoneInfo(settings.timezone)
-    local = datetime.fromtimestamp(ts, tz)
-    minute = local.hour * 60 + local.minute
-    if any((a <= minute < b) if a < b else (minute >= a or minute < b) for a, b in ranges):
-        return None
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    starts = [
-        (midnight + timedelta(days=day, minutes=a)).timestamp()
-        for day in (0, 1)
-        for a, _ in ranges
-        if a < 1440
-    ]
-    future = [s for s in starts if s > ts]
-    return min(future) + OPENING_SLACK if future else None
+    venue = hours.of(settings)
+    opening = venue.next_opening(ts) if not venue.is_open(ts) else None
+    return opening + OPENING_SLACK if opening is not None else None
 
 
 def _progress(job: Any) -> Callable[[int, int], None] | None:

@@ -27,7 +27,7 @@ from common.settings.cameras import (
     camera_mode,
     parse_cameras,
 )
-from common.settings.capture import MAX_SIDE_SECONDS, parse_open_hours
+from common.settings.capture import MAX_SIDE_SECONDS
 from common.settings.core import CONCERNS, Settings, describe, load_settings, to_env, validate
 from common.settings.fields import ENV_PREFIX, SettingsError, env_name
 from common.settings.identity import LOG_FORMATS, LOG_LEVELS
@@ -53,7 +53,6 @@ __all__ = [
     "env_name",
     "load_settings",
     "parse_cameras",
-    "parse_open_hours",
     "to_env",
     "validate",
 ]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from common.ids import is_camera_id
 from common.settings.fields import Check, Concern, Parser, SettingsError, invalid, setting
 
 if TYPE_CHECKING:
@@ -18,7 +18,6 @@ ENCODERS = ("libx264", "h264_v4l2m2m")
 RTSP_TRANSPORTS = ("tcp", "udp")
 # Longest segment a recorder may be asked for (the index looks this far back for an overlapping one).
 MAX_SEG_TIME = 60.0
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def _check_cameras(cams: tuple[Camera, ...]) -> None:
         raise ValueError("configure at least one camera")
     seen: set[str] = set()
     for cam in cams:
-        if _CAMERA_ID.match(cam.id) is None:
+        if not is_camera_id(cam.id):
             raise ValueError(f"camera id {cam.id!r} must be 1-32 letters, digits, dashes or underscores")
         if cam.id in seen:
             raise ValueError(f"camera id {cam.id!r} appears twice")

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from common.hours import parse_open_hours
 from common.settings.fields import Check, Concern, SettingsError, env_name, invalid, setting
 
 # Longest pre-roll or post-roll a highlight may ask for (the build job refuses more, too).
 MAX_SIDE_SECONDS = 900.0
 
 
-def parse_open_hours(text: str) -> list[tuple[int, int]]:
-    """`08:00-12:00,14:00-23:30` → [(480, 720), (840, 1410)] minutes; a range may cross midnight."""
-    ranges = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", part)
-        if not m:
-            raise SettingsError(
-                f"GN_OPEN_HOURS={text!r} is not valid: write ranges like 08:00-23:00 or 08:00-12:00,14:00-22:00"  # noqa: E501
-            )
-        h1, m1, h2, m2 = (int(x) for x in m.groups())
-        if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
-            raise SettingsError(f"GN_OPEN_HOURS={text!r} has an impossible time: hours 0-24, minutes 0-59")
-        ranges.append((h1 * 60 + m1, h2 * 60 + m2))
-    return ranges
-
-
 def _check_open_hours(text: str) -> None:
     if text:  # empty: always open
-        parse_open_hours(text)
+        try:
+            parse_open_hours(text)
+        except ValueError as exc:  # common.hours says what is wrong in one line naming the setting
+            raise SettingsError(str(exc)) from None
 
 
 def _check_timezone(name: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,15 +20,13 @@ from zoneinfo import ZoneInfo
 import redis
 from rq.job import Job
 
-from common import keys
+from common import ids, keys
 from common.fsutil import is_tmp, read_json
-from common.pipeline import HighlightState, SidecarStatus, Stage, job_id
+from common.keys import job_id
+from common.pipeline import HighlightState, SidecarStatus, Stage
 from common.redisconn import SERIALIZER, scored
 from common.settings import Settings
-from common.timeutil import compact, now
-
-# `<camera>-<UTC press time>`: the only shape of id a request may name (common.journal.Press.press_id).
-ID_RE = re.compile(r"^(?P<camera>[A-Za-z0-9][A-Za-z0-9_-]{0,31})-(?P<stamp>\d{8}T\d{9}Z)$")
+from common.timeutil import now
 
 # A dir whose mtime is younger than this may still change within the same mtime tick: not cached.
 SETTLE_SECONDS = 2.0
@@ -84,22 +81,6 @@ class Highlight:
         return self.video is not None
 
 
-def parse_id(value: str) -> tuple[str, float] | None:
-    """(camera, press time) of a well-formed highlight id, else None."""
-    m = ID_RE.match(value)
-    if m is None:
-        return None
-    try:
-        at = datetime.strptime(m["stamp"][:-4], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-    at += int(m["stamp"][-4:-1]) / 1000
-    # The id must be exactly the one the box would give this press (no second spelling of one file).
-    if f"{m['camera']}-{compact(at)}" != value:
-        return None
-    return m["camera"], at
-
-
 class Records:
     """Finished highlights from the output dir's sidecars (re-read when the dir changes) + Redis states."""
 
@@ -152,7 +133,7 @@ class Records:
         if not isinstance(data, dict) or data.get("status") not in FINISHED:
             return None
         hid = str(data.get("press_id") or "")
-        parsed = parse_id(hid)
+        parsed = ids.parse_press_id(hid)
         if parsed is None or parsed[0] not in self.cameras or data.get("camera") != parsed[0]:
             return None
         stem = path.stem
@@ -177,7 +158,7 @@ class Records:
 
     def get(self, hid: str) -> Highlight | None:
         """The finished highlight with this id, or None (malformed, unknown camera, not finished)."""
-        if parse_id(hid) is None:
+        if ids.parse_press_id(hid) is None:
             return None
         return self.finished().get(hid)
 
@@ -197,7 +178,7 @@ class Records:
             mine = []
             for member, score in found:
                 hid = member.decode() if isinstance(member, bytes) else str(member)
-                parsed = parse_id(hid)
+                parsed = ids.parse_press_id(hid)
                 if parsed is not None and parsed[0] == camera:
                     mine.append((hid, float(score)))
             # One round trip for all the states: a court page is polled every few seconds by every phone.
