@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from rq.job import Job
 
+from common import sidecar
 from common.redisconn import SERIALIZER
 from common.settings import Settings, to_env
 
@@ -149,3 +150,13 @@ def fill(path: Path, leave_mb: float) -> Path:
         for _ in range(size // len(block)):
             fh.write(block)
     return filler
+
+
+def highlight_files(out: Path, stem: str, status: str, mb: int, mtime: float) -> None:
+    """A finished highlight's files in `out` (video of `mb` MiB, thumbnail, sidecar with `status`), all
+    last modified at `mtime`."""
+    (out / f"{stem}.mp4").write_bytes(b"\0" * (mb * 1024 * 1024))
+    (out / f"{stem}.jpg").write_bytes(b"jpg")
+    sidecar.save(out / f"{stem}.json", {"status": status, "file_name": f"{stem}.mp4"})
+    for suffix in (".mp4", ".jpg", ".json"):
+        os.utime(out / f"{stem}{suffix}", (mtime, mtime))

@@ -293,7 +293,7 @@ def test_purge_from_the_dashboard(
 
     from common.pipeline import enqueue
     from common.redisconn import SERIALIZER
-    from tests.helpers import run_gravanois
+    from tests.helpers import highlight_files, run_gravanois
     from tests.render_helpers import stage_clip
 
     # a render that fails for good (a sidecar whose raw clip is unreadable), run by a real worker
@@ -309,6 +309,10 @@ def test_purge_from_the_dashboard(
         f"gn.{web_settings.device_id}.render", connection=redis_conn, serializer=SERIALIZER
     )
     assert job.id in registry.get_job_ids()
+    # A delivered highlight past GN_KEEP_HIGHLIGHTS_DAYS: a purge applies the retention, as the CLI's does.
+    stale = time.time() - (web_settings.keep_highlights_days + 1) * 86400
+    web_settings.output_dir.mkdir(parents=True, exist_ok=True)
+    highlight_files(web_settings.output_dir, "stale", "watermarked", 0, stale)
     _, cookie, csrf = login(web)
     page = web.request("GET", "/admin", {"Cookie": cookie})[2].decode()
     assert f'data-job="{job.id}"' in page
@@ -320,6 +324,7 @@ def test_purge_from_the_dashboard(
     assert status == 303 and headers["location"] == "/admin?note=purged"
     assert job.id not in registry.get_job_ids()
     assert not raw.exists() and not side.exists()
+    assert not list(web_settings.output_dir.glob("stale.*"))
     assert (
         web.request("POST", "/admin/failed/purge", form, urlencode({"job": job.id, "csrf": csrf}).encode())[0]
         == 404

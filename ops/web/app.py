@@ -475,25 +475,22 @@ class WebApp:
         return RedirectResponse(f"/admin?note={note}", status_code=303)
 
     def _failed(self, action: str, job_id: str) -> str:
-        from ops.failed import failed_jobs, requeue_job
-        from worker import retention
+        from ops import jobs  # the same operations as `gravanois failed`
 
-        for reg, job, row in failed_jobs(self.settings, self.conn):
-            if job.id != job_id:
-                continue
-            if action == "requeue":
-                try:
-                    requeue_job(self.settings, reg, job, row)
-                except SystemExit:  # it left the registry meanwhile (another operator, a CLI)
-                    return "gone"
-                event(log, "web_requeue", job_id=job.id)
-                return "requeued"
-            if row.clip:
-                retention.remove_highlight_files(self.settings, Path(row.clip).stem)
-            reg.remove(job, delete_job=True)
-            event(log, "web_purge", job_id=job.id)
-            return "purged"
-        raise HTTPException(404, "no such failed job")
+        try:
+            [row] = jobs.select(jobs.failed_jobs(self.settings, self.conn), (job_id,), all_=False)
+        except jobs.JobError:
+            raise HTTPException(404, "no such failed job") from None
+        if action == "requeue":
+            try:
+                jobs.requeue(self.settings, row)
+            except jobs.JobError:  # it left the registry meanwhile (another operator, a CLI)
+                return "gone"
+            event(log, "web_requeue", job_id=job_id)
+            return "requeued"
+        jobs.purge(self.settings, [row])
+        event(log, "web_purge", job_id=job_id)
+        return "purged"
 
     def health(self, request: Request) -> Response:
         """`/healthz`: the process answers (for supervisors and tests)."""
