@@ -8,8 +8,8 @@ from typing import Any
 import redis
 
 from common import keys
+from common.counters import incr
 from common.log import redact
-from common.redisconn import incr
 from common.settings import Settings
 
 RESTARTS_KEPT_SECONDS = 86400.0

@@ -14,10 +14,11 @@ from rq.registry import FailedJobRegistry
 from rq.worker import Worker
 
 from common import ids, keys
+from common.alarms import raise_alarm
 from common.journal import Press
 from common.keys import Alarm, Counter, Stage
 from common.pipeline import enqueue
-from common.redisconn import raise_alarm, text
+from common.redisconn import text
 from common.settings import Settings
 from recorder.health import Health
 from tests.backend_server import BackendServer

@@ -155,7 +155,7 @@ def test_the_hot_spots_read_their_rule_from_common() -> None:
     calls = {
         "latest_result(": ["common/pipeline.py"],  # why a job failed: pipeline.failure_of
         "Job.exists(": [],  # already there: pipeline.earlier_job
-        ".hincrby(": ["common/redisconn.py"],  # counters: redisconn.incr with a keys.Counter
+        ".hincrby(": ["common/counters.py"],  # counters: counters.incr with a keys.Counter
         "parse_open_hours(": ["common/hours.py", "common/settings/capture.py"],  # hours: common.hours
     }
     sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))

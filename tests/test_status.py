@@ -19,9 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker, Worker
 
 from common import journal, keys
+from common.alarms import raise_alarm
+from common.highlights import note_highlight
 from common.journal import Press
 from common.pipeline import enqueue, queue
-from common.redisconn import SERIALIZER, note_highlight, raise_alarm
+from common.redisconn import SERIALIZER
 from common.settings import Settings
 from tests.helpers import fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
 from tests.media import make_logo, make_video

@@ -63,7 +63,7 @@ def test_court_page_lists_finished_highlights_only(
     # an old one (outside GN_WEB_DAYS), one of an unknown camera, one still rendering
     old = finished_highlight(web_settings, redis_conn, at=time.time() - 3 * 86400)
     stranger = finished_highlight(web_settings, redis_conn, camera="ghost")
-    from common.redisconn import note_highlight
+    from common.highlights import note_highlight
 
     pending_id = "cam1-20991231T235959000Z"
     note_highlight(redis_conn, web_settings, pending_id, time.time() - 5, state="rendering", camera="cam1")

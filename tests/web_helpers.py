@@ -13,9 +13,9 @@ import redis
 from common import sidecar
 from common.ffmpeg import base_args, probe
 from common.fsutil import sha256_file
+from common.highlights import note_highlight
 from common.journal import Press
 from common.pipeline import HighlightState, SidecarStatus
-from common.redisconn import note_highlight
 from common.settings import Settings
 from tests.helpers import start_gravanois, wait_for
 from tests.media import make_video

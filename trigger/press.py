@@ -23,11 +23,13 @@ import redis
 from rq.job import JobStatus
 
 from common import hours, journal, keys, sidecar
+from common.counters import incr
+from common.highlights import note_highlight
 from common.journal import Press
 from common.keys import job_id
 from common.log import event, get_logger
 from common.pipeline import HighlightState, Stage, earlier_job, enqueue
-from common.redisconn import incr, note_highlight, text
+from common.redisconn import text
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, now

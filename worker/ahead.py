@@ -33,12 +33,12 @@ from common import keys
 from common.ffmpeg import FFmpegError
 from common.fsutil import TMP_MARK
 from common.log import event, get_logger
-from common.redisconn import Outage
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
 from worker import progressive
+from worker.outage import Outage
 from worker.progressive import AheadCache, Recipe
 from worker.tsfiles import follows, ts_problem
 

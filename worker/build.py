@@ -23,12 +23,13 @@ from typing import Any
 import redis
 
 from common import ids, keys, sidecar
+from common.counters import incr
 from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_soon
+from common.highlights import note_highlight
 from common.journal import Press, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
-from common.redisconn import incr, note_highlight
 from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now

@@ -26,11 +26,11 @@ from pathlib import Path
 import redis
 
 from common import sidecar
+from common.alarms import clear_alarm, raise_alarm
 from common.fsutil import free_mb, is_tmp
 from common.keys import Alarm
 from common.log import event, get_logger
 from common.pipeline import DELIVERED
-from common.redisconn import clear_alarm, raise_alarm
 from common.settings import Settings
 
 log = get_logger(__name__)

@@ -21,11 +21,13 @@ import redis
 from rq import get_current_job
 
 from common import hours, keys, sidecar
+from common.alarms import clear_alarm, raise_alarm
+from common.counters import incr
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
+from common.highlights import note_highlight
 from common.log import event, get_logger, register_secret
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
-from common.redisconn import clear_alarm, incr, note_highlight, raise_alarm
 from common.settings import Settings
 from common.timeutil import compact, iso, now, parse_iso
 from worker import context, files
