@@ -51,7 +51,7 @@ import redis  # noqa: E402
 
 from common import sidecar  # noqa: E402
 from common.ffmpeg import run  # noqa: E402
-from common.journal import Press  # noqa: E402
+from common.journal import PressRecord  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import Settings, load_settings, to_env  # noqa: E402
 from tests.redis_server import free_port  # noqa: E402
@@ -137,7 +137,7 @@ class Bench:
             first = next(i for i, r in enumerate(self.rows) if r[2] >= pre) + 1
             offset = at - self.rows[first - 1][2]
             segs = [Segment(offset + a, offset + b, name) for name, a, b in self.rows]
-            press = Press("cam1", at, pre, POST, source="bench")
+            press = PressRecord("cam1", at, pre, POST, source="bench")
             index = SegmentIndex(self.conn, s.device_id, "cam1")
             start = next(i for i, g in enumerate(segs) if g.end > at - pre)
             index.add(*segs[start:first])

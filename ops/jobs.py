@@ -18,7 +18,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from common import sidecar
-from common.journal import Press
+from common.journal import PressRecord
 from common.keys import queue_name
 from common.pipeline import STAGES, PermanentError, Stage, failure_of, retry_policy
 from common.redisconn import SERIALIZER
@@ -76,7 +76,7 @@ def describe(stage: Stage, job: Job, settings: Settings) -> FailedJob:
         arg = None
     if isinstance(arg, dict):  # build: the press
         with contextlib.suppress(TypeError, ValueError, OverflowError, OSError):
-            with_press = Press(**{k: arg[k] for k in ("camera", "at", "pre", "post") if k in arg})
+            with_press = PressRecord(**{k: arg[k] for k in ("camera", "at", "pre", "post") if k in arg})
             camera = str(with_press.camera)
             clip, press_at = sidecar.clip_name(with_press), iso(float(with_press.at))
     elif isinstance(arg, str):  # render/upload: the sidecar's name

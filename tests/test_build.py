@@ -15,7 +15,7 @@ import redis
 from common import journal, keys, sidecar
 from common.ffmpeg import decode_errors, probe
 from common.fsutil import sha256_file
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import STAGES, Stage, job_id, queue, retry_policy
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
@@ -131,7 +131,7 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12.3, pre=5, post=2)
+    p = PressRecord(camera="cam1", at=base + 12.3, pre=5, post=2)
     result = press_mod.submit(s, redis_conn, p)
     assert result.state == press_mod.SCHEDULED
     assert not journal.pending(s.journal_dir)
@@ -186,7 +186,7 @@ def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn:
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    p = PressRecord(camera="cam1", at=base + 12, pre=6, post=2)
     a, _b = p.window
     # a camera outage: three segments inside the window are gone (index and disk)
     lost = [x for x in segs if x.start >= a + 1.5][:3]
@@ -219,7 +219,7 @@ def test_a_bad_segment_in_the_window_is_a_gap_not_a_silently_short_clip(
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    p = PressRecord(camera="cam1", at=base + 12, pre=6, post=2)
     a, b = p.window
     # Two segments in the middle of the window are damaged on disk (still indexed): a full SD card's
     # empty file, or bytes that are not MPEG-TS at all.
@@ -253,7 +253,7 @@ def test_a_segment_name_that_is_not_a_plain_file_name_is_a_gap_never_opened(
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    p = PressRecord(camera="cam1", at=base + 12, pre=6, post=2)
     a, b = p.window
     # Three segments in the window are indexed under names that lead out of the buffer or hide in it
     # (a hostile or corrupt index). A good copy of each segment waits at that path: were it opened, the
@@ -303,7 +303,7 @@ def test_camera_that_recorded_nothing_is_a_failed_highlight(make_settings, redis
     s = _settings(make_settings, max_attempts=1)
     base = time.time() - 60
     old = make_segments(s, redis_conn, "cam1", base, 5)  # the camera stopped 55 s ago...
-    p = Press(camera="cam1", at=time.time() - 10, pre=3, post=1)
+    p = PressRecord(camera="cam1", at=time.time() - 10, pre=3, post=1)
     make_segments(s, redis_conn, "cam1", p.window[1] + 2, 3)  # ...and came back after the window
     # The trigger now refuses such a press at once; a press replayed from the journal is not checked
     # (the camera's state now says nothing about then), so the build job meets it.
@@ -328,7 +328,7 @@ def test_build_waits_for_the_segment_closing_the_window(make_settings, redis_con
     segs = make_segments(s, redis_conn, "cam1", base, 12, index=False)
     index = SegmentIndex(redis_conn, s.device_id, "cam1")
     index.add(*segs[:-2])
-    p = Press(camera="cam1", at=segs[-1].end - 1.5, pre=4, post=1.5)
+    p = PressRecord(camera="cam1", at=segs[-1].end - 1.5, pre=4, post=1.5)
 
     def late() -> None:
         time.sleep(1.5)
@@ -384,7 +384,7 @@ def test_hostile_job_arguments_fail_clearly_and_touch_nothing(
 def test_double_enqueue_of_the_same_press_is_a_noop(make_settings, redis_conn: redis.Redis, recording):
     s = _settings(make_settings)
     recording(s, redis_conn, "cam1")
-    p = Press(camera="cam1", at=time.time(), pre=5, post=2)
+    p = PressRecord(camera="cam1", at=time.time(), pre=5, post=2)
     assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
     assert press_mod.hand_over(s, redis_conn, p).state == press_mod.DUPLICATE
     job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
@@ -398,7 +398,7 @@ def test_a_long_gop_clip_is_not_reported_short(make_settings, redis_conn: redis.
     s = _settings(make_settings, wm_progressive=False)
     base = time.time() - 40
     segs = make_segments(s, redis_conn, "cam1", base, 24, gop=4.0)
-    p = Press(camera="cam1", at=base + 13.0, pre=5, post=2)
+    p = PressRecord(camera="cam1", at=base + 13.0, pre=5, post=2)
     a, b = p.window
     last = next(x for x in segs if x.overlaps(a, b) and x.end > b)
     assert last.end - b > 1.0  # the case: the last segment goes on well past the window

@@ -97,7 +97,7 @@ def test_segment_index_covering_and_pins(redis_conn) -> None:
 
 
 def test_journal_round_trip(tmp_path: Path) -> None:
-    press = journal.Press(camera="cam1", at=time.time(), pre=40, post=10, source="gpio")
+    press = journal.PressRecord(camera="cam1", at=time.time(), pre=40, post=10, source="gpio")
     journal.write(tmp_path, press)
     assert journal.pending(tmp_path, "cam1") == [press] and journal.pending(tmp_path, "cam2") == []
     journal.remove(tmp_path, press)

@@ -12,7 +12,7 @@ from rq import SimpleWorker
 from rq.job import Job, JobStatus
 
 from common import keys, sidecar
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import STAGES, SidecarStatus, Stage, earlier_job, enqueue, failure_of, queue
 from common.redisconn import SERIALIZER
 from common.segments import SegmentIndex
@@ -67,7 +67,7 @@ def test_a_requeue_restores_the_status_the_stage_table_names() -> None:
     assert render.starts_from == {SidecarStatus.QUEUED, SidecarStatus.FAILED}
     assert upload.starts_from == {SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}
     # The render starts from the status the build leaves in a new sidecar.
-    press = Press("cam1", 1_700_000_000.0, 5, 2)
+    press = PressRecord("cam1", 1_700_000_000.0, 5, 2)
     assert sidecar.new(press, Path(sidecar.clip_name(press)))["status"] == render.ready_status
     # A requeue's fresh count of attempts goes where the stage counts them.
     data = {"attempts": 3, "remote": {"attempts": 2, "clip_id": "c1"}}
@@ -101,7 +101,7 @@ def test_a_press_whose_build_failed_is_a_duplicate_and_touches_nothing(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis
 ) -> None:
     s = make_settings(cooldown_seconds=0)
-    press = Press("cam1", time.time() - 30, 5, 2)
+    press = PressRecord("cam1", time.time() - 30, 5, 2)
     assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
     job = Job.fetch(keys.job_id(s.device_id, press.press_id, Stage.BUILD), connection=redis_conn)
     job.set_status(JobStatus.FAILED)

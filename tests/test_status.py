@@ -21,7 +21,7 @@ from rq import SimpleWorker, Worker
 from common import journal, keys
 from common.alarms import raise_alarm
 from common.highlights import note_highlight
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import enqueue, queue
 from common.redisconn import SERIALIZER
 from common.settings import Settings
@@ -294,11 +294,11 @@ def test_status_counts_presses_stuck_in_the_journal(
     settings = make_settings()
     report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
     # What the trigger writes when Redis is down: a fresh press is fine, one left for minutes is not.
-    journal.write(settings.journal_dir, Press("cam1", time.time() - 1, 40, 10, "gpio"))
+    journal.write(settings.journal_dir, PressRecord("cam1", time.time() - 1, 40, 10, "gpio"))
     with running_scheduler(settings, redis_conn):
         code, snap = status_json(settings)
     assert (code, snap["journal"]["pending"]) == (0, 1)
-    journal.write(settings.journal_dir, Press("cam1", time.time() - 300, 40, 10, "gpio"))
+    journal.write(settings.journal_dir, PressRecord("cam1", time.time() - 300, 40, 10, "gpio"))
     code, snap = status_json(settings)
     assert code == 1 and snap["journal"]["pending"] == 2 and snap["journal"]["oldest_age"] >= 300
     assert any("2 press(es) waiting in" in p for p in snap["attention"])

@@ -248,7 +248,7 @@ def test_led_flickers_when_the_camera_is_not_recording(make_settings, redis_conn
 
     s = _settings(make_settings, gpio_led_pin=27)  # no recorder reports for cam1
     listener = Listener(s, redis_conn)
-    gpio = GpioInput([17], s.gpio_debounce_ms, listener.press, led_pin=27)
+    gpio = GpioInput([17], s.gpio_debounce_ms, listener.on_button, led_pin=27)
     listener.on_accept, listener.on_refuse = gpio.accepted, gpio.refused
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()

@@ -14,7 +14,7 @@ from common import sidecar
 from common.ffmpeg import base_args, probe
 from common.fsutil import sha256_file
 from common.highlights import note_highlight
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import HighlightState, SidecarStatus
 from common.settings import Settings
 from tests.helpers import start_gravanois, wait_for
@@ -39,7 +39,7 @@ def finished_highlight(
 
     The same files and fields `worker.render` writes (the clip is ffmpeg's test pattern).
     """
-    press = Press(camera=camera, at=at or time.time() - 30, pre=seconds - 1, post=1)
+    press = PressRecord(camera=camera, at=at or time.time() - 30, pre=seconds - 1, post=1)
     out = settings.output_dir
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(sidecar.clip_name(press)).stem

@@ -25,7 +25,7 @@ from rq.job import JobStatus
 from common import hours, journal, keys, sidecar
 from common.counters import incr
 from common.highlights import note_highlight
-from common.journal import Press
+from common.journal import PressRecord
 from common.keys import job_id
 from common.log import event, get_logger
 from common.pipeline import HighlightState, Stage, earlier_job, enqueue
@@ -63,7 +63,7 @@ SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE, REFUSED, NOT_SAVED = Result
 class Outcome:
     """What became of one press."""
 
-    press: Press
+    press: PressRecord
     state: Result
     job_id: str
     clip: Path
@@ -115,15 +115,15 @@ def is_open(settings: Settings, at: float) -> bool:
     return hours.of(settings).is_open(at)
 
 
-def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[Press]:
-    """One Press per camera, all with the same time (taken at the button) and the configured window."""
+def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[PressRecord]:
+    """One PressRecord per camera, all with the same time (taken at the button) and the configured window."""
     return [
-        Press(camera=c, at=at, pre=settings.pre_seconds, post=settings.post_seconds, source=source)
+        PressRecord(camera=c, at=at, pre=settings.pre_seconds, post=settings.post_seconds, source=source)
         for c in cameras
     ]
 
 
-def outcome(settings: Settings, press: Press, state: Result, detail: str = "") -> Outcome:
+def outcome(settings: Settings, press: PressRecord, state: Result, detail: str = "") -> Outcome:
     """An Outcome with the job id and clip path the press will produce."""
     return Outcome(
         press,
@@ -134,7 +134,7 @@ def outcome(settings: Settings, press: Press, state: Result, detail: str = "") -
     )
 
 
-def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bool = True) -> Outcome:
+def submit(settings: Settings, conn: redis.Redis, press: PressRecord, check_camera: bool = True) -> Outcome:
     """Handle one press: opening hours, camera, cooldown, pin, scheduled build job; journal if Redis fails.
 
     `check_camera=False` for a press that waited (Redis was down): the camera's state now says nothing
@@ -155,7 +155,7 @@ def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bo
         return keep(settings, press, f"Redis unavailable: {type(exc).__name__}")
 
 
-def keep(settings: Settings, press: Press, reason: str) -> Outcome:
+def keep(settings: Settings, press: PressRecord, reason: str) -> Outcome:
     """Journal a press Redis could not take; NOT_SAVED (never an exception) if the disk refuses too."""
     try:
         journal.write(settings.journal_dir, press)
@@ -205,7 +205,7 @@ def stale_after(settings: Settings, health: dict[str, str]) -> float:
 
 
 def camera_problem(
-    settings: Settings, conn: redis.Redis, press: Press, at_now: float | None = None
+    settings: Settings, conn: redis.Redis, press: PressRecord, at_now: float | None = None
 ) -> str | None:
     """Why the press's camera cannot give it a highlight (one sentence), or None. Raises RedisError.
 
@@ -260,7 +260,7 @@ def _number(text: str | None) -> float:
     return value if not math.isnan(value) else -math.inf
 
 
-def refuse(settings: Settings, conn: redis.Redis, press: Press, reason: str) -> Outcome:
+def refuse(settings: Settings, conn: redis.Redis, press: PressRecord, reason: str) -> Outcome:
     """Answer a press whose camera is not recording: log it and record the highlight as failed now."""
     event(log, "press_refused", level=40, camera=press.camera, at=iso(press.at), reason=reason)
     note_highlight(
@@ -275,7 +275,7 @@ def refuse(settings: Settings, conn: redis.Redis, press: Press, reason: str) -> 
     return outcome(settings, press, REFUSED, reason)
 
 
-def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
+def cooldown_ok(settings: Settings, conn: redis.Redis, press: PressRecord) -> bool:
     """True if no accepted press of this camera lies within GN_COOLDOWN_SECONDS before this one.
 
     The key holds the last accepted press time; SET NX makes two simultaneous presses race safely.
@@ -300,7 +300,7 @@ def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
     return False
 
 
-def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
+def hand_over(settings: Settings, conn: redis.Redis, press: PressRecord) -> Outcome:
     """Cooldown, pin and scheduled build job in Redis (RedisError propagates: the journal keeps it)."""
     build_id = job_id(settings.device_id, press.press_id, Stage.BUILD)
     # Asked before the cooldown and the pin, which a press already there must not touch again.

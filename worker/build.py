@@ -27,7 +27,7 @@ from common.counters import incr
 from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_soon
 from common.highlights import note_highlight
-from common.journal import Press, press_time_problem
+from common.journal import PressRecord, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
@@ -54,8 +54,8 @@ class BadPress(BuildFailed, PermanentError):
     """The job's argument is not a valid press: retrying cannot help."""
 
 
-def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Press:
-    """Validate a job argument from Redis (it may be hostile or corrupt) into a Press, or raise BadPress."""
+def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> PressRecord:
+    """Validate a job argument from Redis (maybe hostile or corrupt) into a PressRecord, or raise BadPress."""
     if not isinstance(raw, dict):
         raise BadPress(f"the build job needs a press object, got {type(raw).__name__}")
     unknown = set(raw) - {"camera", "at", "pre", "post", "source"}
@@ -90,7 +90,9 @@ def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Pr
     source = raw.get("source", "cli")
     if not isinstance(source, str) or not _SOURCE.fullmatch(source):
         raise BadPress(f"press source {str(source)[:40]!r} is not valid")
-    return Press(camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source)
+    return PressRecord(
+        camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source
+    )
 
 
 def concat_list(entries: list[Path | str]) -> str:
@@ -176,7 +178,7 @@ def build_highlight(press: dict) -> str:
 class Build:
     """One attempt at one press's raw clip."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis, press: Press) -> None:
+    def __init__(self, settings: Settings, conn: redis.Redis, press: PressRecord) -> None:
         self.settings, self.conn, self.press = settings, conn, press
         self.index = SegmentIndex(conn, settings.device_id, press.camera)
         self.buffer = settings.camera_buffer_dir(press.camera)
