@@ -18,19 +18,6 @@ from common.log import redact
 from common.pipeline import SidecarStatus
 from common.timeutil import iso
 
-SEED_FIELDS = (
-    "type",
-    "status",
-    "created_at",
-    "file_name",
-    "size_bytes",
-    "sha256",
-    "meta",
-    "pre_seconds",
-    "post_seconds",
-    "seg_time",
-)
-RENDER_FIELDS = ("updated_at", "wm_path", "thumbnail_path", "meta_wm")
 META_FIELDS = ("codec", "width", "height", "fps", "duration_sec")
 
 

@@ -41,14 +41,9 @@ class Health:
         self.published: dict[str, str] = {}
         self.full_at = 0.0
 
-    def publish(self, t: float, **fields: Any) -> None:
-        """Write the health hash (all fields as text) and register the camera for `status`."""
-        pipe = self.conn.pipeline()
-        self.queue_publish(pipe, t, **fields)
-        pipe.execute()
-
     def queue_publish(self, pipe: redis.client.Pipeline, t: float, **fields: Any) -> None:
-        """Queue what `publish` writes on `pipe` (the recorder's one round trip a second)."""
+        """Queue on `pipe` (the recorder's one round trip a second) the health hash's fields (all as text)
+        and, in a full write, the camera's entry in the set `status` reads."""
         mapping = {**self.fixed, **fields, "updated_at": t}
         text = {k: ("" if v is None else str(v)) for k, v in mapping.items()}
         if text.get("last_error"):

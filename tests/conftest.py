@@ -17,6 +17,7 @@ import redis
 from common.settings import Settings, load_settings
 from recorder.health import Health
 from tests.backend_server import BackendServer
+from tests.helpers import publish_health
 from tests.media import make_video
 from tests.redis_server import RedisServer
 from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE
@@ -116,11 +117,11 @@ def recording_fixture() -> Iterator[Callable[..., None]]:
             while not stop.is_set():
                 for h in reporters:
                     with contextlib.suppress(redis.RedisError):  # the test may stop its Redis
-                        h.publish(time.time(), state="recording", last_segment_end=time.time())
+                        publish_health(h, time.time(), state="recording", last_segment_end=time.time())
                 stop.wait(0.5)
 
         for h in reporters:  # the first report before the test presses
-            h.publish(time.time(), state="recording", last_segment_end=time.time())
+            publish_health(h, time.time(), state="recording", last_segment_end=time.time())
         threads.append(threading.Thread(target=beat, daemon=True))
         threads[-1].start()
 

@@ -1,4 +1,5 @@
-"""Helpers every test module may use: running `gravanois`, polling with a deadline, fetching RQ jobs.
+"""Helpers every test module may use: running `gravanois`, polling with a deadline, fetching RQ jobs,
+decoding a clip whole, the sidecar fields a stage leaves, a camera's health as its recorder writes it.
 
 Plain functions live here, fixtures in conftest.py (pytest's advice: conftest is for fixtures).
 """
@@ -19,10 +20,26 @@ import redis
 from rq.job import Job
 
 from common import sidecar
+from common.ffmpeg import FFMPEG, FFmpegError, run
 from common.redisconn import SERIALIZER
 from common.settings import Settings, to_env
+from recorder.health import Health
 
 REPO = Path(__file__).resolve().parent.parent
+# The fields of the seed's sidecar (the build stage's), and those the render stage adds (docs/render.md).
+SEED_FIELDS = (
+    "type",
+    "status",
+    "created_at",
+    "file_name",
+    "size_bytes",
+    "sha256",
+    "meta",
+    "pre_seconds",
+    "post_seconds",
+    "seg_time",
+)
+RENDER_FIELDS = ("updated_at", "wm_path", "thumbnail_path", "meta_wm")
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -160,3 +177,20 @@ def highlight_files(out: Path, stem: str, status: str, mb: int, mtime: float) ->
     sidecar.save(out / f"{stem}.json", {"status": status, "file_name": f"{stem}.mp4"})
     for suffix in (".mp4", ".jpg", ".json"):
         os.utime(out / f"{stem}{suffix}", (mtime, mtime))
+
+
+def decode_errors(path: Path, timeout: float = 120) -> str:
+    """Decode the whole file; return ffmpeg's error output ('' when it decodes cleanly)."""
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
+    try:
+        result = run(args, timeout, what=f"decode {Path(path).name}")
+    except FFmpegError as exc:
+        return str(exc)
+    return result.stderr.decode(errors="replace").strip()
+
+
+def publish_health(health: Health, t: float, **fields: Any) -> None:
+    """Write a camera's health hash now, as its recorder does once a second (`Health.queue_publish`)."""
+    pipe = health.conn.pipeline()
+    health.queue_publish(pipe, t, **fields)
+    pipe.execute()

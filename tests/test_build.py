@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from common import journal, keys, sidecar
-from common.ffmpeg import decode_errors, probe
+from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.journal import PressRecord
 from common.pipeline import STAGES, Stage, job_id, queue, retry_policy
@@ -21,12 +21,12 @@ from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import iso, parse_iso
 from tests.build_helpers import files_under, make_segments, run_build_worker
-from tests.helpers import fetch
+from tests.helpers import SEED_FIELDS, decode_errors, fetch
 from trigger import press as press_mod
 from worker import build, progressive, tsfiles
 
 SIDECAR_FIELDS = {
-    *sidecar.SEED_FIELDS,
+    *SEED_FIELDS,
     "camera",
     "press_at",
     "press_id",

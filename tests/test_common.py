@@ -10,12 +10,13 @@ from fractions import Fraction
 from pathlib import Path
 
 from common import journal
-from common.ffmpeg import FFmpegError, decode_errors, frame_rate, probe, stream_fps
+from common.ffmpeg import FFmpegError, frame_rate, probe, stream_fps
 from common.fsutil import atomic_output, write_json_atomic
 from common.log import JsonFormatter, redact, register_secret
 from common.segments import Segment, SegmentIndex
 from common.timeutil import iso, parse_iso
 from recorder import probe as camera_probe
+from tests.helpers import decode_errors
 from tests.media import corrupt, make_video
 from worker.progressive import video_format
 

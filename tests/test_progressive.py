@@ -22,14 +22,14 @@ import pytest
 import redis
 
 from common import sidecar
-from common.ffmpeg import decode_errors, probe, probe_json
+from common.ffmpeg import probe, probe_json
 from common.fsutil import TMP_MARK, sha256_file
 from common.journal import PressRecord
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark, logo_width
 from tests.build_helpers import make_segments, run_build_worker
-from tests.helpers import start_gravanois, wait_for
+from tests.helpers import decode_errors, start_gravanois, wait_for
 from tests.media import make_logo
 from tests.procfs import all_procs
 from tests.render_helpers import frame, region_diff

@@ -14,10 +14,9 @@ import pytest
 import redis
 
 from common import keys
-from common.ffmpeg import decode_errors
 from common.redisconn import text
 from common.settings import Settings
-from tests.helpers import gn_env, gravanois_cmd, run_gravanois, wait_for
+from tests.helpers import decode_errors, gn_env, gravanois_cmd, run_gravanois, wait_for
 from tests.media import make_logo
 from tests.recorder_helpers import (
     FRAME,

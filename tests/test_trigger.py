@@ -28,7 +28,16 @@ from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from recorder.health import Health
 from tests.build_helpers import make_segments
-from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
+from tests.helpers import (
+    REPO,
+    fetch,
+    gn_env,
+    gravanois_cmd,
+    publish_health,
+    run_gravanois,
+    start_gravanois,
+    wait_for,
+)
 from trigger import press as press_mod
 from trigger.inputs import serial as serial_input
 from trigger.listen import Listener
@@ -404,7 +413,7 @@ def test_a_recorder_restarted_on_purpose_keeps_taking_presses_for_a_while(
     back: a press is taken if the camera recorded a moment ago; not without the flag, nor long after."""
     s = _settings(make_settings)
     t = time.time()
-    Health(redis_conn, s, "cam1", "testsrc", "copy").publish(t, state=state, last_segment_end=t - 9)
+    publish_health(Health(redis_conn, s, "cam1", "testsrc", "copy"), t, state=state, last_segment_end=t - 9)
     SegmentIndex(redis_conn, s.device_id, "cam1").add(Segment(t - 10, t - 9, "seg.ts"))
     at = PressRecord("cam1", t, s.pre_seconds, s.post_seconds)
     assert "is not recording" in (press_mod.camera_problem(s, redis_conn, at, t) or "")

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from common import journal, sidecar
-from common.ffmpeg import decode_errors, probe
+from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.journal import PressRecord
 from common.pipeline import job_id
@@ -23,7 +23,7 @@ from common.proc import stop
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
-from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, wait_for
+from tests.helpers import REPO, decode_errors, fetch, gn_env, gravanois_cmd, run_gravanois, wait_for
 from tests.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.rtsp_server import RtspServer
 from tests.test_build import SIDECAR_FIELDS
