@@ -42,10 +42,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
+
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 import redis  # noqa: E402
 
@@ -175,7 +175,7 @@ class Bench:
     def start(self, env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
         """A `gravanois` process of this checkout with this device's settings."""
         return subprocess.Popen(
-            [str(VENV_PYTHON), "-m", "common.cli", "--env-file", "/dev/null", *command],
+            [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", *command],
             env={**env, "PYTHONPATH": str(REPO)},
             cwd=REPO,
             stdout=subprocess.DEVNULL,
