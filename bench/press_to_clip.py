@@ -54,7 +54,7 @@ from common.ffmpeg import run  # noqa: E402
 from common.journal import PressRecord  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import Settings, load_settings, to_env  # noqa: E402
-from tests.redis_server import free_port  # noqa: E402
+from harness.redis_server import free_port  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
 from worker import ahead as ahead_mod  # noqa: E402
 from worker import progressive  # noqa: E402

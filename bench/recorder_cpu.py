@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU of `gravanois recorder` in copy mode against a true `ffmpeg -c copy` of the same RTSP camera.
 
-The camera is GStreamer's RTSP server on loopback (tests/rtsp_server.py): live 720p30 H.264 with AAC
+The camera is GStreamer's RTSP server on loopback (harness/rtsp_server.py): live 720p30 H.264 with AAC
 audio by default (`--audio none`: a silent one; not G.711, which a true copy cannot put into MPEG-TS).
 Two runners record it in turn, interleaved (baseline, recorder, then recorder, baseline, …) so a change
 in the machine's load hits both:
@@ -59,10 +59,10 @@ from deploy.checkout import run_in_venv  # noqa: E402
 
 run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
-from tests.procfs import ProcStat, all_procs, thread_ns  # noqa: E402
-from tests.recorder_helpers import prefill_buffer  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.rtsp_server import RtspServer  # noqa: E402
+from harness.procfs import ProcStat, all_procs, thread_ns  # noqa: E402
+from harness.recorder_helpers import prefill_buffer  # noqa: E402
+from harness.redis_server import RedisServer  # noqa: E402
+from harness.rtsp_server import RtspServer  # noqa: E402
 
 # The recorder's default buffer (GN_BUFFER_DIR) is on tmpfs: the runners write there, as on the Pi.
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None

@@ -31,7 +31,7 @@ run_in_venv(__file__)  # the project's venv (the README's setup) has the depende
 from common import keys  # noqa: E402
 from common.redisconn import members  # noqa: E402
 from common.segments import Segment  # noqa: E402
-from tests.installed_box import InstalledBox, Releases  # noqa: E402
+from harness.installed_box import InstalledBox, Releases  # noqa: E402
 
 BOX = {
     "GN_CAMERAS": '{"cam1": "testsrc:640x360@25"}',

@@ -49,8 +49,8 @@ from deploy.checkout import run_in_venv  # noqa: E402
 run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 from common.proc import stop  # noqa: E402
-from tests.media import make_clip  # noqa: E402
-from tests.redis_server import free_port  # noqa: E402
+from harness.media import make_clip  # noqa: E402
+from harness.redis_server import free_port  # noqa: E402
 
 RANGE = 64 * 1024
 
@@ -256,7 +256,7 @@ def main() -> None:
     import redis
 
     from common.settings import load_settings, to_env
-    from tests.web_helpers import finished_highlight
+    from harness.finished import finished_highlight
 
     print(f"load average at start: {loadavg()}  (cores: {os.cpu_count()})")
     tmp = Path(tempfile.mkdtemp(prefix="gn-bench-web-"))

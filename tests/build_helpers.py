@@ -11,7 +11,7 @@ import redis
 
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
-from tests.helpers import REPO, gn_env, gravanois_cmd
+from harness.repo import REPO, gn_env, gravanois_cmd
 
 
 def make_segments(

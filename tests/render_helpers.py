@@ -12,8 +12,8 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.journal import PressRecord
 from common.settings import Settings
+from harness.media import make_video
 from tests.helpers import start_gravanois
-from tests.media import make_video
 
 
 def stage_clip(

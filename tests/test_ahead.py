@@ -17,11 +17,11 @@ from common import keys
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark
+from harness.media import make_logo
+from harness.recorder_helpers import children_ffmpeg
+from harness.redis_server import RedisServer
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois, start_gravanois, wait_for
-from tests.media import make_logo
-from tests.recorder_helpers import children_ffmpeg
-from tests.redis_server import RedisServer
 from worker import ahead, progressive
 
 

@@ -25,11 +25,11 @@ from common.ffmpeg import probe, probe_json, run
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
+from harness.recorder_helpers import health
+from harness.redis_server import free_port
+from harness.rtsp_server import RtspServer
 from recorder import keyframes
 from tests.helpers import decode_errors, run_gravanois
-from tests.recorder_helpers import health
-from tests.redis_server import free_port
-from tests.rtsp_server import RtspServer
 from tests.test_trigger_e2e import built, e2e_settings, pipeline, press, wait_preroll
 
 pytestmark = [

@@ -15,9 +15,9 @@ from common.fsutil import atomic_output, write_json_atomic
 from common.log import JsonFormatter, redact, register_secret
 from common.segments import Segment, SegmentIndex
 from common.timeutil import iso, parse_iso
+from harness.media import corrupt, make_video
 from recorder import probe as camera_probe
 from tests.helpers import decode_errors
-from tests.media import corrupt, make_video
 from worker.progressive import video_format
 
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from common.ffmpeg import probe
-from tests.box import Box, own_processes
+from harness.box import Box, own_processes
 from tests.helpers import decode_errors, wait_for
 
 BOX = {

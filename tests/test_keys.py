@@ -20,11 +20,11 @@ from common.keys import Alarm, Counter, Stage
 from common.pipeline import enqueue
 from common.redisconn import text
 from common.settings import Settings
+from harness.backend_server import BackendServer
+from harness.redis_server import RedisServer
 from recorder.health import Health
-from tests.backend_server import BackendServer
 from tests.build_helpers import make_segments, run_build_worker
 from tests.helpers import start_gravanois, wait_for
-from tests.redis_server import RedisServer
 from tests.upload_helpers import upload_overrides
 from trigger import press as press_mod
 from worker.ahead import Ahead

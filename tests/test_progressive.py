@@ -28,10 +28,10 @@ from common.journal import PressRecord
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark, logo_width
+from harness.media import make_logo
+from harness.procfs import all_procs
 from tests.build_helpers import make_segments, run_build_worker
 from tests.helpers import decode_errors, start_gravanois, wait_for
-from tests.media import make_logo
-from tests.procfs import all_procs
 from tests.render_helpers import frame, region_diff
 from trigger import press as press_mod
 from worker import engines, progressive

@@ -13,6 +13,7 @@ import redis
 from common import journal
 from common.segments import Pin, Segment
 from common.settings import Settings
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc, health, index_of, on_disk
 from recorder import housekeeping
 from recorder.health import Health
 from recorder.housekeeping import Housekeeper
@@ -21,7 +22,6 @@ from recorder.redislink import RedisLink
 from recorder.retention import MIB, plan, windows_from
 from recorder.segmenter import make_segment
 from tests.helpers import wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc, health, index_of, on_disk
 
 NOW = 10_000.0
 

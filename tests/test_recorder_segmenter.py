@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from common.segments import Segment
+from harness.media import make_video
 from recorder import keyframes
 from recorder.indexer import SegmentIndexer
 from recorder.presets import PART_PREFIX
@@ -21,7 +22,6 @@ from recorder.segmenter import (
     segment_from_name,
 )
 from recorder.watchdog import Backoff, Watchdog, probe_target, reachable, stall_limit
-from tests.media import make_video
 
 
 def test_names_round_trip_to_the_millisecond() -> None:

@@ -17,8 +17,8 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.pipeline import enqueue, job_id, queue_name
 from common.settings import Settings
+from harness.media import make_logo
 from tests.helpers import RENDER_FIELDS, SEED_FIELDS, fetch, run_gravanois
-from tests.media import make_logo
 from tests.render_helpers import frame, region_diff, stage_clip
 from worker import engines, files, render
 from worker.render import Render

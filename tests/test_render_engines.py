@@ -11,7 +11,7 @@ import pytest
 
 from common.settings import Settings
 from common.watermark import Watermark
-from tests.media import make_logo, make_video
+from harness.media import make_logo, make_video
 from tests.render_helpers import psnr
 from worker import engines, retention
 

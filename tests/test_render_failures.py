@@ -19,8 +19,8 @@ from common import keys, sidecar
 from common.pipeline import enqueue, queue_name
 from common.redisconn import SERIALIZER
 from common.settings import Settings
+from harness.media import corrupt, make_logo, make_video
 from tests.helpers import fetch, run_gravanois, wait_for
-from tests.media import corrupt, make_logo, make_video
 from tests.render_helpers import ffmpeg_pids, stage_clip, start_worker
 
 

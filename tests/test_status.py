@@ -25,9 +25,10 @@ from common.journal import PressRecord
 from common.pipeline import enqueue, queue
 from common.redisconn import SERIALIZER
 from common.settings import Settings
-from tests.helpers import fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
-from tests.media import make_logo, make_video
-from tests.redis_server import RedisServer, free_port
+from harness.media import make_logo, make_video
+from harness.redis_server import RedisServer, free_port
+from harness.repo import gn_env, gravanois_cmd
+from tests.helpers import fetch, run_gravanois, start_gravanois, wait_for
 from tests.render_helpers import stage_clip
 from worker.rqworker import PromptTeardown
 

@@ -26,18 +26,10 @@ from common.redisconn import members, text
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
+from harness.repo import REPO, gn_env, gravanois_cmd
 from recorder.health import Health
 from tests.build_helpers import make_segments
-from tests.helpers import (
-    REPO,
-    fetch,
-    gn_env,
-    gravanois_cmd,
-    publish_health,
-    run_gravanois,
-    start_gravanois,
-    wait_for,
-)
+from tests.helpers import fetch, publish_health, run_gravanois, start_gravanois, wait_for
 from trigger import press as press_mod
 from trigger.inputs import serial as serial_input
 from trigger.listen import Listener

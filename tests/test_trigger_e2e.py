@@ -23,9 +23,10 @@ from common.proc import stop
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
-from tests.helpers import REPO, decode_errors, fetch, gn_env, gravanois_cmd, run_gravanois, wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc
-from tests.rtsp_server import RtspServer
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc
+from harness.repo import REPO, gn_env, gravanois_cmd
+from harness.rtsp_server import RtspServer
+from tests.helpers import decode_errors, fetch, run_gravanois, wait_for
 from tests.test_build import SIDECAR_FIELDS
 
 PRE, POST = 5.0, 2.0

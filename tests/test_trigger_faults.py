@@ -19,8 +19,9 @@ from common import journal, keys
 from common.redisconn import members, text
 from common.segments import SegmentIndex
 from common.timeutil import iso
-from tests.helpers import REPO, gn_env, gravanois_cmd, run_gravanois, wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc, health
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc, health
+from harness.repo import REPO, gn_env, gravanois_cmd
+from tests.helpers import run_gravanois, wait_for
 from tests.test_trigger import (
     Proc,
     _settings,

@@ -22,7 +22,7 @@ from common.log import redact
 from common.pipeline import queue
 from common.redisconn import SERIALIZER, members, text
 from common.settings import Settings
-from tests.backend_server import BackendServer
+from harness.backend_server import BackendServer
 from tests.helpers import run_gravanois
 from tests.upload_helpers import (
     CLIENT,

@@ -21,7 +21,8 @@ import redis
 
 from common import journal, keys
 from common.settings import Settings
-from tests.web_helpers import Finished, WebProc, finished_highlight
+from harness.finished import Finished, finished_highlight
+from tests.web_helpers import WebProc
 
 PASSWORD = "court-admin-pw-71"
 CAM_PASSWORD = "camPw-93x"

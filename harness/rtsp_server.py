@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.proc import spawn, stop
-from tests.redis_server import free_port
+from harness.redis_server import free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 HELPER = Path(__file__).resolve().parent / "rtsp_gst_server.py"
