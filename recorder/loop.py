@@ -23,9 +23,10 @@ import redis
 from common.log import event, get_logger, redact
 from common.segments import Segment
 from common.settings import Camera, Settings, camera_mode
+from common.verdict import State
 from common.watermark import Watermark
 from recorder import housekeeping, presets
-from recorder.health import Health, State
+from recorder.health import Health
 from recorder.housekeeping import Housekeeper
 from recorder.indexer import SegmentIndexer
 from recorder.redislink import RedisLink
@@ -188,6 +189,9 @@ class Recorder:
             "last_segment_end": segments[-1].end if segments else None,
             "buffered_seconds": round(self.indexer.buffered(), 3),
             "keyframe_interval": self.indexer.keyframe_interval,
+            # The watchdog's own limit: what status, the press and the build judge this camera by.
+            "stall_limit": self.ffmpeg.watchdog.limit,
+            "run": self.indexer.run_id,
             "pid": self.ffmpeg.pid,
             "last_error": self.last_error,
         }
