@@ -20,6 +20,7 @@ from common.pipeline import STAGES, Stage, job_id, queue, retry_policy
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import iso, parse_iso
+from recorder.health import Health
 from tests.build_helpers import files_under, make_segments, run_build_worker
 from tests.helpers import fetch
 from trigger import press as press_mod
@@ -119,9 +120,14 @@ def test_clip_ends_on_a_video_frame_boundary() -> None:
     assert tsfiles.end_on_frame(7.5, 0) == 7.5
 
 
-def test_wait_seconds_follows_segment_or_gop(settings):
-    assert build.wait_seconds(settings) == 3 * settings.seg_time + 5
-    assert build.wait_seconds(settings, keyframe_interval=3.0) == 14
+def test_the_wait_for_the_window_s_end_is_the_recorder_s_published_limit(settings, redis_conn):
+    # No recorder has reported yet: the limit its settings give (GN_STALL_SECONDS, 3 × seg_time + 5).
+    assert build.end_wait(settings, redis_conn, "cam1") == 3 * settings.seg_time + 5
+    # A recorder that measured a 4 s GOP published its watchdog's limit: the build waits exactly that.
+    Health(redis_conn, settings, "cam1", "testsrc", "copy").publish(
+        time.time(), state="recording", keyframe_interval=4.0, stall_limit=11.0
+    )
+    assert build.end_wait(settings, redis_conn, "cam1") == 11.0
 
 
 # ---- real build jobs
