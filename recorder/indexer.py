@@ -1,9 +1,11 @@
 """Segment indexing: ffmpeg's closed parts → segments with wall-clock times, named after them on disk.
 
 The indexer keeps the list of closed segments on disk (the source of truth, with their sizes for
-retention) and measures the camera's keyframe interval on each run's first segments. It never talks to
-Redis: the segments it returns are written to the index by the housekeeper's round trip. The pure parts
-(list lines, `Anchor`, file names) are in `recorder.segmenter`, the keyframe measurement in
+retention) and measures the camera's keyframe interval on each run's first segments. Each segment carries
+its recording run (`run`): the ffmpeg run's id, and a new one should the camera's timestamps jump within
+that run, so that a run is always one continuous stream, which the workers join byte for byte. It never
+talks to Redis: the segments it returns are written to the index by the housekeeper's round trip. The
+pure parts (list lines, `Anchor`, file names) are in `recorder.segmenter`, the keyframe measurement in
 `recorder.keyframes`.
 """
 
@@ -59,6 +61,10 @@ class SegmentIndexer:
         self.sizes: dict[str, int] = {}
         self.buffered_ms = 0
         self.run_id = ""
+        # The recording run of the segments closing now: `run_id`, then `run_id-N` after the N-th jump of
+        # the camera's timestamps within that ffmpeg run.
+        self.run = ""
+        self.jumps = 0
         self.run_closed: list[tuple[Segment, float]] = []
         self.keyframe_interval: float | None = None
         self.warned_keyframes = False
@@ -75,8 +81,9 @@ class SegmentIndexer:
         return removed
 
     def new_run(self, run_id: str) -> None:
-        """A new ffmpeg run: its first segment is re-anchored at its arrival."""
-        self.run_id = run_id
+        """A new ffmpeg run: its first segment is re-anchored at its arrival, and starts a recording run."""
+        self.run_id = self.run = run_id
+        self.jumps = 0
         self.anchor.reset()
         self.run_closed = []
 
@@ -120,8 +127,13 @@ class SegmentIndexer:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
+        if self.anchor.jumped(entry.stream_start):
+            # Not one stream with what came before: a join of the two must rebuild the timestamps.
+            self.jumps += 1
+            self.run = f"{self.run_id}-{self.jumps}"
+            event(log, "stream_jump", camera=self.camera, run=self.run)
         start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival)
-        seg = make_segment(start, end)
+        seg = make_segment(start, end, self.run)
         os.replace(part, os.path.join(self.path, seg.name))
         prev = self.segments[-1] if self.segments else None
         if prev is None or seg >= prev:

@@ -191,7 +191,7 @@ class Recorder:
             "keyframe_interval": self.indexer.keyframe_interval,
             # The watchdog's own limit: what status, the press and the build judge this camera by.
             "stall_limit": self.ffmpeg.watchdog.limit,
-            "run": self.indexer.run_id,
+            "run": self.indexer.run,
             "pid": self.ffmpeg.pid,
             "last_error": self.last_error,
         }

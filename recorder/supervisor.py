@@ -11,6 +11,7 @@ are in `recorder.watchdog`.
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -71,6 +72,9 @@ class Supervisor:
         self.stderr_tail: deque[str] = deque(maxlen=8)
         self.run_id = ""
         self.runs = 0
+        # Run ids name segment files, which may outlive a reboot (a buffer on disk) where the same pid
+        # comes back: a random part keeps them apart.
+        self.token = secrets.token_hex(3)
         self.backoff = Backoff(cap=settings.restart_backoff_max)
         self.watchdog = Watchdog(limit=limit_for(settings), startup=STARTUP_GRACE)
         self.next_start = 0.0
@@ -101,9 +105,9 @@ class Supervisor:
         return None
 
     def start(self) -> str:
-        """Spawn ffmpeg; returns the new run's id. Raises OSError if it cannot start."""
+        """Spawn ffmpeg; returns the new run's id (`<pid>-<n>-<token>`). Raises OSError if it cannot start."""
         self.runs += 1
-        self.run_id = f"{os.getpid()}-{self.runs}"
+        self.run_id = f"{os.getpid()}-{self.runs}-{self.token}"
         args = presets.record_args(
             self.camera.source,
             self.mode,
