@@ -29,13 +29,13 @@ from common.journal import Press, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
 from common.redisconn import incr, note_highlight
-from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
+from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, runs
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from common.verdict import verdict
 from worker import context, progressive
 from worker.streamjoin import StreamJoin
-from worker.tsfiles import clip_end, follows, runs, ts_problem
+from worker.tsfiles import clip_end, ts_problem
 
 log = get_logger(__name__)
 
@@ -314,7 +314,7 @@ class Build:
         # Only the segments not fed yet are checked (each against the one before it); `extend` checks
         # that the ones fed are still the window's first.
         for prev, seg in itertools.pairwise(segments[max(len(self.raw_join.fed) - 1, 0) :]):
-            if not follows(prev, seg, self.buffer):
+            if not seg.continues(prev):
                 self.raw_join.abort("a gap or a new recording run in the window")
                 return
         self.raw_join.extend([self.buffer / s.name for s in segments])
@@ -340,7 +340,7 @@ class Build:
             return {"join": "protocol", "streamed": True, "runs": 1, "end": self.raw_end if cut else None}
         first = segments[0]
         end = clip_end(self.buffer / first.name, b - first.start, self.fps_of(first)) if cut else None
-        groups = [[self.buffer / s.name for s in run] for run in runs(segments, self.buffer)]
+        groups = [[self.buffer / s.name for s in run] for run in runs(segments)]
         self._join(join_entries(groups), end, segments)
         joined = "protocol" if len(groups) == 1 else "demuxer"
         return {"join": joined, "streamed": False, "runs": len(groups), "end": end}
