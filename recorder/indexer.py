@@ -43,6 +43,9 @@ GAP_LOGGED = 0.1
 PROBE_AFTER = 3
 # Quiet time that ends a fresh run's initial burst of closed segments.
 BURST_SETTLE = 0.3
+# How long a part closed much later than its stream predicts waits for the end of ffmpeg's list: an ffmpeg
+# whose input timed out closes its open part as it exits, and that part was not recorded until then.
+EXIT_SETTLE = 0.5
 
 
 class SegmentIndexer:
@@ -99,10 +102,22 @@ class SegmentIndexer:
         if batch and self.anchor.prev_stream_end is None and timeout > 0:
             while more := read(BURST_SETTLE):
                 batch += more
-        return self.index(batch)
+        if batch and self._late(batch[-1]):
+            batch += read(EXIT_SETTLE)
+        # The end of the list came with them: ffmpeg closed these parts as it exited (segmenter.Anchor).
+        return self.index(batch, flushed=any(line is None for _, _, line in batch))
 
-    def index(self, batch: list[Event]) -> list[Segment]:
-        """Index these list lines of ffmpeg's (those of an earlier run are ignored); returns new segments."""
+    def _late(self, last: Event) -> bool:
+        """Did this list line of the current run come later than its stream predicts?"""
+        run_id, arrival, line = last
+        entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
+        return entry is not None and self.anchor.late(entry.stream_start, entry.stream_end, arrival)
+
+    def index(self, batch: list[Event], flushed: bool = False) -> list[Segment]:
+        """Index these list lines of ffmpeg's (those of an earlier run are ignored); returns new segments.
+
+        `flushed`: the lines a stopped or ended ffmpeg wrote last (segmenter.Anchor.place says more).
+        """
         entries = []
         for run_id, arrival, line in batch:
             entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
@@ -111,12 +126,12 @@ class SegmentIndexer:
         arrivals = back_project([(e.stream_end, a) for e, a in entries])
         closed = []
         for (entry, _), arrival in zip(entries, arrivals, strict=True):
-            seg = self._closed(entry, arrival)
+            seg = self._closed(entry, arrival, flushed)
             if seg is not None:
                 closed.append(seg)
         return closed
 
-    def _closed(self, entry: ListEntry, arrival: float) -> Segment | None:
+    def _closed(self, entry: ListEntry, arrival: float, flushed: bool = False) -> Segment | None:
         """A part is closed: give it wall-clock times and rename it after them."""
         # This runs for every segment all day: one stat (which also gives the size, as ffmpeg closed the
         # part) and plain string paths, which cost less than pathlib's.
@@ -132,7 +147,7 @@ class SegmentIndexer:
             self.jumps += 1
             self.run = f"{self.run_id}-{self.jumps}"
             event(log, "stream_jump", camera=self.camera, run=self.run)
-        start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival)
+        start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival, flushed)
         seg = make_segment(start, end, self.run)
         os.replace(part, os.path.join(self.path, seg.name))
         prev = self.segments[-1] if self.segments else None

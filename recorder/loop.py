@@ -142,7 +142,9 @@ class Recorder:
 
     def end_run(self) -> None:
         """Stop this run's ffmpeg; what it closed last is indexed with the next round trip."""
-        self.unindexed += self.indexer.index(self.ffmpeg.stop())
+        # Its last part closed because it stopped (after a stall, maybe long after its frames came): it is
+        # dated by its stream, or the index and the health would say the camera recorded until now.
+        self.unindexed += self.indexer.index(self.ffmpeg.stop(), flushed=True)
         self.indexer.end_run()
 
     def on_closed(self, closed: list[Segment]) -> None:

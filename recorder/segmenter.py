@@ -148,8 +148,20 @@ class Anchor:
         it on: the camera's timestamps jumped within one ffmpeg run."""
         return self.prev_stream_end is not None and not self.carries_on(stream_start)
 
-    def place(self, stream_start: float, stream_end: float, arrival: float) -> tuple[float, float]:
-        """Wall-clock (start, end) of a segment whose close was seen at `arrival`, rounded to ms."""
+    def late(self, stream_start: float, stream_end: float, arrival: float) -> bool:
+        """Would a segment that carries the stream on and was seen at `arrival` be re-anchored there?"""
+        if self.prev_end is None or not self.carries_on(stream_start):
+            return False
+        return arrival - (self.prev_end + max(stream_end - stream_start, 0.001)) > self.resync
+
+    def place(
+        self, stream_start: float, stream_end: float, arrival: float, flushed: bool = False
+    ) -> tuple[float, float]:
+        """Wall-clock (start, end) of a segment whose close was seen at `arrival`, rounded to ms.
+
+        `flushed`: ffmpeg closed it because it was stopped or ended (a stall, an exit, the recorder's
+        stop), so its arrival says nothing of when it was recorded: it carries its stream on, unslewed.
+        """
         d = max(stream_end - stream_start, 0.001)
         continuous = self.prev_end is not None and self.carries_on(stream_start)
         start = end = 0.0
@@ -157,7 +169,9 @@ class Anchor:
             assert self.prev_end is not None
             start = self.prev_end
             error = arrival - (start + d)
-            if error > self.resync or error < -self.clock_jump:
+            if flushed:
+                end = start + d
+            elif error > self.resync or error < -self.clock_jump:
                 continuous = False
             else:
                 limit = self.max_slew * d

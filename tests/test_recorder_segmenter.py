@@ -125,6 +125,16 @@ def test_anchor_reanchors_after_an_outage_with_an_honest_gap() -> None:
     assert d[0] == 1023.0 and d[1] > d[0]
 
 
+def test_a_part_closed_by_stopping_ffmpeg_is_dated_by_its_stream_not_its_arrival() -> None:
+    # A stall: the camera's frames stopped 0.5 s into a part; the watchdog stopped ffmpeg 11 s later,
+    # which closed the part then. Read late, a part is re-anchored at its arrival; stopped, it was not late.
+    late, stopped = Anchor(), Anchor()
+    for anchor in (late, stopped):
+        assert [anchor.place(i, i + 1, 1001.0 + i) for i in range(2)] == [(1000.0, 1001.0), (1001.0, 1002.0)]
+    assert late.place(2, 2.5, 1013.5) == (1013.0, 1013.5)
+    assert stopped.place(2, 2.5, 1013.5, flushed=True) == (1002.0, 1002.5)
+
+
 def test_anchor_slews_back_after_a_late_read() -> None:
     anchor = Anchor()
     placed = [anchor.place(i, i + 1, 1001.0 + i) for i in range(5)]
