@@ -136,7 +136,9 @@ class Bench:
             at = time.time() + (PREFILL_PER_SECOND * pre + PREFILL_BASE if ahead else 0.0)
             first = next(i for i, r in enumerate(self.rows) if r[2] >= pre) + 1
             offset = at - self.rows[first - 1][2]
-            segs = [Segment(offset + a, offset + b, name) for name, a, b in self.rows]
+            # One recording run, as the recorder indexes one ffmpeg run's segments.
+            run = f"bench-{round(at)}"
+            segs = [Segment(offset + a, offset + b, name, run) for name, a, b in self.rows]
             press = PressRecord("cam1", at, pre, POST, source="bench")
             index = SegmentIndex(self.conn, s.device_id, "cam1")
             start = next(i for i, g in enumerate(segs) if g.end > at - pre)

@@ -1,8 +1,8 @@
-"""The recorder's health in Redis, read by `gravanois status` (contract: keys.camera_health)."""
+"""The recorder's health in Redis: its verdict on its camera, read through common.verdict (contract:
+keys.camera_health)."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 import redis
@@ -16,16 +16,6 @@ RESTARTS_KEPT_SECONDS = 86400.0
 # Between two full writes of the health hash only the fields that changed are sent (a recorder's own
 # CPU is mostly Redis client work); a full write this often repairs a hash that Redis lost unnoticed.
 FULL_PUBLISH_EVERY = 60.0
-
-
-class State(StrEnum):
-    """What the recorder is doing."""
-
-    STARTING = "starting"
-    RECORDING = "recording"
-    STALLED = "stalled"
-    BACKOFF = "backoff"
-    STOPPED = "stopped"
 
 
 class Health:

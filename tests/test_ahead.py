@@ -39,7 +39,7 @@ def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
         made.append(make_segments(s, conn, "cam1", start, seconds, index=False))
         start = made[-1][-1].end
     shift = time.time() - start  # times as if recorded up to this moment, however long ffmpeg took
-    out = [[Segment(x.start + shift, x.end + shift, x.name) for x in run] for run in made]
+    out = [[Segment(x.start + shift, x.end + shift, x.name, x.run) for x in run] for run in made]
     SegmentIndex(conn, s.device_id, "cam1").add(*(x for run in out for x in run))
     return out
 

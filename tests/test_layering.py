@@ -170,3 +170,19 @@ def test_the_hot_spots_read_their_rule_from_common() -> None:
     sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
     for call, homes in calls.items():
         assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+
+
+def test_one_module_judges_whether_a_camera_records() -> None:
+    """The stall limit is computed in common/verdict.py alone (the recorder's watchdog takes it from there),
+    and only there is the recorder's health hash read for a verdict: status, the press, the build and the
+    web ask it."""
+    calls = {
+        "effective_stall_seconds": ["common/settings/cameras.py", "common/verdict.py"],
+        "stall_limit(": ["common/verdict.py"],
+        "limit_for(": ["common/verdict.py", "recorder/supervisor.py"],
+        '"last_segment_end"': ["common/verdict.py", "recorder/loop.py"],
+        "keys.restarting(": ["common/verdict.py", "ops/update.py"],
+    }
+    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    for call, homes in calls.items():
+        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call

@@ -19,7 +19,7 @@ import pytest
 import redis
 from rq.registry import ScheduledJobRegistry
 
-from common import journal, keys, sidecar
+from common import journal, keys, sidecar, verdict
 from common.journal import PressRecord
 from common.pipeline import job_id, queue
 from common.redisconn import members, text
@@ -411,7 +411,8 @@ def test_a_recorder_restarted_on_purpose_keeps_taking_presses_for_a_while(
     assert "is not recording" in (press_mod.camera_problem(s, redis_conn, at, t) or "")
     redis_conn.set(keys.restarting(s.device_id), "update to 0.1.1-abc", ex=60)
     assert press_mod.camera_problem(s, redis_conn, at, t) is None
-    stale = press_mod.stale_after(s, {}) + press_mod.PLANNED_RESTART_GRACE
+    # The recorder published no limit: the one its settings give, as common.verdict reads it.
+    stale = verdict.limit_for(s) + verdict.PLANNED_RESTART_GRACE
     later = PressRecord("cam1", t - 9 + stale + 1, s.pre_seconds, s.post_seconds)
     assert "is not recording" in (press_mod.camera_problem(s, redis_conn, later, later.at) or "")
 

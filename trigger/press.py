@@ -29,10 +29,10 @@ from common.journal import PressRecord
 from common.keys import job_id
 from common.log import event, get_logger
 from common.pipeline import HighlightState, Stage, earlier_job, enqueue
-from common.redisconn import text
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, now
+from common.verdict import verdict
 
 log = get_logger(__name__)
 
@@ -187,49 +187,23 @@ def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
     return results
 
 
-# A recorder's states while supervisord restarts it (stopping, then starting again).
-RESTART_STATES = ("stopped", "starting")
-# Seconds a recorder restarted on purpose may take to record again before its presses are refused
-# (a restart costs 1-3 s; a release whose recorder does not record at all is refused soon after).
-PLANNED_RESTART_GRACE = 10.0
-
-
-def stale_after(settings: Settings, health: dict[str, str]) -> float:
-    """Seconds without a new segment after which a camera counts as not recording.
-
-    The recorder's own watchdog bound: three segments (or keyframe intervals, for a long-GOP copy-mode
-    camera whose segments are that long) plus 5 s.
-    """
-    keyframes = _number(health.get("keyframe_interval"))
-    return max(settings.effective_stall_seconds, 3 * (keyframes if keyframes > 0 else 0.0) + 5)
-
-
 def camera_problem(
     settings: Settings, conn: redis.Redis, press: PressRecord, at_now: float | None = None
 ) -> str | None:
     """Why the press's camera cannot give it a highlight (one sentence), or None. Raises RedisError.
 
-    A press taken now needs a recorder that says it is recording and whose newest segment is recent
-    (its health hash and the segment index). A press from the past (`--at`) needs a segment in its
-    window, or a recording camera for the part of the window still to come.
+    A press taken now needs a camera that is recording by its recorder's published verdict
+    (common.verdict). A press from the past (`--at`: older than that recorder's limit) needs a segment in
+    its window, or a recording camera for the part of the window still to come.
     """
     t = now() if at_now is None else at_now
-    raw = conn.hgetall(keys.camera_health(settings.device_id, press.camera))
-    health = {text(k): text(v, errors="replace") for k, v in raw.items()}
+    judged = verdict(conn, settings, press.camera, t)
     index = SegmentIndex(conn, settings.device_id, press.camera)
-    stale = stale_after(settings, health)
-    latest = index.latest()
-    newest_end = max(latest.end if latest is not None else -math.inf, _number(health.get("last_segment_end")))
-    state = health.get("state", "")
-    recording = state == "recording" and newest_end >= t - stale
-    if state in RESTART_STATES and conn.exists(keys.restarting(settings.device_id)):
-        # A recorder restarted on purpose (an update) is back within seconds: its post-roll will come.
-        recording = newest_end >= t - stale - PLANNED_RESTART_GRACE
     a, b = press.window
-    live = press.at >= t - stale
-    if live and recording:
+    live = press.at >= t - judged.stall_limit
+    if live and judged.recording:
         return None
-    if not live and (index.covering(a, b) or (b > t and recording)):
+    if not live and (index.covering(a, b) or (b > t and judged.recording)):
         return None
     # The time to name is the end of what the camera last recorded before the press, not its newest
     # segment: for a press given later with --at, the newest one is after the window.
@@ -241,23 +215,7 @@ def camera_problem(
     )
     if not live:
         return f"camera {press.camera} recorded nothing in the window {iso(a)} to {iso(b)}; {last}"
-    if not health:
-        why = f"no recorder has reported for it: start `gravanois recorder --camera {press.camera}`"
-    elif state != "recording":
-        error = health.get("last_error", "")
-        why = f"its recorder reports {state or 'no state'}" + (f": {error}" if error else "")
-    else:
-        why = f"no new segment for {t - newest_end:.0f} s"
-    return f"camera {press.camera} is not recording ({why}); {last}"
-
-
-def _number(text: str | None) -> float:
-    """A float from the health hash (written by another process: may be empty or junk), or -inf."""
-    try:
-        value = float(text) if text else -math.inf
-    except ValueError:
-        return -math.inf
-    return value if not math.isnan(value) else -math.inf
+    return f"{judged.why}; {last}"
 
 
 def refuse(settings: Settings, conn: redis.Redis, press: PressRecord, reason: str) -> Outcome:
