@@ -310,3 +310,36 @@ def test_secrets_are_the_settings_declared_secret() -> None:
     assert declared == {"api_token", "device_secret", "web_admin_password"}
     s = load_settings({"device_id": "box1", **{name: f"{name}-value" for name in declared}}, env_file=None)
     assert sorted(s.secrets()) == sorted(f"{name}-value" for name in declared)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"GN_RENDER_PATH": "ahead", "GN_WM_AHEAD": "false"},
+            "GN_RENDER_PATH is not valid: ahead needs GN_WM_AHEAD=true",
+        ),
+        (
+            {"GN_RENDER_PATH": "progressive", "GN_WM_PROGRESSIVE": "false"},
+            "GN_RENDER_PATH is not valid: progressive needs GN_WM_PROGRESSIVE=true",
+        ),
+        (
+            {"GN_RENDER_ENCODER": "software", "GN_WM_ENCODER": "h264_v4l2m2m"},
+            "GN_RENDER_ENCODER is not valid: software contradicts GN_WM_ENCODER=h264_v4l2m2m",
+        ),
+        ({"GN_RENDER_SIZE": "1080p"}, "GN_RENDER_SIZE is not valid: use one of auto, source, 720p"),
+        ({"GN_RENDER_RESERVE": "0.95"}, "GN_RENDER_RESERVE is not valid: it must be from 0 to 0.9"),
+    ],
+)
+def test_a_forced_render_path_the_other_settings_switch_off_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    assert refusal(monkeypatch, env) == message
+
+
+def test_a_forced_single_pass_goes_with_the_progressive_render_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GN_RENDER_PATH", "single")
+    monkeypatch.setenv("GN_WM_PROGRESSIVE", "false")
+    assert load_settings({"device_id": "box1"}, env_file=None).render_path == "single"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from assets import default_logo
 from common.settings.cameras import ENCODERS
-from common.settings.fields import Concern, setting
+from common.settings.fields import Check, Concern, env_name, invalid, setting
 from common.watermark import POSITIONS
 
 WM_ENGINES = ("ffmpeg", "moviepy")
@@ -27,6 +28,20 @@ X264_PRESETS = (
     "slower",
     "veryslow",
 )
+# The render budget's choices (common/budget.py decides among them; `auto`: the box chooses).
+RENDER_PATHS = ("auto", "ahead", "progressive", "single")
+RENDER_ENCODERS = ("auto", "software", "hardware")
+RENDER_SIZES = ("auto", "source", "720p")
+
+
+def _forced_path_allowed(s: RenderSettings) -> None:
+    """A forced render path the other render settings switch off is a contradiction: say which."""
+    if s.render_path in ("ahead", "progressive") and not s.wm_progressive:
+        raise invalid("render_path", f"{s.render_path} needs {env_name('wm_progressive')}=true")
+    if s.render_path == "ahead" and not s.wm_ahead:
+        raise invalid("render_path", f"ahead needs {env_name('wm_ahead')}=true")
+    if s.render_encoder == "software" and s.wm_encoder != "libx264":
+        raise invalid("render_encoder", f"software contradicts {env_name('wm_encoder')}={s.wm_encoder}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class RenderSettings(Concern):
     """How a highlight is watermarked (logos, place, encoder) and its thumbnail."""
 
     title = "Watermark and render"
+    cross_checks: ClassVar[tuple[Check, ...]] = (_forced_path_allowed,)
 
     wm_logo: Path = setting(
         factory=default_logo,
@@ -69,6 +85,30 @@ class RenderSettings(Concern):
         "With the progressive render, also watermark each camera's newest segments before any press "
         "(the `gravanois ahead` process, at low priority), so a highlight is ready about a second "
         "after its post-roll whatever the window's length; false: save that CPU.",
+    )
+    render_path: str = setting(
+        "auto",
+        "auto: the box measures what encoding costs it and picks, per camera, the render path with the "
+        "shortest wait it can afford (ahead, progressive, single); or force one of them.",
+        choices=RENDER_PATHS,
+    )
+    render_encoder: str = setting(
+        "auto",
+        "auto: the budget picks libx264 (software) or, where a probe encode works, h264_v4l2m2m "
+        "(hardware, Pi 4); or force one.",
+        choices=RENDER_ENCODERS,
+    )
+    render_size: str = setting(
+        "auto",
+        "auto: the budget may scale a camera taller than 720 lines to 720p when that is what it can "
+        "afford; source: always the camera's size; 720p: always scale.",
+        choices=RENDER_SIZES,
+    )
+    render_reserve: float = setting(
+        0.3,
+        "Share of the box's CPU the render budget leaves for recording, builds and the web app.",
+        at_least=0,
+        at_most=0.9,
     )
     thumb_width: int = setting(
         0, "Thumbnail width in pixels (0: the video's width).", at_least=0, zero="the video's width"

@@ -1,0 +1,227 @@
+"""The render budget: from what encoding costs this box, which render path each camera can afford.
+
+Pure functions only (no Redis, no ffmpeg): the measurement (worker/budget.py) hands in each camera's
+measured cost, in CPU-seconds per second of video, of every encoder and output size it can use; `decide`
+returns, per camera, the path with the best expected wait after the post-roll that fits the box:
+
+- ahead: the camera's newest segments are watermarked all the time (worker/ahead.py). It costs the
+  encode's price continuously; a press then waits for about one segment's encode.
+- progressive: the build encodes the window while the post-roll records (worker/progressive.py). Nothing
+  is spent before a press; the wait is what the post-roll was too short to encode.
+- single: one encode of the whole window after the post-roll.
+
+The box keeps `reserve` of its CPU for recording, builds and the web app: the continuous work (the
+ahead encoders) must fit in the rest, and what the continuous work leaves is shared by the builds of
+every camera pressed at once (the worst case: all of them). A full-size, software-encoded highlight is
+preferred while its expected wait is within `TARGET_WAIT_SECONDS`; a smaller output or the hardware
+encoder is chosen only when it brings the wait closer to that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class RenderPath(StrEnum):
+    """How a camera's highlights are watermarked."""
+
+    AHEAD = "ahead"
+    PROGRESSIVE = "progressive"
+    SINGLE = "single"
+
+
+class Encoder(StrEnum):
+    """The H.264 encoder of the watermarked clip."""
+
+    SOFTWARE = "software"  # libx264, CRF
+    HARDWARE = "hardware"  # h264_v4l2m2m (a Pi 4), bitrate-controlled
+
+
+class Size(StrEnum):
+    """The watermarked clip's size."""
+
+    SOURCE = "source"  # the camera's own
+    P720 = "720p"  # scaled to 720 lines (from a taller camera only)
+
+
+AUTO = "auto"
+# A wait after the post-roll a player accepts without noticing: below it, quality comes first.
+TARGET_WAIT_SECONDS = 5.0
+# What every path adds after its last encode: the join, the thumbnail, the sidecar, the queue hops.
+# A model constant (bench/budget.py measures the real press-to-clip), not a measurement.
+FIXED_SECONDS = 1.0
+# The exhaustive search over every camera's options stops being cheap beyond this many combinations;
+# then every camera gets the same option.
+MAX_COMBINATIONS = 50_000
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to render a camera's highlights."""
+
+    path: RenderPath
+    encoder: Encoder
+    size: Size
+
+    @property
+    def label(self) -> str:
+        """Like `ahead/software/source`."""
+        return f"{self.path}/{self.encoder}/{self.size}"
+
+
+@dataclass(frozen=True)
+class Box:
+    """What the decision needs to know about the box and its settings."""
+
+    cpus: float  # CPU the box has, in cores (os.cpu_count, or a cgroup quota)
+    reserve: float  # fraction of it kept for recording, builds and the web app
+    pre_seconds: float
+    post_seconds: float
+    seg_seconds: float  # one segment's length: what the ahead path leaves to encode after a press
+    path: str = AUTO  # a RenderPath to force one, else AUTO
+    encoder: str = AUTO  # an Encoder to force one, else AUTO
+    size: str = AUTO  # a Size to force one, else AUTO
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One camera's decision: its option, what it costs all the time, and the expected wait."""
+
+    camera: str
+    option: Option
+    cost: float  # CPU-s per second of video of this option's encode (measured)
+    continuous: float  # cores it takes all the time (the ahead encoder), 0 otherwise
+    wait: float  # expected seconds from the end of the post-roll to the highlight
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the published decision (JSON)."""
+        return {
+            "path": str(self.option.path),
+            "encoder": str(self.option.encoder),
+            "size": str(self.option.size),
+            "cost": round(self.cost, 4),
+            "continuous": round(self.continuous, 4),
+            "wait": round(self.wait, 2),
+        }
+
+
+# Measured costs of one camera: (encoder, size) → CPU-s per second of video. An (encoder, size) that is
+# missing cannot be used on this camera (no hardware encoder, or a camera no taller than 720 lines).
+Costs = Mapping[tuple[Encoder, Size], float]
+
+
+def cost_key(encoder: Encoder, size: Size) -> str:
+    """The text an (encoder, size) cost is stored under, like `software/source`."""
+    return f"{encoder}/{size}"
+
+
+def parse_cost_key(text: str) -> tuple[Encoder, Size]:
+    """`cost_key` read back; ValueError for anything else."""
+    encoder, _, size = text.partition("/")
+    return Encoder(encoder), Size(size)
+
+
+def options(box: Box, costs: Costs) -> list[Option]:
+    """The options a camera with these measured costs may take under the box's forced settings."""
+    out = []
+    for path, (encoder, size) in itertools.product(RenderPath, costs):
+        if box.path != AUTO and path != box.path:
+            continue
+        if box.encoder != AUTO and encoder != box.encoder:
+            continue
+        if box.size != AUTO and size != box.size:
+            continue
+        out.append(Option(path, encoder, size))
+    return out
+
+
+def wait_seconds(box: Box, option: Option, cost: float, share: float) -> float:
+    """Expected wait after the post-roll for `option`, its encode costing `cost` CPU-s per video second
+    and running on `share` cores at the moment of a press."""
+    if share <= 0:
+        return math.inf
+    window = box.pre_seconds + box.post_seconds
+    if option.path is RenderPath.AHEAD:
+        work = box.seg_seconds * cost
+    elif option.path is RenderPath.PROGRESSIVE:
+        # The pieces are encoded as the segments close; what the post-roll leaves undone, plus the last
+        # segment (it closes at the end of the post-roll), is encoded after it.
+        behind = max(0.0, window * cost - box.post_seconds * share)
+        work = behind + box.seg_seconds * cost
+    else:
+        work = window * cost
+    return FIXED_SECONDS + work / share
+
+
+def evaluate(box: Box, picks: Sequence[tuple[str, Option, float]]) -> list[Choice] | None:
+    """The choices of a combination (camera, option, cost), or None when it does not fit the box."""
+    usable = box.cpus * (1.0 - box.reserve)
+    continuous = [cost if option.path is RenderPath.AHEAD else 0.0 for _, option, cost in picks]
+    left = usable - sum(continuous)
+    if left < 0:
+        return None  # the ahead encoders alone would take more than the box can give
+    # What the continuous work leaves, and the reserve (builds are what it is kept for), shared by the
+    # builds of every camera pressed at once.
+    share = (left + box.cpus * box.reserve) / max(1, len(picks))
+    return [
+        Choice(camera, option, cost, cont, wait_seconds(box, option, cost, share))
+        for (camera, option, cost), cont in zip(picks, continuous, strict=True)
+    ]
+
+
+def _rank(choices: list[Choice]) -> tuple[float, ...]:
+    """Lower is better: cameras over the target wait, then their worst wait, then quality (full size,
+    software), then the worst and total wait, then the CPU taken all the time."""
+    late = [c for c in choices if c.wait > TARGET_WAIT_SECONDS]
+    return (
+        len(late),
+        max((c.wait for c in late), default=0.0),
+        sum(c.option.size is not Size.SOURCE for c in choices),
+        sum(c.option.encoder is not Encoder.SOFTWARE for c in choices),
+        max(c.wait for c in choices),
+        sum(c.wait for c in choices),
+        sum(c.continuous for c in choices),
+    )
+
+
+def decide(box: Box, measured: Mapping[str, Costs]) -> list[Choice]:
+    """Per camera (in the order given), the option with the best expected wait that fits the box.
+
+    ValueError with one sentence when no option is left (a forced path or encoder that none of the
+    cameras can use, or a camera without any measured cost)."""
+    cameras = list(measured)
+    if not cameras:
+        return []
+    per_camera = []
+    for camera in cameras:
+        opts = [(camera, o, measured[camera][(o.encoder, o.size)]) for o in options(box, measured[camera])]
+        if not opts:
+            raise ValueError(f"camera {camera} has no render option the settings allow")
+        per_camera.append(opts)
+    if math.prod(len(o) for o in per_camera) <= MAX_COMBINATIONS:
+        combos: Any = itertools.product(*per_camera)
+    else:
+        shared = [o for _, o, _ in per_camera[0] if all(any(p[1] == o for p in opts) for opts in per_camera)]
+        combos = ([next(p for p in opts if p[1] == o) for opts in per_camera] for o in shared)
+    best: list[Choice] | None = None
+    for combo in combos:
+        choices = evaluate(box, combo)
+        if choices is not None and (best is None or _rank(choices) < _rank(best)):
+            best = choices
+    if best is None:
+        raise ValueError("no render option fits the box's CPU: set GN_RENDER_PATH=auto or lower the reserve")
+    return best
+
+
+def summary(box: Box, choices: Sequence[Choice]) -> dict[str, Any]:
+    """The decision as published (JSON): the box's figures and each camera's choice."""
+    return {
+        "box": asdict(box),
+        "continuous": round(sum(c.continuous for c in choices), 4),
+        "cameras": {c.camera: c.as_dict() for c in choices},
+    }

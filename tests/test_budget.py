@@ -1,0 +1,125 @@
+"""The render budget's decision (common/budget.py): pure functions, checked on figures like the box's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from common.budget import (
+    FIXED_SECONDS,
+    TARGET_WAIT_SECONDS,
+    Box,
+    Encoder,
+    Option,
+    RenderPath,
+    Size,
+    cost_key,
+    decide,
+    evaluate,
+    options,
+    parse_cost_key,
+    summary,
+    wait_seconds,
+)
+
+SW, HW = Encoder.SOFTWARE, Encoder.HARDWARE
+SRC, P720 = Size.SOURCE, Size.P720
+# A 1080p30 camera on this x86 machine (issue 21: the ahead encoder costs 0.42 CPU-s per video second);
+# the 720p output about half of it.
+X86_1080 = {(SW, SRC): 0.42, (SW, P720): 0.22}
+
+
+def box(cpus: float, **kw: object) -> Box:
+    base: dict[str, object] = {"reserve": 0.3, "pre_seconds": 40, "post_seconds": 10, "seg_seconds": 1}
+    return Box(cpus=cpus, **{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_a_big_box_watermarks_every_camera_ahead_at_full_size() -> None:
+    choices = decide(box(4), {"c1": X86_1080, "c2": X86_1080})
+    assert [c.option for c in choices] == [Option(RenderPath.AHEAD, SW, SRC)] * 2
+    assert all(c.continuous == 0.42 and c.wait < TARGET_WAIT_SECONDS for c in choices)
+
+
+def test_a_pi4_budget_with_two_1080p_cameras_cannot_afford_two_full_size_ahead_encoders() -> None:
+    # 0.98 of a core here (docs/pi.md): 0.69 usable after the reserve; two 0.42 encoders do not fit.
+    b = box(0.98)
+    assert evaluate(b, [("c1", Option(RenderPath.AHEAD, SW, SRC), 0.42)] * 2) is None
+    choices = decide(b, {"c1": X86_1080, "c2": X86_1080})
+    assert sum(c.continuous for c in choices) <= 0.98 * 0.7
+    # What it picks keeps every camera's wait within the target: both ahead, one of them at 720p
+    # (0.42 + 0.22 fit), the other at full size.
+    assert sorted(c.option.size for c in choices) == [P720, SRC]
+    assert all(c.option.path is RenderPath.AHEAD for c in choices)
+    assert all(c.wait <= TARGET_WAIT_SECONDS for c in choices)
+
+
+def test_without_the_720p_option_the_pi4_budget_gives_the_ahead_encoder_to_one_camera_only() -> None:
+    only_full = {(SW, SRC): 0.42}
+    choices = decide(box(0.98), {"c1": only_full, "c2": only_full})
+    paths = sorted(c.option.path for c in choices)
+    assert paths == [RenderPath.AHEAD, RenderPath.PROGRESSIVE]
+
+
+def test_forced_settings_narrow_the_options() -> None:
+    costs = {(SW, SRC): 0.4, (SW, P720): 0.2, (HW, SRC): 0.1}
+    assert len(options(box(2), costs)) == 9
+    forced = box(2, path="single", encoder="software", size="source")
+    assert options(forced, costs) == [Option(RenderPath.SINGLE, SW, SRC)]
+    choices = decide(forced, {"c1": costs})
+    assert choices[0].option == Option(RenderPath.SINGLE, SW, SRC)
+    assert choices[0].continuous == 0
+
+
+def test_a_forced_encoder_no_camera_has_is_refused_in_one_sentence() -> None:
+    with pytest.raises(ValueError, match="camera c1 has no render option the settings allow"):
+        decide(box(2, encoder="hardware"), {"c1": X86_1080})
+
+
+def test_a_forced_ahead_path_that_does_not_fit_is_refused() -> None:
+    with pytest.raises(ValueError, match="no render option fits"):
+        decide(box(0.5, path="ahead", size="source"), {"c1": X86_1080, "c2": X86_1080})
+
+
+def test_the_hardware_encoder_is_taken_when_software_cannot_keep_the_wait() -> None:
+    # A Pi 4 core is ~4x slower than one here: its software encode costs ~4x the CPU-s of x86's.
+    slow = {(SW, SRC): 1.7, (SW, P720): 0.9, (HW, SRC): 0.15}
+    choices = decide(box(2), {"c1": slow, "c2": slow})
+    assert all(c.option.encoder is HW for c in choices)
+    assert all(c.option.size is SRC for c in choices)
+
+
+def test_wait_per_path_follows_the_work_left_after_the_post_roll() -> None:
+    b = box(1)
+    ahead = wait_seconds(b, Option(RenderPath.AHEAD, SW, SRC), 0.5, 1.0)
+    progressive = wait_seconds(b, Option(RenderPath.PROGRESSIVE, SW, SRC), 0.5, 1.0)
+    single = wait_seconds(b, Option(RenderPath.SINGLE, SW, SRC), 0.5, 1.0)
+    assert ahead == pytest.approx(FIXED_SECONDS + 0.5)
+    # 50 s of video at 0.5 CPU-s each on one core: 25 CPU-s, 10 of them during the post-roll.
+    assert progressive == pytest.approx(FIXED_SECONDS + 15 + 0.5)
+    assert single == pytest.approx(FIXED_SECONDS + 25)
+    assert ahead < progressive < single
+    assert wait_seconds(b, Option(RenderPath.SINGLE, SW, SRC), 0.5, 0.0) == math.inf
+
+
+def test_a_progressive_encode_the_post_roll_covers_leaves_only_the_last_segment() -> None:
+    b = box(4, pre_seconds=5, post_seconds=10)
+    wait = wait_seconds(b, Option(RenderPath.PROGRESSIVE, SW, SRC), 0.2, 2.0)
+    assert wait == pytest.approx(FIXED_SECONDS + 0.2 / 2.0)
+
+
+def test_cost_keys_read_back_and_the_summary_is_plain_data() -> None:
+    for encoder in Encoder:
+        for size in Size:
+            assert parse_cost_key(cost_key(encoder, size)) == (encoder, size)
+    with pytest.raises(ValueError):
+        parse_cost_key("software")
+    b = box(2)
+    published = summary(b, decide(b, {"c1": X86_1080}))
+    assert published["cameras"]["c1"]["path"] == "ahead"
+    assert published["box"]["cpus"] == 2
+    assert set(published["cameras"]["c1"]) == {"path", "encoder", "size", "cost", "continuous", "wait"}
+
+
+def test_no_camera_no_decision() -> None:
+    assert decide(box(1), {}) == []
