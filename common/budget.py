@@ -84,6 +84,7 @@ class Box:
     post_seconds: float
     seg_seconds: float  # one segment's length: what the ahead path leaves to encode after a press
     path: str = AUTO  # a RenderPath to force one, else AUTO
+    paths: tuple[RenderPath, ...] = tuple(RenderPath)  # the paths the render settings switch on
     encoder: str = AUTO  # an Encoder to force one, else AUTO
     size: str = AUTO  # a Size to force one, else AUTO
 
@@ -130,7 +131,7 @@ def options(box: Box, costs: Costs) -> list[Option]:
     """The options a camera with these measured costs may take under the box's forced settings."""
     out = []
     for path, (encoder, size) in itertools.product(RenderPath, costs):
-        if box.path != AUTO and path != box.path:
+        if path not in box.paths or (box.path != AUTO and path != box.path):
             continue
         if box.encoder != AUTO and encoder != box.encoder:
             continue

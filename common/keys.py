@@ -109,6 +109,12 @@ def ahead(device: str) -> str:
     return f"{ns(device)}:ahead"
 
 
+def budget(device: str) -> str:
+    """String (JSON, no expiry) the render budget keeps: each camera's measured encode costs, the key
+    they were measured for (cameras, their streams, the watermark) and the decision made from them."""
+    return f"{ns(device)}:budget"
+
+
 def restarting(device: str) -> str:
     """String (with an expiry) set while the box restarts its programs on purpose (an update); value =
     why. A recorder stopped or starting meanwhile is restarting, not gone: presses are still taken."""
@@ -275,6 +281,7 @@ def _our_shapes(device: str) -> dict[str, list[str]]:
         "alarms": [alarms(device)],
         "scheduler": [scheduler(device)],
         "ahead": [ahead(device)],
+        "budget": [budget(device)],
         "restarting": [restarting(device)],
         "upload_lock": [upload_lock(device, press)],
     }

@@ -71,6 +71,12 @@ def test_forced_settings_narrow_the_options() -> None:
     assert choices[0].continuous == 0
 
 
+def test_paths_the_render_settings_switch_off_are_not_options() -> None:
+    only_single = box(8, paths=(RenderPath.SINGLE,))
+    assert {o.path for o in options(only_single, X86_1080)} == {RenderPath.SINGLE}
+    assert decide(only_single, {"c1": X86_1080})[0].option.path is RenderPath.SINGLE
+
+
 def test_a_forced_encoder_no_camera_has_is_refused_in_one_sentence() -> None:
     with pytest.raises(ValueError, match="camera c1 has no render option the settings allow"):
         decide(box(2, encoder="hardware"), {"c1": X86_1080})

@@ -27,6 +27,7 @@ from tests.build_helpers import make_segments, run_build_worker
 from tests.helpers import start_gravanois, wait_for
 from tests.upload_helpers import upload_overrides
 from trigger import press as press_mod
+from worker import budget
 from worker.ahead import Ahead
 from worker.scheduler import Scheduler
 
@@ -51,7 +52,7 @@ def made_by_kind() -> dict[str, list[str]]:
             ("cooldown", keys.cooldown),
         )
     }
-    for name in ("cameras", "counters", "highlights", "alarms", "scheduler", "ahead", "restarting"):
+    for name in ("cameras", "counters", "highlights", "alarms", "scheduler", "ahead", "budget", "restarting"):
         ours[name] = [getattr(keys, name)(DEVICE)]
     ours["highlight"] = [keys.highlight(DEVICE, PRESS_ID)]
     ours["upload_lock"] = [keys.upload_lock(DEVICE, PRESS_ID)]
@@ -166,6 +167,7 @@ def test_a_pipeline_run_leaves_only_keys_the_keys_module_makes(
         assert press_mod.submit(s, conn, waiting).state == press_mod.SCHEDULED
         assert Scheduler(s, conn).hold_lock()
         Ahead(s, conn).heartbeat()
+        assert budget.Keeper(s, conn, cpus=2).refresh() is not None
         found = {text(k): keys.kind_of(device, text(k)) for k in conn.scan_iter(count=1000)}
         queues, workers = (conn.smembers(k) for k in keys.SHARED.values())
     finally:
@@ -175,7 +177,7 @@ def test_a_pipeline_run_leaves_only_keys_the_keys_module_makes(
     # The run made the keys it was meant to (the check above is not vacuous).
     assert set(found.values()) >= {
         *("segments", "pins", "camera_health", "camera_restarts", "cameras", "cooldown", "counters"),
-        *("highlights", "highlight", "alarms", "scheduler", "ahead"),
+        *("highlights", "highlight", "alarms", "scheduler", "ahead", "budget"),
         *("rq_job", "rq_results", "rq_queue", "rq_registry", "rq_queue_workers", "rq_worker"),
         *keys.SHARED,
     }

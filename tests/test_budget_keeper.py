@@ -1,0 +1,147 @@
+"""The render budget measured (worker/budget.py): CPU from the child's rusage, the box's CPU from its
+cgroup, each camera's newest segments through the real watermark encoder, the result kept in Redis and
+measured again only when the cameras or the watermark change."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import keys
+from common.ffmpeg import FFmpegError, base_args
+from common.settings import Settings
+from harness.media import make_logo
+from tests.build_helpers import make_segments
+from worker import budget
+
+CAMERAS = '{"cam1": "rtsp://h/one", "cam2": "rtsp://h/two"}'
+
+
+def encode_args(seconds: int) -> list[str]:
+    """ffmpeg: `seconds` of a 640x480 test picture through libx264, thrown away."""
+    source = f"testsrc2=size=640x480:rate=30:duration={seconds}"
+    codec = ["-c:v", "libx264", "-preset", "medium"]
+    return [*base_args(), "-f", "lavfi", "-i", source, *codec, "-f", "null", "-"]
+
+
+def test_the_cpu_of_the_child_is_read_from_its_rusage_and_grows_with_its_work() -> None:
+    short, long = budget.cpu_seconds(encode_args(1)), budget.cpu_seconds(encode_args(4))
+    assert 0 < short < long
+    assert long > 2 * short
+    with pytest.raises(FFmpegError, match="the measurement failed"):
+        budget.cpu_seconds([*base_args(), "-i", "/nonexistent.ts", "-f", "null", "-"])
+
+
+def fake_cgroups(root: Path, lines: str) -> tuple[Path, Path]:
+    proc, fs = root / "proc", root / "fs"
+    proc.mkdir(parents=True)
+    (proc / "cgroup").write_text(lines)
+    return proc, fs
+
+
+def quota(d: Path, quota_us: int, period_us: int = 100_000) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+    (d / "cpu.cfs_period_us").write_text(f"{period_us}\n")
+
+
+def test_the_tightest_cgroup_v1_quota_of_the_process_and_its_parents_is_its_cpu(tmp_path: Path) -> None:
+    proc, fs = fake_cgroups(tmp_path, "3:cpuset:/\n2:cpu,cpuacct:/box/pi4\n0::/\n")
+    quota(fs / "cpu,cpuacct", -1)
+    quota(fs / "cpu,cpuacct" / "box", 150_000)
+    quota(fs / "cpu,cpuacct" / "box" / "pi4", 98_000)
+    assert budget.cgroup_quota(proc, fs) == pytest.approx(0.98)
+    quota(fs / "cpu,cpuacct" / "box", 50_000)
+    assert budget.cgroup_quota(proc, fs) == pytest.approx(0.5)
+
+
+def test_a_cgroup_v2_quota_and_no_quota_at_all(tmp_path: Path) -> None:
+    proc, fs = fake_cgroups(tmp_path / "v2", "0::/box\n")
+    (fs / "box").mkdir(parents=True)
+    (fs / "box" / "cpu.max").write_text("220000 100000\n")
+    assert budget.cgroup_quota(proc, fs) == pytest.approx(2.2)
+    (fs / "box" / "cpu.max").write_text("max 100000\n")
+    assert budget.cgroup_quota(proc, fs) is None
+    proc, fs = fake_cgroups(tmp_path / "v1", "2:cpu:/\n")
+    quota(fs / "cpu", -1)
+    assert budget.cgroup_quota(proc, fs) is None
+    assert 0 < budget.box_cpus() <= len(os.sched_getaffinity(0))
+
+
+@pytest.fixture
+def two_cameras(make_settings: Callable[..., Settings], tmp_path: Path) -> Callable[..., Settings]:
+    logo = make_logo(tmp_path / "logo.png", size="60x30")
+
+    def make(**kw: object) -> Settings:
+        base = {"cameras": CAMERAS, "seg_time": 1, "pre_seconds": 10, "post_seconds": 2, "wm_logo": logo}
+        return make_settings(**{**base, **kw})
+
+    return make
+
+
+def record(s: Settings, conn: redis.Redis, seconds: int = 6) -> None:
+    for cam in ("cam1", "cam2"):
+        make_segments(s, conn, cam, time.time() - seconds, seconds)
+
+
+def test_each_cameras_stream_is_measured_decided_and_kept_in_redis_once(
+    two_cameras: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = two_cameras()
+    keeper = budget.Keeper(s, redis_conn, cpus=0.98)
+    assert keeper.refresh() is None  # no segments yet: nothing to measure
+    assert redis_conn.get(keys.budget(s.device_id)) is None
+    record(s, redis_conn)
+    data = keeper.refresh()
+    assert data is not None
+    assert budget.read(redis_conn, s.device_id) == json.loads(json.dumps(data))
+    assert data["streams"] == {"cam1": "320x240@15/1", "cam2": "320x240@15/1"}
+    # 320x240 is no taller than 720 lines and there is no hardware encoder here: one option each.
+    assert {cam: sorted(c) for cam, c in data["costs"].items()} == {
+        "cam1": ["software/source"],
+        "cam2": ["software/source"],
+    }
+    assert all(0 < c["software/source"] < 2 for c in data["costs"].values())
+    assert data["hardware"].startswith("no /dev/video11")
+    decision = data["decision"]
+    assert decision["box"]["cpus"] == 0.98
+    assert set(decision["cameras"]) == {"cam1", "cam2"}
+    assert budget.choice_for(redis_conn, s.device_id, "cam2") == decision["cameras"]["cam2"]
+    # A second look with nothing changed decides again from the cached costs.
+    again = budget.Keeper(s, redis_conn, cpus=0.5).refresh()
+    assert again is not None
+    assert again["measured_at"] == data["measured_at"] and again["costs"] == data["costs"]
+    assert again["decision"]["box"]["cpus"] == 0.5
+
+
+def test_another_logo_is_measured_again(
+    two_cameras: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = two_cameras()
+    record(s, redis_conn)
+    first = budget.Keeper(s, redis_conn, cpus=2).refresh()
+    other = two_cameras(wm_logo=make_logo(tmp_path / "other.png", size="120x60", color="blue"))
+    second = budget.Keeper(other, redis_conn, cpus=2).refresh()
+    assert first is not None and second is not None
+    assert second["key"] != first["key"] and second["measured_at"] != first["measured_at"]
+
+
+def test_a_forced_path_is_what_is_published(
+    two_cameras: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = two_cameras(render_path="single")
+    record(s, redis_conn)
+    data = budget.Keeper(s, redis_conn, cpus=4).refresh()
+    assert data is not None
+    assert {c["path"] for c in data["decision"]["cameras"].values()} == {"single"}
+    assert budget.allowed_paths(two_cameras(wm_ahead=False)) == (
+        budget.RenderPath.PROGRESSIVE,
+        budget.RenderPath.SINGLE,
+    )
+    assert budget.allowed_paths(two_cameras(wm_progressive=False)) == (budget.RenderPath.SINGLE,)
