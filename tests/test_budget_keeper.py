@@ -19,6 +19,8 @@ from common.settings import Settings
 from harness.media import make_logo
 from tests.build_helpers import make_segments
 from worker import budget
+from worker.ahead import Ahead
+from worker.progressive import ahead_dir
 
 CAMERAS = '{"cam1": "rtsp://h/one", "cam2": "rtsp://h/two"}'
 
@@ -145,3 +147,29 @@ def test_a_forced_path_is_what_is_published(
         budget.RenderPath.SINGLE,
     )
     assert budget.allowed_paths(two_cameras(wm_progressive=False)) == (budget.RenderPath.SINGLE,)
+
+
+def test_the_ahead_encoder_encodes_only_the_cameras_the_budget_gives_it(
+    two_cameras: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    forced = two_cameras(render_path="progressive", pre_seconds=30)
+    record(forced, redis_conn, seconds=30)
+    encoder = Ahead(forced, redis_conn)
+    encoder.turn()
+    assert encoder.budget.path_of("cam1") is budget.RenderPath.PROGRESSIVE
+    assert not ahead_dir(forced, "cam1").exists() and not ahead_dir(forced, "cam2").exists()
+    # The ahead path (forced: with CPU to spare and a 12 s window, the box would find the progressive
+    # render as quick and cheaper): both cameras are watermarked ahead.
+    free = two_cameras(render_path="ahead", pre_seconds=30)
+    encoder = Ahead(free, redis_conn)
+    encoder.turn()
+    assert {encoder.budget.path_of(c) for c in ("cam1", "cam2")} == {budget.RenderPath.AHEAD}
+    for cam in ("cam1", "cam2"):
+        assert list(ahead_dir(free, cam).rglob("*.json")), cam
+    # A decision that takes a camera's path away removes its cache.
+    data = budget.read(redis_conn, free.device_id)
+    assert data is not None
+    data["decision"]["cameras"]["cam2"]["path"] = "single"
+    encoder.budget.published = data
+    encoder.turn()
+    assert list(ahead_dir(free, "cam1").rglob("*.json")) and not ahead_dir(free, "cam2").exists()

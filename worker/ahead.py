@@ -30,6 +30,7 @@ from collections.abc import Callable
 import redis
 
 from common import keys
+from common.budget import RenderPath
 from common.ffmpeg import FFmpegError
 from common.fsutil import TMP_MARK
 from common.log import event, get_logger
@@ -37,9 +38,9 @@ from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
-from worker import progressive
+from worker import budget, progressive
 from worker.outage import Outage
-from worker.progressive import AheadCache, Recipe
+from worker.progressive import AheadCache, Recipe, ahead_dir
 from worker.tsfiles import ts_problem
 
 log = get_logger(__name__)
@@ -76,6 +77,7 @@ class Ahead:
         self.cameras = [CameraAhead(settings, conn, cam.id, wm) for cam in settings.cameras]
         self.outage = Outage("ahead")
         self.last_beat = 0.0
+        self.budget = budget.Keeper(settings, conn)
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Encode batches until `should_stop()`; errors are logged, never the end of the loop."""
@@ -94,9 +96,14 @@ class Ahead:
         event(log, "ahead_stop")
 
     def turn(self) -> None:
-        """One pass over the cameras, and the heartbeat."""
+        """The render budget (measured again when the cameras or the watermark change), one pass over the
+        cameras the budget leaves to this encoder, and the heartbeat."""
+        self.budget.tick()
         for cam in self.cameras:
-            cam.tick()
+            if self.budget.path_of(cam.camera) in (None, RenderPath.AHEAD):
+                cam.tick()
+            else:
+                cam.idle()
         self.heartbeat()
 
     def heartbeat(self) -> None:
@@ -157,6 +164,15 @@ class CameraAhead:
             if seg.end - self.pending[0].start >= BATCH_SECONDS - 0.01:
                 self.flush()
         self.prune(t)
+
+    def idle(self) -> None:
+        """The budget gives this camera another path: nothing is encoded, its cache goes, and it starts
+        again from its newest segments if the budget gives it back."""
+        if self.cache is not None or self.last is not None:
+            shutil.rmtree(ahead_dir(self.settings, self.camera), ignore_errors=True)
+            event(log, "ahead_camera_off", camera=self.camera, reason="the render budget chose another path")
+        self.pending, self.last, self.tail, self.cache = [], None, None, None
+        self.new_run, self.behind_since, self.cached_until = True, None, None
 
     def oldest_useful(self, t: float) -> float:
         """The start of the oldest pre-roll a press made from now on can ask for."""

@@ -289,6 +289,12 @@ class Keeper:
         self.cpus = cpus if cpus is not None else box_cpus()
         self.checked = -math.inf
         self.key = ""
+        self.published: dict[str, Any] | None = None
+
+    def path_of(self, camera: str) -> RenderPath | None:
+        """The path this process's last decision gives a camera (None before one is made)."""
+        choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
+        return RenderPath(choice["path"]) if isinstance(choice, dict) else None
 
     def tick(self) -> None:
         """Every RECHECK_SECONDS: measure again if the key changed, and publish the decision."""
@@ -347,6 +353,7 @@ class Keeper:
             "decision": decision,
         }
         self.conn.set(keys.budget(s.device_id), json.dumps(data))
+        self.published = data
         if key != self.key:
             self.key = key
             event(log, "budget_decided", cpus=round(self.cpus, 2), cameras=decision.get("cameras"))

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from common import ids, sidecar
+from common.budget import RenderPath
 from common.counters import incr
 from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_soon
@@ -34,7 +35,7 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, runs
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from common.verdict import verdict
-from worker import context, progressive
+from worker import budget, context, progressive
 from worker.streamjoin import StreamJoin
 from worker.tsfiles import clip_end, ts_problem
 
@@ -245,8 +246,13 @@ class Build:
         self.write_sidecar(segments, a, b, digest(), **extra)
 
     def start_pieces(self, b: float) -> progressive.Encoder | None:
-        """The progressive render's encoder, when the render settings allow it (worker.progressive)."""
+        """The progressive render's encoder, when the render settings allow it (worker.progressive) and
+        the render budget did not choose the single pass for this camera (worker.budget)."""
         if not progressive.applies(self.settings):
+            return None
+        choice = budget.choice_for(self.conn, self.settings.device_id, self.press.camera)
+        if choice is not None and choice.get("path") == RenderPath.SINGLE:
+            event(log, "progressive_skipped", highlight=self.clip.stem, reason="the budget chose single")
             return None
         return progressive.Encoder(self.settings, self.clip.stem, self.press.camera, b)
 
