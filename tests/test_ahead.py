@@ -28,8 +28,8 @@ from worker import ahead, progressive
 def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: object) -> Settings:
     # The ahead path forced: with a 12 s window the render budget would find the progressive render
     # as quick, and leave the cameras to it (tests/test_budget_keeper.py).
-    base = {"pre_seconds": 10, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
-    base["render_path"] = "ahead" if kw.get("wm_ahead", True) else "auto"
+    base: dict[str, object] = {"pre_seconds": 10, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60}
+    base.update(cooldown_seconds=0, render_path="ahead" if kw.get("wm_ahead", True) else "auto")
     logo = make_logo(tmp_path / "logo.png", size="120x60", color="red")
     return make_settings(**{**base, "wm_logo": logo, **kw})
 
