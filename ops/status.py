@@ -33,6 +33,7 @@ from common.timeutil import iso, now
 from common.verdict import verdict
 from common.version import package_version, release_dir
 from deploy.release import Layout
+from ops import budget as budget_view
 from worker.ahead import off_reason
 
 # A queue with at least this many jobs waiting is backed up (a press every few seconds for minutes).
@@ -78,6 +79,7 @@ def snapshot(
             snap["cameras"] = _cameras(settings, conn, t)
             snap["scheduler"] = _scheduler(settings, conn)
             snap["ahead"] = _ahead(settings, conn, t)
+            snap["budget"] = budget_view.view(settings, conn)
             snap["queues"], snap["failed_jobs"] = _queues(settings, conn, t)
             snap["highlights"] = _highlights(settings, conn, highlights)
             snap["alarms"] = _alarms(settings, conn)
@@ -467,6 +469,7 @@ def render_text(snap: dict[str, Any]) -> str:
     )
     out.append("")
     out.append(_ahead_line(snap.get("ahead")))
+    out += budget_view.lines(snap.get("budget"))
     if snap["journal"]["pending"]:
         out.append(f"journal: {snap['journal']['pending']} press(es) not yet in Redis")
         out.append("")

@@ -17,7 +17,10 @@ from common import keys
 from common.ffmpeg import FFmpegError, base_args
 from common.settings import Settings
 from harness.media import make_logo
+from ops.status import snapshot
+from ops.web.site import Site
 from tests.build_helpers import make_segments
+from tests.helpers import run_gravanois
 from worker import budget
 from worker.ahead import Ahead
 from worker.progressive import ahead_dir
@@ -173,3 +176,28 @@ def test_the_ahead_encoder_encodes_only_the_cameras_the_budget_gives_it(
     encoder.budget.published = data
     encoder.turn()
     assert list(ahead_dir(free, "cam1").rglob("*.json")) and not ahead_dir(free, "cam2").exists()
+
+
+def test_status_and_the_dashboard_show_the_decision_the_box_published(
+    two_cameras: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = two_cameras()
+    text = run_gravanois(s, "status").stdout
+    assert "render budget: not measured yet" in text
+    record(s, redis_conn)
+    data = budget.Keeper(s, redis_conn, cpus=0.98).refresh()
+    assert data is not None
+    shown = json.loads(run_gravanois(s, "status", "--json").stdout)["budget"]
+    assert shown["cameras"] == data["decision"]["cameras"]
+    assert shown["cpus"] == 0.98 and shown["costs"] == data["costs"]
+    text = run_gravanois(s, "status").stdout
+    assert "render budget: 0.98 CPU, 30% kept in reserve" in text
+    for cam, choice in data["decision"]["cameras"].items():
+        row = next(line for line in text.splitlines() if line.startswith(cam + " ") and "@15/1" in line)
+        assert row.split()[2:5] == [choice["path"], choice["encoder"], choice["size"]], row
+        assert f"~{choice['wait']:.1f} s" in row
+    panel = Site(s, redis_conn).page("panel.html", snap=snapshot(s, redis_conn), csrf="x", stamp=0)
+    html = bytes(panel.body).decode()
+    assert "Render budget" in html and "0.98 CPU, 30% kept in reserve" in html
+    for cam, choice in data["decision"]["cameras"].items():
+        assert f"<td>{cam}</td><td>320x240@15/1</td><td>{choice['path']}</td>" in html
