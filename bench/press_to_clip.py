@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import resource
@@ -54,6 +53,7 @@ from common.ffmpeg import run  # noqa: E402
 from common.journal import PressRecord  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import Settings, load_settings, to_env  # noqa: E402
+from harness.media import segment_stream  # noqa: E402
 from harness.redis_server import free_port  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
 from worker import ahead as ahead_mod  # noqa: E402
@@ -64,27 +64,6 @@ POST = 10.0
 PATHS = ("ahead", "progressive", "single-pass")
 # The ahead path: the pre-roll "ends" this long after it is indexed (per second of it, plus a base).
 PREFILL_PER_SECOND, PREFILL_BASE = 0.5, 5.0
-
-
-def make_segments(out: Path, seconds: int, size: str, fps: int) -> list[tuple[str, float, float]]:
-    """One continuous stream (H.264 + AAC, 1 s GOP) cut into 1 s MPEG-TS segments, as the recorder cuts
-    a camera's stream in copy mode; (name, start, end) relative to the first."""
-    out.mkdir(parents=True, exist_ok=True)
-    listing = out.parent / "list.csv"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-         "-g", str(fps), "-keyint_min", str(fps), "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k",
-         "-f", "segment", "-segment_format", "mpegts", "-segment_time", "1",
-         "-segment_list", str(listing), "-segment_list_type", "csv", str(out / "seg_%05d.ts")],
-        check=True,
-        timeout=3600,
-    )  # fmt: skip
-    rows = list(csv.reader(listing.read_text().splitlines()))
-    t0 = float(rows[0][1])
-    return [(r[0], float(r[1]) - t0, float(r[2]) - t0) for r in rows]
 
 
 class Bench:
@@ -116,6 +95,8 @@ class Bench:
                 "log_format": "json",
                 "wm_progressive": path != "single-pass",
                 "wm_ahead": path == "ahead",
+                # Each path forced: the render budget would otherwise choose for itself.
+                "render_path": {"ahead": "ahead", "progressive": "progressive"}.get(path, "auto"),
                 "pre_seconds": self.window - POST,
                 "post_seconds": POST,
             },
@@ -260,7 +241,7 @@ def main() -> None:
     try:
         total = int(max(windows)) + 15
         print(f"generating {total} s of {args.size}@{args.fps} segments ...", file=sys.stderr)
-        rows = make_segments(work / "buffer" / "cam1", total, args.size, args.fps)
+        rows = segment_stream(work / "buffer" / "cam1", total, args.size, args.fps)
         bench = Bench(work, port, rows, max(windows))
         results: dict[tuple[float, str], list[float]] = {}
         joins: dict[tuple[float, str], list[tuple[float, float]]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 from pathlib import Path
 
@@ -71,3 +72,25 @@ def corrupt(path: Path, out: Path) -> Path:
     data[mid : mid + 4096] = b"\xde\xad\xbe\xef" * 1024
     out.write_bytes(bytes(data[: len(data) * 2 // 3]))
     return out
+
+
+def segment_stream(out: Path, seconds: int, size: str, fps: int) -> list[tuple[str, float, float]]:
+    """One continuous stream (H.264 + AAC, 1 s GOP) cut into 1 s MPEG-TS segments in `out`, as the
+    recorder cuts a camera's stream in copy mode; (name, start, end) relative to the first."""
+    out.mkdir(parents=True, exist_ok=True)
+    listing = out.parent / f"{out.name}-list.csv"
+    subprocess.run(
+        [*base_args(),
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+         "-g", str(fps), "-keyint_min", str(fps), "-sc_threshold", "0", "-c:a", "aac", "-b:a", "64k",
+         "-f", "segment", "-segment_format", "mpegts", "-segment_time", "1",
+         "-segment_list", str(listing), "-segment_list_type", "csv", str(out / "seg_%05d.ts")],
+        check=True,
+        timeout=3600,
+    )  # fmt: skip
+    rows = list(csv.reader(listing.read_text().splitlines()))
+    listing.unlink()
+    t0 = float(rows[0][1])
+    return [(r[0], float(r[1]) - t0, float(r[2]) - t0) for r in rows]
