@@ -29,6 +29,7 @@ import redis
 
 from common import keys
 from common.redisconn import scored, text
+from harness.cpubudget import CpuBudget
 from harness.redis_server import free_port
 from harness.repo import REPO, gravanois_cmd
 
@@ -85,6 +86,9 @@ class Box:
 
     def __init__(self, root: Path, **settings: str) -> None:
         self.root = root
+        # An emulated CPU budget (harness/cpubudget.py), set before `start`: it holds the whole box,
+        # supervisord and every program it starts; the commands run through `gravanois()` stay outside.
+        self.cpu: CpuBudget | None = None
         self.env = box_env(root, **settings)
         self.device = self.env["GN_DEVICE_ID"]
         self.conn = redis.Redis.from_url(self.env["GN_REDIS_URL"], socket_timeout=5, socket_connect_timeout=2)
@@ -100,6 +104,7 @@ class Box:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=self.cpu.preexec if self.cpu is not None else None,
         )
 
     def ctl(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,14 @@ import redis
 
 from common import budget, keys, proc
 from common.budget import Box, Encoder, RenderPath, Size
-from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, tail
+from common.ffmpeg import FFmpegError, base_args, tail
 from common.log import event, get_logger
 from common.segments import Segment, SegmentIndex, runs
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark, input_args, outputs
 from worker import encoders, progressive
+from worker.encoders import Stream, stream_of
 
 log = get_logger(__name__)
 
@@ -48,33 +48,6 @@ RECHECK_SECONDS = 60.0
 RETRY_SECONDS = 5.0
 # Bumped when what a measurement encodes changes: older cached costs are then measured again.
 METHOD = 1
-
-
-@dataclass(frozen=True)
-class Stream:
-    """What a camera sends, read from its newest segment."""
-
-    width: int
-    height: int
-    rate: str  # exact, like "30000/1001"
-
-    @property
-    def fps(self) -> float:
-        """The frame rate as a number."""
-        num, _, den = self.rate.partition("/")
-        return float(num) / float(den or 1)
-
-
-def stream_of(segment: Path) -> Stream:
-    """The video size and exact frame rate of a segment; FFmpegError when it has none."""
-    for stream in probe_json(segment).get("streams", []):
-        if stream.get("codec_type") == "video":
-            rate = frame_rate(stream)
-            width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
-            if rate is None or not width or not height:
-                raise FFmpegError(f"{segment.name} has no video size or frame rate")
-            return Stream(width, height, f"{rate.numerator}/{rate.denominator}")
-    raise FFmpegError(f"{segment.name} has no video")
 
 
 def box_cpus() -> float:

@@ -13,10 +13,11 @@ a short probe encode succeeds (`hardware_problem`); everywhere else the software
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.budget import Encoder, Size
-from common.ffmpeg import FFmpegError, base_args, run
+from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, run
 from common.watermark import Watermark, even, filtergraph, paced
 from worker.engines import x264_args
 
@@ -34,6 +35,33 @@ GOP_SECONDS = 2.0
 # Output height of the 720p size.
 SMALL_HEIGHT = 720
 PROBE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What a camera sends, read from its newest segment."""
+
+    width: int
+    height: int
+    rate: str  # exact, like "30000/1001"
+
+    @property
+    def fps(self) -> float:
+        """The frame rate as a number."""
+        num, _, den = self.rate.partition("/")
+        return float(num) / float(den or 1)
+
+
+def stream_of(segment: Path) -> Stream:
+    """The video size and exact frame rate of a segment; FFmpegError when it has none."""
+    for stream in probe_json(segment).get("streams", []):
+        if stream.get("codec_type") == "video":
+            rate = frame_rate(stream)
+            width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+            if rate is None or not width or not height:
+                raise FFmpegError(f"{segment.name} has no video size or frame rate")
+            return Stream(width, height, f"{rate.numerator}/{rate.denominator}")
+    raise FFmpegError(f"{segment.name} has no video")
 
 
 def out_size(size: Size, width: int, height: int) -> tuple[int, int]:
