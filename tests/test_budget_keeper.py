@@ -14,9 +14,10 @@ import pytest
 import redis
 
 from common import keys
-from common.ffmpeg import FFmpegError, base_args
+from common.ffmpeg import FFmpegError, base_args, probe
+from common.segments import Segment, SegmentIndex
 from common.settings import Settings
-from harness.media import make_logo
+from harness.media import make_logo, segment_stream
 from ops.status import snapshot
 from ops.web.site import Site
 from tests.build_helpers import make_segments
@@ -201,3 +202,31 @@ def test_status_and_the_dashboard_show_the_decision_the_box_published(
     assert "Render budget" in html and "0.98 CPU, 30% kept in reserve" in html
     for cam, choice in data["decision"]["cameras"].items():
         assert f"<td>{cam}</td><td>320x240@15/1</td><td>{choice['path']}</td>" in html
+
+
+def test_the_ahead_encoder_encodes_at_the_size_the_budget_chose(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = make_settings(pre_seconds=30, post_seconds=2, seg_time=1, wm_logo=make_logo(tmp_path / "l.png"))
+    rows = segment_stream(s.camera_buffer_dir("cam1"), 10, "1280x960", 10)
+    end = time.time()
+    offset = end - rows[-1][2]
+    SegmentIndex(redis_conn, s.device_id, "cam1").add(
+        *(Segment(offset + a, offset + b, n, "r1") for n, a, b in rows)
+    )
+    encoder = Ahead(s, redis_conn)
+    # The decision as the budget would publish it for a box that can afford 720p only.
+    choice = {
+        "path": "ahead",
+        "encoder": "software",
+        "size": "720p",
+        "cost": 0.3,
+        "continuous": 0.3,
+        "wait": 2,
+    }
+    encoder.budget.published = {"decision": {"cameras": {"cam1": choice}}}
+    encoder.budget.checked = time.monotonic()  # no measurement in this turn
+    encoder.turn()
+    pieces = list(ahead_dir(s, "cam1").rglob("*.ts"))
+    assert pieces
+    assert {(probe(p).width, probe(p).height) for p in pieces} == {(960, 720)}

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from common.budget import Encoder, Size
-from common.ffmpeg import FFPROBE, FFmpegError, run
+from common.ffmpeg import FFPROBE, FFmpegError, probe, run
+from common.segments import Segment
+from common.settings import Settings
 from common.watermark import Watermark
-from harness.media import make_logo, make_video
+from harness.media import make_logo, make_video, segment_stream
 from worker import encoders
+from worker.progressive import Recipe
 
 
 def test_720p_scales_only_a_taller_camera_keeping_its_shape_even() -> None:
@@ -102,3 +106,22 @@ def test_the_hardware_encoder_is_refused_here_by_its_device_and_by_its_probe() -
     # The probe itself fails too, whatever this ffmpeg's build lists among its encoders.
     with pytest.raises(FFmpegError):
         run(encoders.probe_args(), encoders.PROBE_TIMEOUT, what="h264_v4l2m2m probe")
+
+
+def test_a_720p_recipe_makes_pieces_of_720_lines_under_its_own_key(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    s = make_settings(wm_logo=make_logo(tmp_path / "logo.png"))
+    rows = segment_stream(s.camera_buffer_dir("cam1"), 3, "1280x960", 10)
+    segs = [Segment(a, b, name, "r1") for name, a, b in rows]
+    wm = Watermark.from_settings(s)
+    first = s.camera_buffer_dir("cam1") / segs[0].name
+    full = encoders.recipe(s, wm, first)
+    small = encoders.recipe(s, wm, first, Encoder.SOFTWARE, Size.P720)
+    assert full == Recipe.of(s, wm, first)  # the progressive render's own recipe, its cache kept
+    assert small.key != full.key and small.rate == full.rate == "10/1"
+    small.encode(segs, s.camera_buffer_dir("cam1"), tmp_path / "piece.ts")
+    info = probe(tmp_path / "piece.ts")
+    assert (info.width, info.height) == (960, 720)
+    hardware = encoders.recipe(s, wm, first, Encoder.HARDWARE, Size.P720)
+    assert "h264_v4l2m2m" in hardware.codec and hardware.key != small.key

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import redis
 
 from common import keys
-from common.budget import RenderPath
+from common.budget import Encoder, RenderPath, Size
 from common.ffmpeg import FFmpegError
 from common.fsutil import TMP_MARK
 from common.log import event, get_logger
@@ -38,9 +38,9 @@ from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
-from worker import budget, progressive
+from worker import budget, encoders, progressive
 from worker.outage import Outage
-from worker.progressive import AheadCache, Recipe, ahead_dir
+from worker.progressive import AheadCache, ahead_dir
 from worker.tsfiles import ts_problem
 
 log = get_logger(__name__)
@@ -101,6 +101,7 @@ class Ahead:
         self.budget.tick()
         for cam in self.cameras:
             if self.budget.path_of(cam.camera) in (None, RenderPath.AHEAD):
+                cam.use(self.budget.option_of(cam.camera))
                 cam.tick()
             else:
                 cam.idle()
@@ -142,6 +143,12 @@ class CameraAhead:
         self.new_run = True  # the next batch starts a recording run: read its recipe again
         self.behind_since: float | None = None
         self.cached_until: float | None = None  # wall-clock end of the newest batch cached
+        self.option = (Encoder.SOFTWARE, Size.SOURCE)  # the budget's encoder and size for this camera
+
+    def use(self, option: tuple[Encoder, Size]) -> None:
+        """The budget's encoder and size: a change starts a new recipe at the next batch."""
+        if option != self.option:
+            self.option, self.new_run = option, True
 
     def tick(self) -> None:
         """Take the segments closed since the last tick; encode each batch that is complete."""
@@ -206,7 +213,7 @@ class CameraAhead:
     def cache_for(self, first: Segment) -> AheadCache:
         """The cache for the recipe of `first`'s recording run (read at each run's first batch)."""
         if self.cache is None or self.new_run:
-            recipe = Recipe.of(self.settings, self.wm, self.buffer / first.name)
+            recipe = encoders.recipe(self.settings, self.wm, self.buffer / first.name, *self.option)
             if self.cache is None or recipe.key != self.cache.recipe.key:
                 self.cache = AheadCache(self.settings, self.camera, recipe)
                 self.cache.dir.mkdir(parents=True, exist_ok=True)

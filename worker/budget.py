@@ -264,6 +264,14 @@ class Keeper:
         self.key = ""
         self.published: dict[str, Any] | None = None
 
+    def option_of(self, camera: str) -> tuple[Encoder, Size]:
+        """The encoder and size this process's last decision gives a camera (software at the camera's
+        size before one is made)."""
+        choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
+        if not isinstance(choice, dict):
+            return Encoder.SOFTWARE, Size.SOURCE
+        return Encoder(choice["encoder"]), Size(choice["size"])
+
     def path_of(self, camera: str) -> RenderPath | None:
         """The path this process's last decision gives a camera (None before one is made)."""
         choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
