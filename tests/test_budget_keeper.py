@@ -159,8 +159,9 @@ def test_the_ahead_encoder_encodes_only_the_cameras_the_budget_gives_it(
     forced = two_cameras(render_path="progressive", pre_seconds=30)
     record(forced, redis_conn, seconds=30)
     encoder = Ahead(forced, redis_conn)
-    encoder.turn()
+    encoder.turn()  # before its first decision it encodes every camera, then it decides
     assert encoder.budget.path_of("cam1") is budget.RenderPath.PROGRESSIVE
+    encoder.turn()
     assert not ahead_dir(forced, "cam1").exists() and not ahead_dir(forced, "cam2").exists()
     # The ahead path (forced: with CPU to spare and a 12 s window, the box would find the progressive
     # render as quick and cheaper): both cameras are watermarked ahead.

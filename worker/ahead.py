@@ -96,9 +96,9 @@ class Ahead:
         event(log, "ahead_stop")
 
     def turn(self) -> None:
-        """The render budget (measured again when the cameras or the watermark change), one pass over the
-        cameras the budget leaves to this encoder, and the heartbeat."""
-        self.budget.tick()
+        """One pass over the cameras the render budget leaves to this encoder (every camera before its
+        first decision), the heartbeat, then the budget (measured again when the cameras or the
+        watermark change: a few seconds of encoding, after this turn's batches)."""
         for cam in self.cameras:
             if self.budget.path_of(cam.camera) in (None, RenderPath.AHEAD):
                 cam.use(self.budget.option_of(cam.camera))
@@ -106,6 +106,7 @@ class Ahead:
             else:
                 cam.idle()
         self.heartbeat()
+        self.budget.tick()
 
     def heartbeat(self) -> None:
         """Every few seconds, tell `gravanois status` it runs, and how far each camera's cache reaches."""
