@@ -11,8 +11,10 @@ returns, per camera, the path with the best expected wait after the post-roll th
 - single: one encode of the whole window after the post-roll.
 
 The box keeps `reserve` of its CPU for recording, builds and the web app: the continuous work (the
-ahead encoders) must fit in the rest, and what the continuous work leaves is shared by the builds of
-every camera pressed at once (the worst case: all of them). A full-size, software-encoded highlight is
+ahead encoders) must fit in the rest. At a press, the builds of every camera pressed at once (the worst
+case: all of them) share the box with the ahead encoders, which run at nice 10: the kernel gives a nice-10
+process about a tenth of a nice-0 one's weight (`NICE10_WEIGHT`), so a build gets nearly the box while
+the ahead encoders wait, and they catch up after it. A full-size, software-encoded highlight is
 preferred while its expected wait is within `TARGET_WAIT_SECONDS`; a smaller output or the hardware
 encoder is chosen only when it brings the wait closer to that.
 """
@@ -55,6 +57,8 @@ TARGET_WAIT_SECONDS = 5.0
 # What every path adds after its last encode: the join, the thumbnail, the sidecar, the queue hops.
 # A model constant (bench/budget.py measures the real press-to-clip), not a measurement.
 FIXED_SECONDS = 1.0
+# The weight of a nice-10 process against a nice-0 one (the kernel's sched_prio_to_weight: 110 / 1024).
+NICE10_WEIGHT = 110 / 1024
 # The exhaustive search over every camera's options stops being cheap beyond this many combinations;
 # then every camera gets the same option.
 MAX_COMBINATIONS = 50_000
@@ -163,12 +167,10 @@ def evaluate(box: Box, picks: Sequence[tuple[str, Option, float]]) -> list[Choic
     """The choices of a combination (camera, option, cost), or None when it does not fit the box."""
     usable = box.cpus * (1.0 - box.reserve)
     continuous = [cost if option.path is RenderPath.AHEAD else 0.0 for _, option, cost in picks]
-    left = usable - sum(continuous)
-    if left < 0:
+    if sum(continuous) > usable:
         return None  # the ahead encoders alone would take more than the box can give
-    # What the continuous work leaves, and the reserve (builds are what it is kept for), shared by the
-    # builds of every camera pressed at once.
-    share = (left + box.cpus * box.reserve) / max(1, len(picks))
+    # Every camera's build at once, each at nice 0, against the ahead encoders at nice 10.
+    share = box.cpus / (len(picks) + NICE10_WEIGHT * sum(1 for c in continuous if c > 0))
     return [
         Choice(camera, option, cost, cont, wait_seconds(box, option, cost, share))
         for (camera, option, cost), cont in zip(picks, continuous, strict=True)

@@ -8,6 +8,7 @@ import pytest
 
 from common.budget import (
     FIXED_SECONDS,
+    NICE10_WEIGHT,
     TARGET_WAIT_SECONDS,
     Box,
     Encoder,
@@ -129,3 +130,16 @@ def test_cost_keys_read_back_and_the_summary_is_plain_data() -> None:
 
 def test_no_camera_no_decision() -> None:
     assert decide(box(1), {}) == []
+
+
+def test_the_emulated_pi4_with_two_1080p_cameras_watermarks_both_ahead_at_720p() -> None:
+    # bench/budget.py's measured costs (docs/pi.md) in the Pi 4 budget with the default reserve:
+    # two full-size encoders (0.91) do not fit in 0.82, two 720p ones (0.80) do.
+    costs = {(SW, SRC): 0.457, (SW, P720): 0.398}
+    b = box(0.97, reserve=0.15)
+    choices = decide(b, {"c1": costs, "c2": costs})
+    assert [c.option for c in choices] == [Option(RenderPath.AHEAD, SW, P720)] * 2
+    # The builds of both cameras at nice 0 against two ahead encoders at nice 10.
+    share = 0.97 / (2 + 2 * NICE10_WEIGHT)
+    assert all(c.wait == pytest.approx(FIXED_SECONDS + 0.398 / share) for c in choices)
+    assert all(c.wait < 3 for c in choices)

@@ -193,14 +193,14 @@ def test_status_and_the_dashboard_show_the_decision_the_box_published(
     assert shown["cameras"] == data["decision"]["cameras"]
     assert shown["cpus"] == 0.98 and shown["costs"] == data["costs"]
     text = run_gravanois(s, "status").stdout
-    assert "render budget: 0.98 CPU, 30% kept in reserve" in text
+    assert "render budget: 0.98 CPU, 15% kept in reserve" in text
     for cam, choice in data["decision"]["cameras"].items():
         row = next(line for line in text.splitlines() if line.startswith(cam + " ") and "@15/1" in line)
         assert row.split()[2:5] == [choice["path"], choice["encoder"], choice["size"]], row
         assert f"~{choice['wait']:.1f} s" in row
     panel = Site(s, redis_conn).page("panel.html", snap=snapshot(s, redis_conn), csrf="x", stamp=0)
     html = bytes(panel.body).decode()
-    assert "Render budget" in html and "0.98 CPU, 30% kept in reserve" in html
+    assert "Render budget" in html and "0.98 CPU, 15% kept in reserve" in html
     for cam, choice in data["decision"]["cameras"].items():
         assert f"<td>{cam}</td><td>320x240@15/1</td><td>{choice['path']}</td>" in html
 

@@ -105,7 +105,7 @@ class RenderSettings(Concern):
         choices=RENDER_SIZES,
     )
     render_reserve: float = setting(
-        0.3,
+        0.15,
         "Share of the box's CPU the render budget leaves for recording, builds and the web app.",
         at_least=0,
         at_most=0.9,
