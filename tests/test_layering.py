@@ -186,3 +186,21 @@ def test_one_module_judges_whether_a_camera_records() -> None:
     sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
     for call, homes in calls.items():
         assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+
+
+def test_one_module_holds_each_part_of_the_progressive_render() -> None:
+    """The ffmpeg arguments of a piece (the build's and the ahead encoder's batches) are built in
+    worker/recipe.py alone, the ahead cache's folder is named in worker/aheadcache.py alone, and the
+    pieces' directory and manifest in worker/pieces.py alone (the build writes them, the render reads
+    them)."""
+    calls = {
+        '"-copyts"': ["worker/recipe.py"],  # a piece keeps the camera's clock
+        "piece_args(": ["worker/recipe.py"],
+        "x264_args(": ["worker/engines.py", "worker/recipe.py"],
+        'data_dir / "ahead"': ["worker/aheadcache.py"],
+        '"manifest.json"': ["worker/pieces.py"],
+        "pieces-{": ["worker/pieces.py"],
+    }
+    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    for call, homes in calls.items():
+        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
