@@ -204,3 +204,19 @@ def test_one_module_holds_each_part_of_the_progressive_render() -> None:
     sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
     for call, homes in calls.items():
         assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+
+
+def test_one_module_holds_each_part_of_the_box_s_status() -> None:
+    """The facts are gathered in ops/snapshot.py, judged in ops/attention.py (only the snapshot asks it, so
+    `status`, `metrics` and the dashboard list the same problems), printed in ops/status.py and exposed to
+    Prometheus in ops/metrics.py alone."""
+    calls = {
+        "def attention(": ["ops/attention.py"],
+        "attention(settings": ["ops/attention.py", "ops/snapshot.py"],
+        "NEEDS ATTENTION": ["ops/status.py"],
+        "prometheus_client": ["ops/metrics.py"],
+        "MetricFamily(": ["ops/metrics.py"],
+    }
+    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    for call, homes in calls.items():
+        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
