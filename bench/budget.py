@@ -53,7 +53,7 @@ from common.settings import Settings, load_settings  # noqa: E402
 from common.watermark import Watermark  # noqa: E402
 from harness import cpubudget  # noqa: E402
 from harness.media import segment_stream  # noqa: E402
-from worker import budget, encoders, engines, progressive  # noqa: E402
+from worker import budget, encoders, engines, recipe  # noqa: E402
 from worker.build import concat_args, concat_list  # noqa: E402
 
 ROWS = ("baseline", "recorder", "ahead", "progressive", "single", "measure", "measure 720p")
@@ -83,7 +83,7 @@ class Camera:
         self.buffer = self.settings.camera_buffer_dir("cam1")
         self.paths = [self.buffer / s.name for s in self.segments]
         self.wm = Watermark.from_settings(self.settings)
-        self.recipe = progressive.Recipe.of(self.settings, self.wm, self.paths[0])
+        self.recipe = recipe.Recipe.of(self.settings, self.wm, self.paths[0])
         self.stream = encoders.stream_of(self.paths[0])
         self.raw = self.work / "raw.mp4"
         listing = self.work / "raw.ffconcat"

@@ -24,7 +24,7 @@ from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois
 from worker import budget
 from worker.ahead import Ahead
-from worker.progressive import ahead_dir
+from worker.aheadcache import ahead_dir
 
 CAMERAS = '{"cam1": "rtsp://h/one", "cam2": "rtsp://h/two"}'
 

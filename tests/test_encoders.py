@@ -20,7 +20,7 @@ from common.settings import Settings
 from common.watermark import Watermark
 from harness.media import make_logo, make_video, segment_stream
 from worker import encoders
-from worker.progressive import Recipe
+from worker.recipe import Recipe
 
 
 def test_720p_scales_only_a_taller_camera_keeping_its_shape_even() -> None:
@@ -116,12 +116,12 @@ def test_a_720p_recipe_makes_pieces_of_720_lines_under_its_own_key(
     segs = [Segment(a, b, name, "r1") for name, a, b in rows]
     wm = Watermark.from_settings(s)
     first = s.camera_buffer_dir("cam1") / segs[0].name
-    full = encoders.recipe(s, wm, first)
-    small = encoders.recipe(s, wm, first, Encoder.SOFTWARE, Size.P720)
-    assert full == Recipe.of(s, wm, first)  # the progressive render's own recipe, its cache kept
+    full = Recipe.of(s, wm, first)
+    small = Recipe.of(s, wm, first, Encoder.SOFTWARE, Size.P720)
+    assert full == Recipe.of(s, wm, first, Encoder.SOFTWARE, Size.SOURCE)  # the default recipe, its key kept
     assert small.key != full.key and small.rate == full.rate == "10/1"
     small.encode(segs, s.camera_buffer_dir("cam1"), tmp_path / "piece.ts")
     info = probe(tmp_path / "piece.ts")
     assert (info.width, info.height) == (960, 720)
-    hardware = encoders.recipe(s, wm, first, Encoder.HARDWARE, Size.P720)
+    hardware = Recipe.of(s, wm, first, Encoder.HARDWARE, Size.P720)
     assert "h264_v4l2m2m" in hardware.codec and hardware.key != small.key

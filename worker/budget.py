@@ -32,7 +32,7 @@ from common.segments import Segment, SegmentIndex, runs
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark, input_args, outputs
-from worker import encoders, progressive
+from worker import encoders, recipe
 from worker.encoders import Stream, stream_of
 
 log = get_logger(__name__)
@@ -204,7 +204,7 @@ def measurement_key(settings: Settings, wm: Watermark, streams: Mapping[str, Str
 
 def allowed_paths(settings: Settings) -> tuple[RenderPath, ...]:
     """The render paths the render settings switch on (GN_WM_PROGRESSIVE, GN_WM_AHEAD and the rest)."""
-    if not progressive.applies(settings):
+    if not recipe.applies(settings):
         return (RenderPath.SINGLE,)
     if not settings.wm_ahead:
         return (RenderPath.PROGRESSIVE, RenderPath.SINGLE)

@@ -35,7 +35,7 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, runs
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from common.verdict import verdict
-from worker import budget, context, progressive
+from worker import budget, context, progressive, recipe
 from worker.streamjoin import StreamJoin
 from worker.tsfiles import clip_end, ts_problem
 
@@ -246,9 +246,9 @@ class Build:
         self.write_sidecar(segments, a, b, digest(), **extra)
 
     def start_pieces(self, b: float) -> progressive.Encoder | None:
-        """The progressive render's encoder, when the render settings allow it (worker.progressive) and
+        """The progressive render's encoder, when the render settings allow it (worker.recipe) and
         the render budget did not choose the single pass for this camera (worker.budget)."""
-        if not progressive.applies(self.settings):
+        if not recipe.applies(self.settings):
             return None
         choice = budget.choice_for(self.conn, self.settings.device_id, self.press.camera)
         if choice is not None and choice.get("path") == RenderPath.SINGLE:

@@ -13,17 +13,13 @@ a short probe encode succeeds (`hardware_problem`); everywhere else the software
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.budget import Encoder, Size
 from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, run
-from common.settings import Settings
-from common.watermark import Watermark, even, filtergraph, input_args, paced
+from common.watermark import Watermark, even, filtergraph, paced
 from worker.engines import x264_args
-from worker.progressive import Recipe
 
 HW_CODEC = "h264_v4l2m2m"
 # The Pi 4's encoder device (the bcm2835 codec driver's `encode` node).
@@ -159,26 +155,3 @@ def hardware_problem() -> str:
     except FFmpegError as exc:
         return str(exc)
     return ""
-
-
-def recipe(
-    settings: Settings,
-    wm: Watermark,
-    segment: Path,
-    encoder: Encoder = Encoder.SOFTWARE,
-    size: Size = Size.SOURCE,
-) -> Recipe:
-    """The pieces' recipe (worker.progressive) for the stream `segment` belongs to, with the budget's
-    encoder and size; the software encode at the camera's size is the progressive render's own recipe."""
-    if encoder is Encoder.SOFTWARE and size is Size.SOURCE:
-        return Recipe.of(settings, wm, segment)
-    stream = stream_of(segment)
-    width, height = out_size(size, stream.width, stream.height)
-    filters = graph(wm, stream.rate, stream.width, stream.height, size)
-    codec = codec_args(encoder, width, height, stream.fps, settings.wm_preset, settings.wm_crf)
-    logos = input_args(wm)
-    # The logo's file, not just its name: a new logo at the same path is a new recipe.
-    stamps = [(str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in wm.logos]
-    text = json.dumps([stream.rate, filters, codec, logos, stamps])
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return Recipe(stream.rate, filters, tuple(logos), tuple(codec), key)
