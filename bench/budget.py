@@ -46,7 +46,7 @@ from deploy.checkout import run_in_venv  # noqa: E402
 run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 from common import budget as model  # noqa: E402
-from common.budget import Encoder, Size  # noqa: E402
+from common.budget import Size, VideoEncoder  # noqa: E402
 from common.ffmpeg import base_args, run  # noqa: E402
 from common.segments import Segment  # noqa: E402
 from common.settings import Settings, load_settings  # noqa: E402
@@ -150,7 +150,7 @@ class Camera:
     def measure(self, size: Size) -> None:
         s = self.settings
         args = budget.measure_args(
-            self.paths, self.wm, self.stream, Encoder.SOFTWARE, size, s.wm_preset, s.wm_crf
+            self.paths, self.wm, self.stream, VideoEncoder.SOFTWARE, size, s.wm_preset, s.wm_crf
         )
         run(args, 600, what="measure")
 
@@ -216,9 +216,9 @@ def part3(results: dict[str, dict[str, list[float]]], budgets: list[str]) -> Non
         b = cpubudget.BUDGETS[name]
         box = model.Box(cpus=b.cores, reserve=0.3, pre_seconds=40, post_seconds=10, seg_seconds=1)
         for size, rows in results.items():
-            costs = {(Encoder.SOFTWARE, Size.SOURCE): statistics.median(rows["measure"])}
+            costs = {(VideoEncoder.SOFTWARE, Size.SOURCE): statistics.median(rows["measure"])}
             if size.endswith("1080"):
-                costs[(Encoder.SOFTWARE, Size.P720)] = statistics.median(rows["measure 720p"])
+                costs[(VideoEncoder.SOFTWARE, Size.P720)] = statistics.median(rows["measure 720p"])
             for c in model.decide(box, {"cam1": costs, "cam2": costs}):
                 o = c.option
                 print(f"{b.name:<8}{'2 x ' + size:<16}{c.camera:<8}{o.path:<13}{o.encoder:<10}{o.size:<8}"

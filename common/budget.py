@@ -37,7 +37,7 @@ class RenderPath(StrEnum):
     SINGLE = "single"
 
 
-class Encoder(StrEnum):
+class VideoEncoder(StrEnum):
     """The H.264 encoder of the watermarked clip."""
 
     SOFTWARE = "software"  # libx264, CRF
@@ -69,7 +69,7 @@ class Option:
     """One way to render a camera's highlights."""
 
     path: RenderPath
-    encoder: Encoder
+    encoder: VideoEncoder
     size: Size
 
     @property
@@ -89,7 +89,7 @@ class Box:
     seg_seconds: float  # one segment's length: what the ahead path leaves to encode after a press
     path: str = AUTO  # a RenderPath to force one, else AUTO
     paths: tuple[RenderPath, ...] = tuple(RenderPath)  # the paths the render settings switch on
-    encoder: str = AUTO  # an Encoder to force one, else AUTO
+    encoder: str = AUTO  # an VideoEncoder to force one, else AUTO
     size: str = AUTO  # a Size to force one, else AUTO
 
 
@@ -117,18 +117,18 @@ class Choice:
 
 # Measured costs of one camera: (encoder, size) → CPU-s per second of video. An (encoder, size) that is
 # missing cannot be used on this camera (no hardware encoder, or a camera no taller than 720 lines).
-Costs = Mapping[tuple[Encoder, Size], float]
+Costs = Mapping[tuple[VideoEncoder, Size], float]
 
 
-def cost_key(encoder: Encoder, size: Size) -> str:
+def cost_key(encoder: VideoEncoder, size: Size) -> str:
     """The text an (encoder, size) cost is stored under, like `software/source`."""
     return f"{encoder}/{size}"
 
 
-def parse_cost_key(text: str) -> tuple[Encoder, Size]:
+def parse_cost_key(text: str) -> tuple[VideoEncoder, Size]:
     """`cost_key` read back; ValueError for anything else."""
     encoder, _, size = text.partition("/")
-    return Encoder(encoder), Size(size)
+    return VideoEncoder(encoder), Size(size)
 
 
 def options(box: Box, costs: Costs) -> list[Option]:
@@ -185,7 +185,7 @@ def _rank(choices: list[Choice]) -> tuple[float, ...]:
         len(late),
         max((c.wait for c in late), default=0.0),
         sum(c.option.size is not Size.SOURCE for c in choices),
-        sum(c.option.encoder is not Encoder.SOFTWARE for c in choices),
+        sum(c.option.encoder is not VideoEncoder.SOFTWARE for c in choices),
         max(c.wait for c in choices),
         sum(c.wait for c in choices),
         sum(c.continuous for c in choices),

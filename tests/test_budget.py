@@ -11,10 +11,10 @@ from common.budget import (
     NICE10_WEIGHT,
     TARGET_WAIT_SECONDS,
     Box,
-    Encoder,
     Option,
     RenderPath,
     Size,
+    VideoEncoder,
     cost_key,
     decide,
     evaluate,
@@ -24,7 +24,7 @@ from common.budget import (
     wait_seconds,
 )
 
-SW, HW = Encoder.SOFTWARE, Encoder.HARDWARE
+SW, HW = VideoEncoder.SOFTWARE, VideoEncoder.HARDWARE
 SRC, P720 = Size.SOURCE, Size.P720
 # A 1080p30 camera on this x86 machine (issue 21: the ahead encoder costs 0.42 CPU-s per video second);
 # the 720p output about half of it.
@@ -116,7 +116,7 @@ def test_a_progressive_encode_the_post_roll_covers_leaves_only_the_last_segment(
 
 
 def test_cost_keys_read_back_and_the_summary_is_plain_data() -> None:
-    for encoder in Encoder:
+    for encoder in VideoEncoder:
         for size in Size:
             assert parse_cost_key(cost_key(encoder, size)) == (encoder, size)
     with pytest.raises(ValueError):

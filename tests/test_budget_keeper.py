@@ -22,7 +22,7 @@ from ops.status import snapshot
 from ops.web.site import Site
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois
-from worker import budget
+from worker import budget, progressive
 from worker.ahead import Ahead
 from worker.aheadcache import ahead_dir
 
@@ -231,3 +231,13 @@ def test_the_ahead_encoder_encodes_at_the_size_the_budget_chose(
     pieces = list(ahead_dir(s, "cam1").rglob("*.ts"))
     assert pieces
     assert {(probe(p).width, probe(p).height) for p in pieces} == {(960, 720)}
+    # A build of this camera encodes with the same recipe: it takes the cached batch and adds its own.
+    segs = SegmentIndex(redis_conn, s.device_id, "cam1").all()
+    build = progressive.Encoder(s, "h1", "cam1", segs[-1].end, option=budget.option_of(choice))
+    try:
+        build.advance(segs)
+        assert not build.broken, build.broken
+        assert {p["from"] for p in build.pieces} == {"ahead", "build"}
+        assert {probe(build.dir / p["file"]).height for p in build.pieces} == {720}
+    finally:
+        build.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.budget import Encoder, Size
+from common.budget import Size, VideoEncoder
 from common.ffmpeg import FFPROBE, FFmpegError, probe, run
 from common.segments import Segment
 from common.settings import Settings
@@ -50,7 +50,7 @@ def test_the_hardware_encoder_takes_up_to_1080p30() -> None:
 
 
 def test_hardware_arguments_are_bitrate_controlled_yuv420p_with_keyframes_for_joins() -> None:
-    args = encoders.codec_args(Encoder.HARDWARE, 1920, 1080, 30.0, "ultrafast", 20)
+    args = encoders.codec_args(VideoEncoder.HARDWARE, 1920, 1080, 30.0, "ultrafast", 20)
     assert args[args.index("-c:v") + 1] == "h264_v4l2m2m"
     assert args[args.index("-b:v") + 1] == "6220k"
     assert args[args.index("-maxrate") + 1] == "6220k"
@@ -62,7 +62,7 @@ def test_hardware_arguments_are_bitrate_controlled_yuv420p_with_keyframes_for_jo
 
 
 def test_software_arguments_are_the_recipes_x264_with_the_same_keyframes() -> None:
-    args = encoders.codec_args(Encoder.SOFTWARE, 1280, 720, 25.0, "veryfast", 23)
+    args = encoders.codec_args(VideoEncoder.SOFTWARE, 1280, 720, 25.0, "veryfast", 23)
     assert args[:8] == ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
     assert args[args.index("-g") + 1] == "50"
     assert args[args.index("-force_key_frames") + 1] == "expr:gte(t,n_forced*2)"
@@ -84,7 +84,7 @@ def test_a_720p_software_encode_is_720_lines_with_a_keyframe_every_two_seconds(t
     args = [
         *("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(src)),
         *("-i", str(wm.logo), "-filter_complex", encoders.graph(wm, "10/1", 1280, 960, Size.P720)),
-        *("-map", "[wm]", *encoders.codec_args(Encoder.SOFTWARE, 960, 720, 10.0, "ultrafast", 30)),
+        *("-map", "[wm]", *encoders.codec_args(VideoEncoder.SOFTWARE, 960, 720, 10.0, "ultrafast", 30)),
         *("-f", "mpegts", str(out)),
     ]
     run(args, 120)
@@ -117,11 +117,13 @@ def test_a_720p_recipe_makes_pieces_of_720_lines_under_its_own_key(
     wm = Watermark.from_settings(s)
     first = s.camera_buffer_dir("cam1") / segs[0].name
     full = Recipe.of(s, wm, first)
-    small = Recipe.of(s, wm, first, Encoder.SOFTWARE, Size.P720)
-    assert full == Recipe.of(s, wm, first, Encoder.SOFTWARE, Size.SOURCE)  # the default recipe, its key kept
+    small = Recipe.of(s, wm, first, VideoEncoder.SOFTWARE, Size.P720)
+    assert full == Recipe.of(
+        s, wm, first, VideoEncoder.SOFTWARE, Size.SOURCE
+    )  # the default recipe, its key kept
     assert small.key != full.key and small.rate == full.rate == "10/1"
     small.encode(segs, s.camera_buffer_dir("cam1"), tmp_path / "piece.ts")
     info = probe(tmp_path / "piece.ts")
     assert (info.width, info.height) == (960, 720)
-    hardware = Recipe.of(s, wm, first, Encoder.HARDWARE, Size.P720)
+    hardware = Recipe.of(s, wm, first, VideoEncoder.HARDWARE, Size.P720)
     assert "h264_v4l2m2m" in hardware.codec and hardware.key != small.key

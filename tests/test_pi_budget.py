@@ -19,7 +19,7 @@ import pytest
 
 from common import budget as model
 from common import keys
-from common.budget import Encoder, Size
+from common.budget import Size, VideoEncoder
 from common.ffmpeg import probe
 from common.segments import GAP_TOLERANCE, Segment
 from harness import cpubudget
@@ -122,4 +122,4 @@ def test_two_1080p30_cameras_in_a_pi4_budget_every_press_a_highlight_within_seco
             assert (side.get("progressive") or {}).get("ahead_pieces"), stem
         if choice["path"] != model.RenderPath.SINGLE and choice["size"] == Size.P720:
             assert probe(box.output_dir / f"{stem}.mp4").height == 720, stem
-        assert choice["encoder"] == Encoder.SOFTWARE  # no V4L2 encoder here
+        assert choice["encoder"] == VideoEncoder.SOFTWARE  # no V4L2 encoder here

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import redis
 
 from common import keys
-from common.budget import Encoder, RenderPath, Size
+from common.budget import RenderPath, Size, VideoEncoder
 from common.ffmpeg import FFmpegError
 from common.fsutil import TMP_MARK
 from common.log import event, get_logger
@@ -145,9 +145,9 @@ class CameraAhead:
         self.new_run = True  # the next batch starts a recording run: read its recipe again
         self.behind_since: float | None = None
         self.cached_until: float | None = None  # wall-clock end of the newest batch cached
-        self.option = (Encoder.SOFTWARE, Size.SOURCE)  # the budget's encoder and size for this camera
+        self.option = (VideoEncoder.SOFTWARE, Size.SOURCE)  # the budget's encoder and size for this camera
 
-    def use(self, option: tuple[Encoder, Size]) -> None:
+    def use(self, option: tuple[VideoEncoder, Size]) -> None:
         """The budget's encoder and size: a change starts a new recipe at the next batch."""
         if option != self.option:
             self.option, self.new_run = option, True

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from common import budget, keys, proc
-from common.budget import Box, Encoder, RenderPath, Size
+from common.budget import Box, RenderPath, Size, VideoEncoder
 from common.ffmpeg import FFmpegError, base_args, tail
 from common.log import event, get_logger
 from common.segments import Segment, SegmentIndex, runs
@@ -120,7 +120,13 @@ def newest_stretch(index: SegmentIndex, seconds: float = MEASURE_SECONDS) -> lis
 
 
 def measure_args(
-    sources: list[Path], wm: Watermark, stream: Stream, encoder: Encoder, size: Size, preset: str, crf: int
+    sources: list[Path],
+    wm: Watermark,
+    stream: Stream,
+    encoder: VideoEncoder,
+    size: Size,
+    preset: str,
+    crf: int,
 ) -> list[str]:
     """ffmpeg: the segments through the watermark encoder the box would use, the output thrown away."""
     width, height = encoders.out_size(size, stream.width, stream.height)
@@ -163,13 +169,13 @@ def cpu_seconds(args: list[str], timeout: float = MEASURE_TIMEOUT, nice: int = M
     return usage.ru_utime + usage.ru_stime
 
 
-def candidates(stream: Stream, hardware: bool) -> list[tuple[Encoder, Size]]:
+def candidates(stream: Stream, hardware: bool) -> list[tuple[VideoEncoder, Size]]:
     """The encoders and sizes worth measuring for this stream (the hardware one where it works)."""
-    out = [(Encoder.SOFTWARE, size) for size in encoders.sizes_for(stream.height)]
+    out = [(VideoEncoder.SOFTWARE, size) for size in encoders.sizes_for(stream.height)]
     if hardware:
         for size in encoders.sizes_for(stream.height):
             if encoders.hw_fits(*encoders.out_size(size, stream.width, stream.height), stream.fps):
-                out.append((Encoder.HARDWARE, size))
+                out.append((VideoEncoder.HARDWARE, size))
     return out
 
 
@@ -253,6 +259,13 @@ def choice_for(conn: redis.Redis, device: str, camera: str) -> dict[str, Any] | 
     return choice if isinstance(choice, dict) else None
 
 
+def option_of(choice: dict[str, Any] | None) -> tuple[VideoEncoder, Size]:
+    """A published choice's encoder and size (software at the camera's size without one)."""
+    if choice is None:
+        return VideoEncoder.SOFTWARE, Size.SOURCE
+    return VideoEncoder(choice["encoder"]), Size(choice["size"])
+
+
 class Keeper:
     """Keeps the box's budget measured and decided (run by the ahead encoder's process)."""
 
@@ -264,13 +277,11 @@ class Keeper:
         self.key = ""
         self.published: dict[str, Any] | None = None
 
-    def option_of(self, camera: str) -> tuple[Encoder, Size]:
+    def option_of(self, camera: str) -> tuple[VideoEncoder, Size]:
         """The encoder and size this process's last decision gives a camera (software at the camera's
         size before one is made)."""
         choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
-        if not isinstance(choice, dict):
-            return Encoder.SOFTWARE, Size.SOURCE
-        return Encoder(choice["encoder"]), Size(choice["size"])
+        return option_of(choice if isinstance(choice, dict) else None)
 
     def path_of(self, camera: str) -> RenderPath | None:
         """The path this process's last decision gives a camera (None before one is made)."""

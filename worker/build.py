@@ -254,7 +254,8 @@ class Build:
         if choice is not None and choice.get("path") == RenderPath.SINGLE:
             event(log, "progressive_skipped", highlight=self.clip.stem, reason="the budget chose single")
             return None
-        return progressive.Encoder(self.settings, self.clip.stem, self.press.camera, b)
+        option = budget.option_of(choice)  # the ahead encoder's: its cached batches then fit
+        return progressive.Encoder(self.settings, self.clip.stem, self.press.camera, b, option=option)
 
     def wait_for_end(self, b: float, pieces: progressive.Encoder | None = None) -> None:
         """Poll the index until a closed segment ends at or after t+post (bounded); meanwhile, encode

@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.budget import Encoder, Size
+from common.budget import Size, VideoEncoder
 from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, run
 from common.watermark import Watermark, even, filtergraph, paced
 from worker.engines import x264_args
@@ -95,9 +95,11 @@ def keyframe_args(fps: float) -> list[str]:
     return ["-g", str(gop), "-force_key_frames", f"expr:gte(t,n_forced*{GOP_SECONDS:g})"]
 
 
-def codec_args(encoder: Encoder, width: int, height: int, fps: float, preset: str, crf: int) -> list[str]:
+def codec_args(
+    encoder: VideoEncoder, width: int, height: int, fps: float, preset: str, crf: int
+) -> list[str]:
     """The video encoder's options for an output of `width` x `height` at `fps`."""
-    if encoder is Encoder.HARDWARE:
+    if encoder is VideoEncoder.HARDWARE:
         kbps = hw_kbps(width, height, fps)
         return [
             "-c:v",
@@ -137,7 +139,7 @@ def probe_args() -> list[str]:
         "testsrc2=size=1280x720:rate=30",
         "-t",
         "1",
-        *codec_args(Encoder.HARDWARE, 1280, 720, 30.0, "ultrafast", 20),
+        *codec_args(VideoEncoder.HARDWARE, 1280, 720, 30.0, "ultrafast", 20),
         "-f",
         "null",
         "-",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from common.budget import Size, VideoEncoder
 from common.ffmpeg import FFmpegError
 from common.fsutil import link_or_copy, write_json_atomic
 from common.log import event, get_logger
@@ -56,6 +57,9 @@ class Encoder:
     seen: list[Segment] = field(default_factory=list)
     pieces: list[dict[str, Any]] = field(default_factory=list)
     broken: str = ""
+    # The render budget's encoder and output size for this camera (worker.budget), as the ahead encoder
+    # uses them: pieces of one recipe join, and the cache is found by the recipe's key.
+    option: tuple[VideoEncoder, Size] = (VideoEncoder.SOFTWARE, Size.SOURCE)
 
     def __post_init__(self) -> None:
         self.buffer = self.settings.camera_buffer_dir(self.camera)
@@ -82,7 +86,7 @@ class Encoder:
         self.seen += new
         if self.recipe is None:
             try:
-                self.recipe = Recipe.of(self.settings, self.wm, self.buffer / self.seen[0].name)
+                self.recipe = Recipe.of(self.settings, self.wm, self.buffer / self.seen[0].name, *self.option)
             except (FFmpegError, OSError) as exc:
                 self.give_up(f"cannot read {self.seen[0].name}: {exc}")
                 return

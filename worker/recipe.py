@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.budget import Encoder, Size
+from common.budget import Size, VideoEncoder
 from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, run
 from common.fsutil import atomic_output
 from common.segments import Segment
@@ -56,12 +56,12 @@ class Recipe:
         settings: Settings,
         wm: Watermark,
         segment: Path,
-        encoder: Encoder = Encoder.SOFTWARE,
+        encoder: VideoEncoder = VideoEncoder.SOFTWARE,
         size: Size = Size.SOURCE,
     ) -> Recipe:
         """The recipe for the stream `segment` belongs to (its size and rate, read once per run), with
         the render budget's encoder and output size (worker.encoders) when they are not the default."""
-        if encoder is Encoder.SOFTWARE and size is Size.SOURCE:
+        if encoder is VideoEncoder.SOFTWARE and size is Size.SOURCE:
             width, rate = video_format(segment)
             graph = paced(rate, lambda video: filtergraph(wm, width, video=video))
             codec = [
