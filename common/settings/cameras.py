@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from common.ids import is_camera_id
-from common.settings.fields import Check, Concern, Parser, SettingsError, invalid, setting
+from common.settings.fields import RESTART, Check, Concern, Parser, SettingsError, invalid, setting
 
 if TYPE_CHECKING:
     from common.settings.core import Settings
@@ -111,14 +111,20 @@ class CameraSettings(Concern):
         'Cameras as JSON: {"cam1": "rtsp://…"} or [{"id": "cam1", "source": "…", "mode": "copy"}].',
         parse=Parser(parse_cameras, write=_write_cameras),
         check=_check_cameras,
+        remote=RESTART,
     )
     record_mode: str = setting(
-        "copy", "copy (stream copy, near-zero CPU) or encode (libx264/hardware).", choices=RECORD_MODES
+        "copy",
+        "copy (stream copy, near-zero CPU) or encode (libx264/hardware).",
+        choices=RECORD_MODES,
+        remote=RESTART,
     )
     encoder: str = setting(
         "libx264", "Encoder for encode mode: libx264 or h264_v4l2m2m (Pi 4).", choices=ENCODERS
     )
-    rtsp_transport: str = setting("tcp", "RTSP transport: tcp (default) or udp.", choices=RTSP_TRANSPORTS)
+    rtsp_transport: str = setting(
+        "tcp", "RTSP transport: tcp (default) or udp.", choices=RTSP_TRANSPORTS, remote=RESTART
+    )
     rtsp_timeout_seconds: float = setting(
         5.0, "Socket timeout for network cameras, in seconds.", above=0, unit="seconds"
     )
@@ -127,13 +133,16 @@ class CameraSettings(Concern):
     )
     # Its bound joins the highlight window's: see _buffer_holds_the_window.
     buffer_seconds: float = setting(
-        120.0, "Seconds of segments kept per camera; must exceed pre+post+margin."
+        120.0,
+        "Seconds of segments kept per camera; must exceed pre+post+margin.",
+        remote=RESTART,
     )
     stall_seconds: float = setting(
         0.0,
         "No new segment for this long restarts ffmpeg (0: 3 × seg_time + 5).",
         at_least=0,
         zero="automatic",
+        remote=RESTART,
     )
     restart_backoff_max: float = setting(
         30.0, "Longest wait between ffmpeg restarts, in seconds.", above=0, unit="seconds"

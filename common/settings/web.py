@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings.fields import Concern, setting, url
+from common.settings.fields import RESTART, Concern, setting, url
 
 
 @dataclass(frozen=True)
@@ -23,5 +23,9 @@ class WebSettings(Concern):
     web_admin_password: str = setting(
         "", "Password of the /admin dashboard (empty: the dashboard is off).", secret=True
     )
-    web_press: bool = setting(False, "Show a replay button on court pages that presses like the real one.")
-    web_days: float = setting(1.0, "Days of highlights listed on a court page.", above=0, unit="days")
+    web_press: bool = setting(
+        False, "Show a replay button on court pages that presses like the real one.", remote=RESTART
+    )
+    web_days: float = setting(
+        1.0, "Days of highlights listed on a court page.", above=0, unit="days", remote=RESTART
+    )
