@@ -17,7 +17,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from common.settings import remote
+from common.settings import remote as remote_file
 from common.settings.cameras import CameraSettings
 from common.settings.capture import CaptureSettings
 from common.settings.fields import (
@@ -66,10 +66,13 @@ FIELDS = dataclasses.fields(Settings)
 
 
 def load_settings(
-    overrides: dict[str, Any] | None = None, env_file: str | os.PathLike[str] | None = ".env"
+    overrides: dict[str, Any] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+    remote: bool = True,
 ) -> Settings:
     """Settings from CLI `overrides` > the fleet's (remote.py) > environment > `.env` file > defaults,
-    validated."""
+    validated. `remote=False` leaves the fleet's out (what the launcher hands supervisord's programs,
+    who read the fleet's file themselves)."""
     file_values: dict[str, str | None] = {}
     if env_file is not None and Path(env_file).is_file():
         file_values = dotenv_values(env_file)
@@ -92,7 +95,7 @@ def load_settings(
     # environment or .env put it.
     default_dir = typing.cast(Path, _field("data_dir").default)
     data_dir = Path((overrides or {}).get("data_dir") or values.get("data_dir") or default_dir)
-    for f, raw in _remote(remote.path_in(data_dir)).items():
+    for f, raw in _remote(remote_file.path_in(data_dir)).items() if remote else ():
         values[f.name] = _parse(f, raw)
     for key, value in (overrides or {}).items():
         if value is None:
@@ -110,8 +113,8 @@ def load_settings(
 def _remote(path: Path) -> dict[dataclasses.Field[Any], str]:
     """The settings the fleet set (only those it may set), as text, by field."""
     settable = {env_name(f.name): f for f in FIELDS if rule_of(f).remote}
-    given = remote.read(path).get("settings", {})
-    return {settable[name]: remote.as_text(value) for name, value in given.items() if name in settable}
+    given = remote_file.read(path).get("settings", {})
+    return {settable[name]: remote_file.as_text(value) for name, value in given.items() if name in settable}
 
 
 # The remote file as last read by this process: (its stat, the settings it set).
@@ -125,7 +128,7 @@ def live(s: Settings) -> Settings:
     setting (a press, a job), so a cooldown or opening hours set from the fleet take effect without a
     restart. Settings that need one keep their start-up value until the programs restart.
     """
-    path = remote.path_in(s.data_dir)
+    path = remote_file.path_in(s.data_dir)
     try:
         st = path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
