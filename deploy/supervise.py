@@ -99,6 +99,7 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
         GN_REDIS_PORT=str(url.port or 6379),
         GN_REDIS_AUTOSTART=str(local_redis).lower(),
         GN_UPLOAD_AUTOSTART=str(settings.upload_enabled).lower(),
+        GN_AGENT_AUTOSTART=str(settings.fleet_enabled).lower(),
         # supervisord's children log to files: JSON lines unless the operator asked otherwise.
         PYTHONUNBUFFERED="1",
     )
