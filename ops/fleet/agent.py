@@ -44,7 +44,7 @@ log = get_logger(__name__)
 # Seconds between two turns of the main loop (events go out within this of being added).
 TURN = 0.2
 # Seconds a desired config that needs a restart waits between two looks for a quiet moment.
-QUIET_EVERY = 5.0
+QUIET_EVERY = 1.0
 # Seconds the clean stop waits for the retained "offline" presence to reach the broker.
 GOODBYE_WAIT = 3.0
 
