@@ -8,8 +8,8 @@ import json
 import re
 import time
 import uuid
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
