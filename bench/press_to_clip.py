@@ -42,19 +42,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
+
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 import redis  # noqa: E402
 
 from common import sidecar  # noqa: E402
 from common.ffmpeg import run  # noqa: E402
-from common.journal import Press  # noqa: E402
+from common.journal import PressRecord  # noqa: E402
 from common.segments import Segment, SegmentIndex  # noqa: E402
 from common.settings import Settings, load_settings, to_env  # noqa: E402
-from tests.redis_server import free_port  # noqa: E402
+from harness.redis_server import free_port  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
 from worker import ahead as ahead_mod  # noqa: E402
 from worker import progressive  # noqa: E402
@@ -136,8 +136,10 @@ class Bench:
             at = time.time() + (PREFILL_PER_SECOND * pre + PREFILL_BASE if ahead else 0.0)
             first = next(i for i, r in enumerate(self.rows) if r[2] >= pre) + 1
             offset = at - self.rows[first - 1][2]
-            segs = [Segment(offset + a, offset + b, name) for name, a, b in self.rows]
-            press = Press("cam1", at, pre, POST, source="bench")
+            # One recording run, as the recorder indexes one ffmpeg run's segments.
+            run = f"bench-{round(at)}"
+            segs = [Segment(offset + a, offset + b, name, run) for name, a, b in self.rows]
+            press = PressRecord("cam1", at, pre, POST, source="bench")
             index = SegmentIndex(self.conn, s.device_id, "cam1")
             start = next(i for i, g in enumerate(segs) if g.end > at - pre)
             index.add(*segs[start:first])
@@ -175,7 +177,7 @@ class Bench:
     def start(self, env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
         """A `gravanois` process of this checkout with this device's settings."""
         return subprocess.Popen(
-            [str(VENV_PYTHON), "-m", "common.cli", "--env-file", "/dev/null", *command],
+            [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", *command],
             env={**env, "PYTHONPATH": str(REPO)},
             cwd=REPO,
             stdout=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU of `gravanois recorder` in copy mode against a true `ffmpeg -c copy` of the same RTSP camera.
 
-The camera is GStreamer's RTSP server on loopback (tests/rtsp_server.py): live 720p30 H.264 with AAC
+The camera is GStreamer's RTSP server on loopback (harness/rtsp_server.py): live 720p30 H.264 with AAC
 audio by default (`--audio none`: a silent one; not G.711, which a true copy cannot put into MPEG-TS).
 Two runners record it in turn, interleaved (baseline, recorder, then recorder, baseline, …) so a change
 in the machine's load hits both:
@@ -54,16 +54,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    # Run with the project's venv (the README's setup), which has the recorder's dependencies.
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
 
-from tests.procfs import ProcStat, all_procs, thread_ns  # noqa: E402
-from tests.recorder_helpers import prefill_buffer  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.rtsp_server import RtspServer  # noqa: E402
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
+
+from harness.procfs import ProcStat, all_procs, thread_ns  # noqa: E402
+from harness.recorder_helpers import prefill_buffer  # noqa: E402
+from harness.redis_server import RedisServer  # noqa: E402
+from harness.rtsp_server import RtspServer  # noqa: E402
 
 # The recorder's default buffer (GN_BUFFER_DIR) is on tmpfs: the runners write there, as on the Pi.
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None

@@ -33,16 +33,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    # Run with the project's venv (the README's setup), which has the recorder's dependencies.
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
 
-from tests.procfs import cpu_ns  # noqa: E402
-from tests.recorder_helpers import children_ffmpeg, prefill_buffer  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.rtsp_server import RtspServer  # noqa: E402
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
+
+from harness.procfs import cpu_ns  # noqa: E402
+from harness.recorder_helpers import children_ffmpeg, prefill_buffer  # noqa: E402
+from harness.redis_server import RedisServer  # noqa: E402
+from harness.rtsp_server import RtspServer  # noqa: E402
 
 # The recorder's default buffer (GN_BUFFER_DIR) is on tmpfs: the runners write there, as on the Pi.
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None

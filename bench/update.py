@@ -23,15 +23,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
+
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 from common import keys  # noqa: E402
 from common.redisconn import members  # noqa: E402
 from common.segments import Segment  # noqa: E402
-from tests.installed_box import InstalledBox, Releases  # noqa: E402
+from harness.installed_box import InstalledBox, Releases  # noqa: E402
 
 BOX = {
     "GN_CAMERAS": '{"cam1": "testsrc:640x360@25"}',

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Upload PUT: peak memory of the streamed body vs reading the file whole, and the bandwidth limit.
 
-A file of --mb MiB is PUT to the test backend's pre-signed URL (tests/backend_server.py, run in its
+A file of --mb MiB is PUT to the test backend's pre-signed URL (harness/backend_server.py, run in its
 own process on 127.0.0.1 so its copy of the bytes is not counted) by a fresh child process each time:
 (a) `worker.backend.BackendClient.put` with `worker.upload.StreamBody` (what the upload job does),
 (b) the same session with `data=f.read()`, (c) StreamBody limited to --kbps. Peak RSS is the child's
@@ -21,17 +21,17 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), *sys.argv])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
+
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 SERVER = """
 import sys, time
-from tests.backend_server import BackendServer
+from harness.backend_server import BackendServer
 with BackendServer("s", "bench", "c", "v") as srv:
     clip = "bench-clip"
-    from tests.backend_server import Clip
+    from harness.backend_server import Clip
     srv.clips[clip] = Clip(clip, {})
     print(srv.presign(clip, int(time.time() + 3600)), flush=True)
     sys.stdin.read()

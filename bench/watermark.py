@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.media import make_clip  # noqa: E402
+from harness.media import make_clip  # noqa: E402
 
 
 def run_case(engine: str, preset: str, overlay: bool, src: str, dst: str, logo: str) -> None:

@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-if sys.prefix == sys.base_prefix and VENV_PYTHON.exists():
-    os.execv(VENV_PYTHON, [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
+from deploy.checkout import run_in_venv  # noqa: E402
+
+run_in_venv(__file__)  # the project's venv (the README's setup) has the dependencies
 
 from common.proc import stop  # noqa: E402
-from tests.media import make_clip  # noqa: E402
-from tests.redis_server import free_port  # noqa: E402
+from harness.media import make_clip  # noqa: E402
+from harness.redis_server import free_port  # noqa: E402
 
 RANGE = 64 * 1024
 
@@ -256,7 +256,7 @@ def main() -> None:
     import redis
 
     from common.settings import load_settings, to_env
-    from tests.web_helpers import finished_highlight
+    from harness.finished import finished_highlight
 
     print(f"load average at start: {loadavg()}  (cores: {os.cpu_count()})")
     tmp = Path(tempfile.mkdtemp(prefix="gn-bench-web-"))

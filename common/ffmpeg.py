@@ -152,13 +152,3 @@ def _fraction(text: Any) -> Fraction | None:
         return Fraction(int(num), int(den or 1))
     except (ValueError, ZeroDivisionError):
         return None
-
-
-def decode_errors(path: Path, timeout: float = 120) -> str:
-    """Decode the whole file; return ffmpeg's error output ('' when it decodes cleanly)."""
-    args = [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
-    try:
-        result = run(args, timeout, what=f"decode {Path(path).name}")
-    except FFmpegError as exc:
-        return str(exc)
-    return result.stderr.decode(errors="replace").strip()

@@ -4,6 +4,11 @@ The trigger hands a press to Redis first and journals it only when Redis does no
 disk must not stop a press while Redis is up). The trigger removes the file once the build job is
 enqueued; the recorder's retention treats every journalled press as a pin on its window (Redis may be
 down, so it cannot rely on Redis pins then).
+
+`PressRecord` is what one press asks for (camera, time, window), the same data whether it is journalled
+here, handed to Redis as the build job's argument or named in a sidecar. It is a *record* of a press, not
+"a Press": the word press alone is the act and its user-facing names (the command `gravanois trigger
+press`, the module trigger/press.py that takes one).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ FUTURE_SLACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
-class Press:
-    """One button press: which camera, when (epoch s, taken at the button), and the window sizes."""
+class PressRecord:
+    """What one button press asks for: which camera, when (epoch s, taken at the button), the window."""
 
     camera: str
     at: float
@@ -59,17 +64,17 @@ def press_time_problem(at: float, at_now: float) -> str | None:
     return None
 
 
-def write(journal_dir: Path, press: Press) -> Path:
+def write(journal_dir: Path, press: PressRecord) -> Path:
     """Journal a press (atomic); returns its file."""
     path = journal_dir / f"{press.press_id}.json"
     write_json_atomic(path, asdict(press))
     return path
 
 
-def pending(journal_dir: Path, camera: str | None = None) -> list[Press]:
+def pending(journal_dir: Path, camera: str | None = None) -> list[PressRecord]:
     """Journalled presses, oldest first (optionally of one camera); unreadable files are skipped."""
     # Asked once a second by each recorder, mostly of an empty folder: one listdir, no glob machinery.
-    presses: list[Press] = []
+    presses: list[PressRecord] = []
     try:
         names = os.listdir(journal_dir)
     except OSError:  # no journal yet (or not a folder, or unreadable): nothing pending
@@ -79,7 +84,7 @@ def pending(journal_dir: Path, camera: str | None = None) -> list[Press]:
         if not name.endswith(".json") or is_tmp(path):
             continue
         try:
-            press = Press(**read_json(path))
+            press = PressRecord(**read_json(path))
         except (OSError, ValueError, TypeError):
             continue
         if camera is None or press.camera == camera:
@@ -87,7 +92,7 @@ def pending(journal_dir: Path, camera: str | None = None) -> list[Press]:
     return sorted(presses, key=lambda p: p.at)
 
 
-def remove(journal_dir: Path, press: Press) -> None:
+def remove(journal_dir: Path, press: PressRecord) -> None:
     """Forget a press once Redis holds its job."""
     with contextlib.suppress(FileNotFoundError):
         (journal_dir / f"{press.press_id}.json").unlink()

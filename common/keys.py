@@ -59,7 +59,8 @@ def pins(device: str, camera: str) -> str:
 
 
 def camera_health(device: str, camera: str) -> str:
-    """HASH with the recorder's health: state, last_segment_end, restarts, keyframe_interval, …"""
+    """HASH with the recorder's health and verdict: state, last_segment_end, stall_limit (its watchdog's),
+    run, keyframe_interval, … (read through common.verdict)."""
     return f"{ns(device)}:cam:{camera}:health"
 
 

@@ -1,8 +1,9 @@
 """The segment index and the pins: the one authoritative record of what each camera has on disk.
 
-The recorder adds each *closed* segment with its wall-clock UTC start and end; workers ask which
-segments cover a window; the trigger pins a window so that retention keeps it until the clip is built.
-Pins expire by themselves, so a crashed job cannot pin forever.
+The recorder adds each *closed* segment with its wall-clock UTC start and end and the recording run it
+was cut from; workers ask which segments cover a window, and which of them the concat protocol may join
+(`runs`); the trigger pins a window so that retention keeps it until the clip is built. Pins expire by
+themselves, so a crashed job cannot pin forever.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ from common.timeutil import now
 MAX_SEGMENT_SECONDS = 120.0
 # Holes between segments shorter than this are timestamp jitter, not a camera outage.
 GAP_TOLERANCE = 0.25
+# Segments of one run tile exactly (names in ms): one ends where the next starts.
+CONTIGUOUS = 0.0015
 
 
 @dataclass(frozen=True, order=True)
 class Segment:
-    """A closed segment file (name inside the camera's buffer dir) and its wall-clock start/end."""
+    """A closed segment file (name inside the camera's buffer dir), its wall-clock start/end and its run.
+
+    `run` names the recording run the recorder cut it from: one ffmpeg run's continuous stream, its
+    timestamps kept (recorder/indexer.py). '' is an unknown run: indexed before segments carried one.
+    """
 
     start: float
     end: float
     name: str
+    run: str = ""
 
     @property
     def duration(self) -> float:
@@ -39,21 +47,43 @@ class Segment:
     def member(self) -> str:
         """The exact ZSET member (reproducible, so it can be removed): JSON, keys sorted.
 
-        Written out as `json.dumps(…, sort_keys=True)` writes it (a float's repr, the name as an ASCII
-        JSON string), without building an encoder for each call: the recorder does this every second.
+        Written out as `json.dumps(…, sort_keys=True)` writes it (a float's repr, the name and run as ASCII
+        JSON strings), without building an encoder for each call: the recorder does this every second.
+        An unknown run is left out, so such a segment's member is the one an older recorder wrote.
         """
         start, end = round(self.start, 6), round(self.end, 6)
-        return f'{{"end": {end!r}, "name": {json_string(self.name)}, "start": {start!r}}}'
+        run = f'"run": {json_string(self.run)}, ' if self.run else ""
+        return f'{{"end": {end!r}, "name": {json_string(self.name)}, {run}"start": {start!r}}}'
 
     @classmethod
     def from_member(cls, member: bytes | str) -> Segment:
-        """Parse a ZSET member."""
+        """Parse a ZSET member (one without a run, as older recorders wrote them: an unknown run)."""
         d = json.loads(member)
-        return cls(start=float(d["start"]), end=float(d["end"]), name=str(d["name"]))
+        return cls(
+            start=float(d["start"]), end=float(d["end"]), name=str(d["name"]), run=str(d.get("run", ""))
+        )
 
     def overlaps(self, a: float, b: float) -> bool:
         """True if the segment shares any time with [a, b]."""
         return self.end > a and self.start < b
+
+    def continues(self, prev: Segment) -> bool:
+        """True when this segment came right after `prev` in one recording run, so the concat protocol
+        joins the two byte for byte. The recorder's run ids say "one stream"; the index's tiling says
+        that no segment of the run is missing between them. A segment of an unknown run joins nothing."""
+        return bool(prev.run) and self.run == prev.run and abs(self.start - prev.end) <= CONTIGUOUS
+
+
+def runs(segments: list[Segment]) -> list[list[Segment]]:
+    """Segments (sorted) grouped into stretches the concat protocol joins: each from one recording run,
+    none missing in between. The raw clip's join, the progressive render and the ahead encoder use this."""
+    out: list[list[Segment]] = []
+    for seg in segments:
+        if out and seg.continues(out[-1][-1]):
+            out[-1].append(seg)
+        else:
+            out.append([seg])
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,28 +13,15 @@ from typing import Any
 
 from common.fsutil import read_json, write_json_atomic
 from common.ids import highlight_stem
-from common.journal import Press
+from common.journal import PressRecord
 from common.log import redact
 from common.pipeline import SidecarStatus
 from common.timeutil import iso
 
-SEED_FIELDS = (
-    "type",
-    "status",
-    "created_at",
-    "file_name",
-    "size_bytes",
-    "sha256",
-    "meta",
-    "pre_seconds",
-    "post_seconds",
-    "seg_time",
-)
-RENDER_FIELDS = ("updated_at", "wm_path", "thumbnail_path", "meta_wm")
 META_FIELDS = ("codec", "width", "height", "fps", "duration_sec")
 
 
-def clip_name(press: Press) -> str:
+def clip_name(press: PressRecord) -> str:
     """`highlight_<camera>_<UTC press time>.mp4`, the name the clip keeps through every stage."""
     return f"{highlight_stem(press.camera, press.at)}.mp4"
 
@@ -44,7 +31,7 @@ def path_for(clip: Path) -> Path:
     return clip.with_suffix(".json")
 
 
-def new(press: Press, clip: Path, **fields: Any) -> dict[str, Any]:
+def new(press: PressRecord, clip: Path, **fields: Any) -> dict[str, Any]:
     """A fresh sidecar for a press's raw clip (`fields` fill size, sha256, meta, window, …)."""
     a, b = press.window
     data: dict[str, Any] = {

@@ -50,13 +50,6 @@ PLAN_NAME = "supervisord.plan"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _reexec_in_venv() -> None:
-    """In a checkout, run under the repository's .venv (where supervisord and gravanois live)."""
-    venv_python = REPO / ".venv" / "bin" / "python"
-    if sys.prefix == sys.base_prefix and venv_python.exists():
-        os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
-
-
 def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
     """The environment supervisord runs with (settings + its own values) and the camera ids.
 
@@ -177,6 +170,8 @@ if __name__ == "__main__":
         # Run as a file from a checkout (deploy/supervise.py): the repository's packages and venv. Run as
         # `python -m deploy.supervise` (an installed box) the import path stays as the interpreter set it,
         # through `current`, so that every path handed to the programs follows the link.
-        _reexec_in_venv()
         sys.path.insert(0, str(REPO))
+        from deploy.checkout import run_in_venv
+
+        run_in_venv(__file__)  # where supervisord and gravanois live
     main(sys.argv[1:])

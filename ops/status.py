@@ -30,6 +30,7 @@ from common.pipeline import Stage, failure_of, queue
 from common.redisconn import SERIALIZER, connect, scored
 from common.settings import Settings
 from common.timeutil import iso, now
+from common.verdict import verdict
 from common.version import package_version, release_dir
 from deploy.release import Layout
 from worker.ahead import off_reason
@@ -119,7 +120,10 @@ def _unknown_camera(cam: str) -> dict[str, Any]:
         "configured": True,
         "state": "unknown",
         "recording": None,
+        "why": f"camera {cam} is unknown: Redis is not answering",
         "last_segment_age": None,
+        "stall_limit": None,
+        "run": None,
         "buffered_seconds": None,
         "keyframe_interval": None,
         "restarts_last_hour": None,
@@ -137,28 +141,23 @@ def _cameras(settings: Settings, conn: redis.Redis, t: float) -> list[dict[str, 
     registered = sorted(_text(c) for c in conn.smembers(keys.cameras(settings.device_id)))
     out = []
     for cam in configured + [c for c in registered if c not in configured]:
-        health = {
-            _text(k): _text(v) for k, v in conn.hgetall(keys.camera_health(settings.device_id, cam)).items()
-        }
-        last_end = _float(health.get("last_segment_end"))
+        judged = verdict(conn, settings, cam, t)
+        health = judged.health
         updated = _float(health.get("updated_at"))
-        keyframe = _float(health.get("keyframe_interval"))
-        age = round(t - last_end, 1) if last_end else None
-        # A segment closes at least every keyframe interval; longer than the watchdog's limit (plus one
-        # keyframe interval) without one means nothing is being recorded, whatever the hash's state says.
-        limit = settings.effective_stall_seconds + (keyframe or settings.seg_time)
-        state = health.get("state", "absent")
-        recording = state == "recording" and age is not None and age <= limit
+        age = judged.age(t)
         restarts = conn.zcount(keys.camera_restarts(settings.device_id, cam), t - 3600, "+inf")
         out.append(
             {
                 "id": cam,
                 "configured": cam in configured,
-                "state": state,
-                "recording": recording,
-                "last_segment_age": age,
+                "state": judged.state,
+                "recording": judged.recording,
+                "why": judged.why,
+                "last_segment_age": round(age, 1) if age is not None else None,
+                "stall_limit": judged.stall_limit,
+                "run": judged.run or None,
                 "buffered_seconds": _float(health.get("buffered_seconds")),
-                "keyframe_interval": keyframe,
+                "keyframe_interval": _float(health.get("keyframe_interval")),
                 "restarts_last_hour": restarts,
                 "mode": health.get("mode"),
                 "source": redact(health["source"]) if "source" in health else None,

@@ -1,31 +1,21 @@
-"""The recorder's health in Redis, read by `gravanois status` (contract: keys.camera_health)."""
+"""The recorder's health in Redis: its verdict on its camera, read through common.verdict (contract:
+keys.camera_health)."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 import redis
 
 from common import keys
+from common.counters import incr
 from common.log import redact
-from common.redisconn import incr
 from common.settings import Settings
 
 RESTARTS_KEPT_SECONDS = 86400.0
 # Between two full writes of the health hash only the fields that changed are sent (a recorder's own
 # CPU is mostly Redis client work); a full write this often repairs a hash that Redis lost unnoticed.
 FULL_PUBLISH_EVERY = 60.0
-
-
-class State(StrEnum):
-    """What the recorder is doing."""
-
-    STARTING = "starting"
-    RECORDING = "recording"
-    STALLED = "stalled"
-    BACKOFF = "backoff"
-    STOPPED = "stopped"
 
 
 class Health:
@@ -41,14 +31,9 @@ class Health:
         self.published: dict[str, str] = {}
         self.full_at = 0.0
 
-    def publish(self, t: float, **fields: Any) -> None:
-        """Write the health hash (all fields as text) and register the camera for `status`."""
-        pipe = self.conn.pipeline()
-        self.queue_publish(pipe, t, **fields)
-        pipe.execute()
-
     def queue_publish(self, pipe: redis.client.Pipeline, t: float, **fields: Any) -> None:
-        """Queue what `publish` writes on `pipe` (the recorder's one round trip a second)."""
+        """Queue on `pipe` (the recorder's one round trip a second) the health hash's fields (all as text)
+        and, in a full write, the camera's entry in the set `status` reads."""
         mapping = {**self.fixed, **fields, "updated_at": t}
         text = {k: ("" if v is None else str(v)) for k, v in mapping.items()}
         if text.get("last_error"):

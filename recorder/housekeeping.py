@@ -23,10 +23,10 @@ import time
 from typing import Any
 
 from common import journal
+from common.alarms import clear_alarm, raise_alarm
 from common.fsutil import free_mb
 from common.keys import Alarm
 from common.log import event, get_logger
-from common.redisconn import clear_alarm, raise_alarm
 from common.segments import Pin, Segment, SegmentIndex
 from common.settings import Settings
 from recorder import retention

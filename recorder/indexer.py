@@ -1,9 +1,11 @@
 """Segment indexing: ffmpeg's closed parts → segments with wall-clock times, named after them on disk.
 
 The indexer keeps the list of closed segments on disk (the source of truth, with their sizes for
-retention) and measures the camera's keyframe interval on each run's first segments. It never talks to
-Redis: the segments it returns are written to the index by the housekeeper's round trip. The pure parts
-(list lines, `Anchor`, file names) are in `recorder.segmenter`, the keyframe measurement in
+retention) and measures the camera's keyframe interval on each run's first segments. Each segment carries
+its recording run (`run`): the ffmpeg run's id, and a new one should the camera's timestamps jump within
+that run, so that a run is always one continuous stream, which the workers join byte for byte. It never
+talks to Redis: the segments it returns are written to the index by the housekeeper's round trip. The
+pure parts (list lines, `Anchor`, file names) are in `recorder.segmenter`, the keyframe measurement in
 `recorder.keyframes`.
 """
 
@@ -41,6 +43,9 @@ GAP_LOGGED = 0.1
 PROBE_AFTER = 3
 # Quiet time that ends a fresh run's initial burst of closed segments.
 BURST_SETTLE = 0.3
+# How long a part closed much later than its stream predicts waits for the end of ffmpeg's list: an ffmpeg
+# whose input timed out closes its open part as it exits, and that part was not recorded until then.
+EXIT_SETTLE = 0.5
 
 
 class SegmentIndexer:
@@ -59,6 +64,10 @@ class SegmentIndexer:
         self.sizes: dict[str, int] = {}
         self.buffered_ms = 0
         self.run_id = ""
+        # The recording run of the segments closing now: `run_id`, then `run_id-N` after the N-th jump of
+        # the camera's timestamps within that ffmpeg run.
+        self.run = ""
+        self.jumps = 0
         self.run_closed: list[tuple[Segment, float]] = []
         self.keyframe_interval: float | None = None
         self.warned_keyframes = False
@@ -75,8 +84,9 @@ class SegmentIndexer:
         return removed
 
     def new_run(self, run_id: str) -> None:
-        """A new ffmpeg run: its first segment is re-anchored at its arrival."""
-        self.run_id = run_id
+        """A new ffmpeg run: its first segment is re-anchored at its arrival, and starts a recording run."""
+        self.run_id = self.run = run_id
+        self.jumps = 0
         self.anchor.reset()
         self.run_closed = []
 
@@ -92,10 +102,22 @@ class SegmentIndexer:
         if batch and self.anchor.prev_stream_end is None and timeout > 0:
             while more := read(BURST_SETTLE):
                 batch += more
-        return self.index(batch)
+        if batch and self._late(batch[-1]):
+            batch += read(EXIT_SETTLE)
+        # The end of the list came with them: ffmpeg closed these parts as it exited (segmenter.Anchor).
+        return self.index(batch, flushed=any(line is None for _, _, line in batch))
 
-    def index(self, batch: list[Event]) -> list[Segment]:
-        """Index these list lines of ffmpeg's (those of an earlier run are ignored); returns new segments."""
+    def _late(self, last: Event) -> bool:
+        """Did this list line of the current run come later than its stream predicts?"""
+        run_id, arrival, line = last
+        entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
+        return entry is not None and self.anchor.late(entry.stream_start, entry.stream_end, arrival)
+
+    def index(self, batch: list[Event], flushed: bool = False) -> list[Segment]:
+        """Index these list lines of ffmpeg's (those of an earlier run are ignored); returns new segments.
+
+        `flushed`: the lines a stopped or ended ffmpeg wrote last (segmenter.Anchor.place says more).
+        """
         entries = []
         for run_id, arrival, line in batch:
             entry = parse_list_line(line) if run_id == self.run_id and line is not None else None
@@ -104,12 +126,12 @@ class SegmentIndexer:
         arrivals = back_project([(e.stream_end, a) for e, a in entries])
         closed = []
         for (entry, _), arrival in zip(entries, arrivals, strict=True):
-            seg = self._closed(entry, arrival)
+            seg = self._closed(entry, arrival, flushed)
             if seg is not None:
                 closed.append(seg)
         return closed
 
-    def _closed(self, entry: ListEntry, arrival: float) -> Segment | None:
+    def _closed(self, entry: ListEntry, arrival: float, flushed: bool = False) -> Segment | None:
         """A part is closed: give it wall-clock times and rename it after them."""
         # This runs for every segment all day: one stat (which also gives the size, as ffmpeg closed the
         # part) and plain string paths, which cost less than pathlib's.
@@ -120,8 +142,13 @@ class SegmentIndexer:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
-        start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival)
-        seg = make_segment(start, end)
+        if self.anchor.jumped(entry.stream_start):
+            # Not one stream with what came before: a join of the two must rebuild the timestamps.
+            self.jumps += 1
+            self.run = f"{self.run_id}-{self.jumps}"
+            event(log, "stream_jump", camera=self.camera, run=self.run)
+        start, end = self.anchor.place(entry.stream_start, entry.stream_end, arrival, flushed)
+        seg = make_segment(start, end, self.run)
         os.replace(part, os.path.join(self.path, seg.name))
         prev = self.segments[-1] if self.segments else None
         if prev is None or seg >= prev:

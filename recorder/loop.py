@@ -23,9 +23,10 @@ import redis
 from common.log import event, get_logger, redact
 from common.segments import Segment
 from common.settings import Camera, Settings, camera_mode
+from common.verdict import State
 from common.watermark import Watermark
 from recorder import housekeeping, presets
-from recorder.health import Health, State
+from recorder.health import Health
 from recorder.housekeeping import Housekeeper
 from recorder.indexer import SegmentIndexer
 from recorder.redislink import RedisLink
@@ -141,7 +142,9 @@ class Recorder:
 
     def end_run(self) -> None:
         """Stop this run's ffmpeg; what it closed last is indexed with the next round trip."""
-        self.unindexed += self.indexer.index(self.ffmpeg.stop())
+        # Its last part closed because it stopped (after a stall, maybe long after its frames came): it is
+        # dated by its stream, or the index and the health would say the camera recorded until now.
+        self.unindexed += self.indexer.index(self.ffmpeg.stop(), flushed=True)
         self.indexer.end_run()
 
     def on_closed(self, closed: list[Segment]) -> None:
@@ -188,6 +191,9 @@ class Recorder:
             "last_segment_end": segments[-1].end if segments else None,
             "buffered_seconds": round(self.indexer.buffered(), 3),
             "keyframe_interval": self.indexer.keyframe_interval,
+            # The watchdog's own limit: what status, the press and the build judge this camera by.
+            "stall_limit": self.ffmpeg.watchdog.limit,
+            "run": self.indexer.run,
             "pid": self.ffmpeg.pid,
             "last_error": self.last_error,
         }

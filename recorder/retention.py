@@ -93,7 +93,7 @@ def plan(
     )
 
 
-def windows_from(pins: Iterable[Pin], presses: Iterable[journal.Press], now: float) -> list[Window]:
+def windows_from(pins: Iterable[Pin], presses: Iterable[journal.PressRecord], now: float) -> list[Window]:
     """Windows to keep: Redis pins plus journalled presses (those not older than the journal's limit)."""
     out = [(p.start, p.end) for p in pins]
     out += [p.window for p in presses if now - p.at <= journal.MAX_AGE_SECONDS]

@@ -1,10 +1,10 @@
 """Closed segments: ffmpeg's list lines → wall-clock times → files named by their times.
 
-The file name of a closed segment holds its wall-clock start and end in milliseconds
-(`seg_<start_ms>_<end_ms>.ts`), so the disk is the source of truth and the Redis index can be rebuilt
-from it at any time. Wall-clock times come from `Anchor`, which keeps segments tiling (start of one =
-end of the previous) while slewing toward their arrival time, so a camera clock that runs fast or slow
-cannot make the index drift.
+The file name of a closed segment holds its wall-clock start and end in milliseconds and its recording
+run (`seg_<start_ms>_<end_ms>_<run>.ts`; older recorders wrote no run), so the disk is the source of
+truth and the Redis index, run ids included, can be rebuilt from it at any time. Wall-clock times come
+from `Anchor`, which keeps segments tiling (start of one = end of the previous) while slewing toward
+their arrival time, so a camera clock that runs fast or slow cannot make the index drift.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from common.fsutil import is_tmp
 from common.segments import Segment
 from recorder.presets import PART_PREFIX
 
-SEG_RE = re.compile(r"^seg_(\d+)_(\d+)\.ts$")
+SEG_RE = re.compile(r"^seg_(\d+)_(\d+)(?:_([0-9A-Za-z-]+))?\.ts$")
 
 
-def seg_name(start: float, end: float) -> str:
-    """File name of a closed segment with these wall-clock times."""
-    return f"seg_{round(start * 1000)}_{round(end * 1000)}.ts"
+def seg_name(start: float, end: float, run: str = "") -> str:
+    """File name of a closed segment with these wall-clock times, cut in this run (letters, digits, `-`)."""
+    return f"seg_{round(start * 1000)}_{round(end * 1000)}" + (f"_{run}" if run else "") + ".ts"
 
 
 def segment_from_name(name: str) -> Segment | None:
@@ -33,7 +33,7 @@ def segment_from_name(name: str) -> Segment | None:
     if not m:
         return None
     start, end = int(m[1]) / 1000, int(m[2]) / 1000
-    return Segment(start=start, end=end, name=name) if end > start else None
+    return Segment(start=start, end=end, name=name, run=m[3] or "") if end > start else None
 
 
 def millis(seg: Segment) -> int:
@@ -41,9 +41,9 @@ def millis(seg: Segment) -> int:
     return round(seg.end * 1000) - round(seg.start * 1000)
 
 
-def make_segment(start: float, end: float) -> Segment:
-    """A Segment whose times are exactly what its file name says (so index members always match)."""
-    seg = segment_from_name(seg_name(start, end))
+def make_segment(start: float, end: float, run: str = "") -> Segment:
+    """A Segment whose times and run are exactly what its file name says (so index members always match)."""
+    seg = segment_from_name(seg_name(start, end, run))
     assert seg is not None
     return seg
 
@@ -137,20 +137,41 @@ class Anchor:
         """A new ffmpeg run: the next segment is re-anchored at its arrival."""
         self.prev_stream_end = None
 
-    def place(self, stream_start: float, stream_end: float, arrival: float) -> tuple[float, float]:
-        """Wall-clock (start, end) of a segment whose close was seen at `arrival`, rounded to ms."""
-        d = max(stream_end - stream_start, 0.001)
-        continuous = (
-            self.prev_end is not None
-            and self.prev_stream_end is not None
-            and abs(stream_start - self.prev_stream_end) <= self.continuity
+    def carries_on(self, stream_start: float) -> bool:
+        """True when a segment starting at `stream_start` (stream time) carries on the previous stream."""
+        return (
+            self.prev_stream_end is not None and abs(stream_start - self.prev_stream_end) <= self.continuity
         )
+
+    def jumped(self, stream_start: float) -> bool:
+        """True when this run's stream has had a segment and one starting at `stream_start` does not carry
+        it on: the camera's timestamps jumped within one ffmpeg run."""
+        return self.prev_stream_end is not None and not self.carries_on(stream_start)
+
+    def late(self, stream_start: float, stream_end: float, arrival: float) -> bool:
+        """Would a segment that carries the stream on and was seen at `arrival` be re-anchored there?"""
+        if self.prev_end is None or not self.carries_on(stream_start):
+            return False
+        return arrival - (self.prev_end + max(stream_end - stream_start, 0.001)) > self.resync
+
+    def place(
+        self, stream_start: float, stream_end: float, arrival: float, flushed: bool = False
+    ) -> tuple[float, float]:
+        """Wall-clock (start, end) of a segment whose close was seen at `arrival`, rounded to ms.
+
+        `flushed`: ffmpeg closed it because it was stopped or ended (a stall, an exit, the recorder's
+        stop), so its arrival says nothing of when it was recorded: it carries its stream on, unslewed.
+        """
+        d = max(stream_end - stream_start, 0.001)
+        continuous = self.prev_end is not None and self.carries_on(stream_start)
         start = end = 0.0
         if continuous:
             assert self.prev_end is not None
             start = self.prev_end
             error = arrival - (start + d)
-            if error > self.resync or error < -self.clock_jump:
+            if flushed:
+                end = start + d
+            elif error > self.resync or error < -self.clock_jump:
                 continuous = False
             else:
                 limit = self.max_slew * d

@@ -11,6 +11,7 @@ are in `recorder.watchdog`.
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -22,10 +23,11 @@ from pathlib import Path
 from common.log import fields, get_logger, redact
 from common.proc import spawn, stop
 from common.settings import Camera, Settings
+from common.verdict import limit_for
 from common.watermark import Watermark
 from recorder import presets
 from recorder.probe import camera_audio
-from recorder.watchdog import PROBE_EVERY, Backoff, Watchdog, probe_target, reachable, stall_limit
+from recorder.watchdog import PROBE_EVERY, Backoff, Watchdog, probe_target, reachable
 
 log = get_logger(__name__)
 
@@ -70,8 +72,11 @@ class Supervisor:
         self.stderr_tail: deque[str] = deque(maxlen=8)
         self.run_id = ""
         self.runs = 0
+        # Run ids name segment files, which may outlive a reboot (a buffer on disk) where the same pid
+        # comes back: a random part keeps them apart.
+        self.token = secrets.token_hex(3)
         self.backoff = Backoff(cap=settings.restart_backoff_max)
-        self.watchdog = Watchdog(limit=settings.effective_stall_seconds, startup=STARTUP_GRACE)
+        self.watchdog = Watchdog(limit=limit_for(settings), startup=STARTUP_GRACE)
         self.next_start = 0.0
         self.target = probe_target(camera.source)
 
@@ -100,9 +105,9 @@ class Supervisor:
         return None
 
     def start(self) -> str:
-        """Spawn ffmpeg; returns the new run's id. Raises OSError if it cannot start."""
+        """Spawn ffmpeg; returns the new run's id (`<pid>-<n>-<token>`). Raises OSError if it cannot start."""
         self.runs += 1
-        self.run_id = f"{os.getpid()}-{self.runs}"
+        self.run_id = f"{os.getpid()}-{self.runs}-{self.token}"
         args = presets.record_args(
             self.camera.source,
             self.mode,
@@ -240,10 +245,9 @@ class Supervisor:
         self.backoff.reset()
 
     def keyframes_measured(self, interval: float) -> None:
-        """Keyframes further apart than GN_SEG_TIME make segments longer: stretch the stall limit."""
-        self.watchdog.limit = stall_limit(
-            self.settings.effective_stall_seconds, self.settings.seg_time, interval
-        )
+        """Keyframes further apart than GN_SEG_TIME make segments longer: stretch the stall limit (the
+        recorder publishes it: every reader of its verdict judges the camera by it)."""
+        self.watchdog.limit = limit_for(self.settings, interval)
 
     def schedule_restart(self) -> float:
         """After a failure: the delay before the next start (exponential backoff), now scheduled."""

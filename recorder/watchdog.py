@@ -18,6 +18,10 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+# The watchdog's limit is the number every reader of the recorder's verdict judges the camera by: it is
+# defined once, beside that reader, and the recorder publishes the value it uses (recorder/loop.py).
+from common.verdict import stall_limit as stall_limit
+
 # Seconds between reachability checks of a network camera that does not answer.
 PROBE_EVERY = 1.0
 # How long one check waits for the TCP handshake (a camera on the LAN answers in milliseconds).
@@ -67,12 +71,6 @@ class Watchdog:
     def stalled(self, t: float) -> bool:
         """True when nothing closed for longer than the limit."""
         return self.last_progress is not None and t - self.last_progress > self.limit
-
-
-def stall_limit(stall_seconds: float, seg_time: float, keyframe_interval: float | None) -> float:
-    """The watchdog's limit: GN_STALL_SECONDS, stretched when keyframes (hence segments) are further apart."""
-    extra = max(0.0, (keyframe_interval or seg_time) - seg_time)
-    return stall_seconds + extra
 
 
 def probe_target(source: str) -> tuple[str, int] | None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import redis
 
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
-from tests.helpers import REPO, gn_env, gravanois_cmd
+from harness.repo import REPO, gn_env, gravanois_cmd
 
 
 def make_segments(
@@ -22,9 +23,12 @@ def make_segments(
     seconds: int,
     gop: float = 1.0,
     index: bool = True,
+    run: str | None = None,
 ) -> list[Segment]:
     """`seconds` of one continuous 320x240@15 H.264+AAC stream cut into MPEG-TS segments (as the recorder
-    does in copy mode: cut at keyframes, timestamps kept), indexed with wall-clock times from `start`."""
+    does in copy mode: cut at keyframes, timestamps kept), indexed with wall-clock times from `start` and
+    one recording run id (`run`, else a new one: each call is another run of the recorder's ffmpeg)."""
+    run = run or f"test-{uuid.uuid4().hex[:8]}"
     out = settings.camera_buffer_dir(camera)
     out.mkdir(parents=True, exist_ok=True)
     listing = out / f"list-{time.monotonic_ns()}.csv"
@@ -45,7 +49,7 @@ def make_segments(
     rows = list(csv.reader(listing.read_text().splitlines()))
     listing.unlink()
     t0 = float(rows[0][1])
-    segments = [Segment(start + float(r[1]) - t0, start + float(r[2]) - t0, r[0]) for r in rows]
+    segments = [Segment(start + float(r[1]) - t0, start + float(r[2]) - t0, r[0], run) for r in rows]
     if index:
         SegmentIndex(conn, settings.device_id, camera).add(*segments)
     return segments

@@ -15,10 +15,11 @@ import pytest
 import redis
 
 from common.settings import Settings, load_settings
+from harness.backend_server import BackendServer
+from harness.media import make_video
+from harness.redis_server import RedisServer
 from recorder.health import Health
-from tests.backend_server import BackendServer
-from tests.media import make_video
-from tests.redis_server import RedisServer
+from tests.helpers import publish_health
 from tests.upload_helpers import CLIENT, SECRET, TOKEN, VENUE
 
 
@@ -97,7 +98,7 @@ def highlight_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 
 @pytest.fixture
 def backend(settings: Settings) -> Iterator[BackendServer]:
-    """The local backend (tests/backend_server.py) on loopback, knowing this test's device."""
+    """The local backend (harness/backend_server.py) on loopback, knowing this test's device."""
     with BackendServer(SECRET, settings.device_id, CLIENT, VENUE, token=TOKEN) as srv:
         yield srv
 
@@ -116,11 +117,11 @@ def recording_fixture() -> Iterator[Callable[..., None]]:
             while not stop.is_set():
                 for h in reporters:
                     with contextlib.suppress(redis.RedisError):  # the test may stop its Redis
-                        h.publish(time.time(), state="recording", last_segment_end=time.time())
+                        publish_health(h, time.time(), state="recording", last_segment_end=time.time())
                 stop.wait(0.5)
 
         for h in reporters:  # the first report before the test presses
-            h.publish(time.time(), state="recording", last_segment_end=time.time())
+            publish_health(h, time.time(), state="recording", last_segment_end=time.time())
         threads.append(threading.Thread(target=beat, daemon=True))
         threads[-1].start()
 

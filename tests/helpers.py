@@ -1,4 +1,5 @@
-"""Helpers every test module may use: running `gravanois`, polling with a deadline, fetching RQ jobs.
+"""Helpers every test module may use: running `gravanois`, polling with a deadline, fetching RQ jobs,
+decoding a clip whole, the sidecar fields a stage leaves, a camera's health as its recorder writes it.
 
 Plain functions live here, fixtures in conftest.py (pytest's advice: conftest is for fixtures).
 """
@@ -6,9 +7,7 @@ Plain functions live here, fixtures in conftest.py (pytest's advice: conftest is
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,62 +17,27 @@ from typing import Any
 import redis
 from rq.job import Job
 
+from common import sidecar
+from common.ffmpeg import FFMPEG, FFmpegError, run
 from common.redisconn import SERIALIZER
-from common.settings import Settings, to_env
+from common.settings import Settings
+from harness.repo import REPO, gn_env, gravanois_cmd
+from recorder.health import Health
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def copy_checkout(dest: Path) -> Path:
-    """A copy of the tracked files, as a fresh clone has them (links stay links)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for rel in filter(None, listed.decode().split("\0")):
-        source, target = REPO / rel, dest / rel
-        if not source.is_symlink() and not source.is_file():
-            continue  # deleted in the work tree
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, target)
-    return dest
-
-
-def build_wheel(src: Path, out: Path) -> Path:
-    """The project's wheel built from `src` (a copy of the checkout) into `out`."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    [wheel] = out.glob("gravanois_capture-*.whl")
-    return wheel
-
-
-def gn_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """An environment for a `gravanois` child process with these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GN_")}
-    env.update(to_env(settings))
-    env.update(extra)
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-def gravanois_cmd(*args: str) -> list[str]:
-    """Command line running the `gravanois` CLI from this checkout."""
-    return [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", *args]
+# The fields of the seed's sidecar (the build stage's), and those the render stage adds (docs/render.md).
+SEED_FIELDS = (
+    "type",
+    "status",
+    "created_at",
+    "file_name",
+    "size_bytes",
+    "sha256",
+    "meta",
+    "pre_seconds",
+    "post_seconds",
+    "seg_time",
+)
+RENDER_FIELDS = ("updated_at", "wm_path", "thumbnail_path", "meta_wm")
 
 
 def run_gravanois(
@@ -149,3 +113,30 @@ def fill(path: Path, leave_mb: float) -> Path:
         for _ in range(size // len(block)):
             fh.write(block)
     return filler
+
+
+def highlight_files(out: Path, stem: str, status: str, mb: int, mtime: float) -> None:
+    """A finished highlight's files in `out` (video of `mb` MiB, thumbnail, sidecar with `status`), all
+    last modified at `mtime`."""
+    (out / f"{stem}.mp4").write_bytes(b"\0" * (mb * 1024 * 1024))
+    (out / f"{stem}.jpg").write_bytes(b"jpg")
+    sidecar.save(out / f"{stem}.json", {"status": status, "file_name": f"{stem}.mp4"})
+    for suffix in (".mp4", ".jpg", ".json"):
+        os.utime(out / f"{stem}{suffix}", (mtime, mtime))
+
+
+def decode_errors(path: Path, timeout: float = 120) -> str:
+    """Decode the whole file; return ffmpeg's error output ('' when it decodes cleanly)."""
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"]
+    try:
+        result = run(args, timeout, what=f"decode {Path(path).name}")
+    except FFmpegError as exc:
+        return str(exc)
+    return result.stderr.decode(errors="replace").strip()
+
+
+def publish_health(health: Health, t: float, **fields: Any) -> None:
+    """Write a camera's health hash now, as its recorder does once a second (`Health.queue_publish`)."""
+    pipe = health.conn.pipeline()
+    health.queue_publish(pipe, t, **fields)
+    pipe.execute()

@@ -10,17 +10,17 @@ from pathlib import Path
 from common import sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
-from common.journal import Press
+from common.journal import PressRecord
 from common.settings import Settings
+from harness.media import make_video
 from tests.helpers import start_gravanois
-from tests.media import make_video
 
 
 def stage_clip(
     settings: Settings, seconds: float = 3, size: str = "320x240", at: float | None = None
 ) -> Path:
     """A raw clip and its sidecar in the clips dir, as `worker.build` writes them; returns the sidecar."""
-    press = Press(camera="cam1", at=at or time.time() - 60, pre=seconds - 1, post=1)
+    press = PressRecord(camera="cam1", at=at or time.time() - 60, pre=seconds - 1, post=1)
     clip = settings.clips_dir / sidecar.clip_name(press)
     settings.clips_dir.mkdir(parents=True, exist_ok=True)
     make_video(clip, seconds=seconds, size=size, fps=15)

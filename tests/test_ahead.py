@@ -17,11 +17,11 @@ from common import keys
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark
+from harness.media import make_logo
+from harness.recorder_helpers import children_ffmpeg
+from harness.redis_server import RedisServer
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois, start_gravanois, wait_for
-from tests.media import make_logo
-from tests.recorder_helpers import children_ffmpeg
-from tests.redis_server import RedisServer
 from worker import ahead, progressive
 
 
@@ -39,7 +39,7 @@ def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
         made.append(make_segments(s, conn, "cam1", start, seconds, index=False))
         start = made[-1][-1].end
     shift = time.time() - start  # times as if recorded up to this moment, however long ffmpeg took
-    out = [[Segment(x.start + shift, x.end + shift, x.name) for x in run] for run in made]
+    out = [[Segment(x.start + shift, x.end + shift, x.name, x.run) for x in run] for run in made]
     SegmentIndex(conn, s.device_id, "cam1").add(*(x for run in out for x in run))
     return out
 

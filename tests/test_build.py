@@ -13,20 +13,21 @@ import pytest
 import redis
 
 from common import journal, keys, sidecar
-from common.ffmpeg import decode_errors, probe
+from common.ffmpeg import probe
 from common.fsutil import sha256_file
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import STAGES, Stage, job_id, queue, retry_policy
-from common.segments import Segment, SegmentIndex
+from common.segments import Segment, SegmentIndex, runs
 from common.settings import Settings
 from common.timeutil import iso, parse_iso
+from recorder.health import Health
 from tests.build_helpers import files_under, make_segments, run_build_worker
-from tests.helpers import fetch
+from tests.helpers import SEED_FIELDS, decode_errors, fetch, publish_health
 from trigger import press as press_mod
 from worker import build, progressive, tsfiles
 
 SIDECAR_FIELDS = {
-    *sidecar.SEED_FIELDS,
+    *SEED_FIELDS,
     "camera",
     "press_at",
     "press_id",
@@ -88,7 +89,7 @@ def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: re
     s = _settings(make_settings)
     first = make_segments(s, redis_conn, "cam1", 1000.0, 4, index=False)
     # A second ffmpeg run whose first segment tiles exactly after the first run's last one (a restart
-    # within the millisecond): the names say contiguous, the timestamps start again.
+    # within the millisecond): the index says contiguous, the timestamps start again, the run id says so.
     second = make_segments(s, redis_conn, "cam1", first[-1].end, 3, index=False)
     directory = s.camera_buffer_dir("cam1")
     assert first[-1].end == second[0].start
@@ -96,7 +97,8 @@ def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: re
     assert len(pts) == len(first) and all(
         b - a == pytest.approx(x.duration, abs=0.05) for a, b, x in zip(pts, pts[1:], first, strict=False)
     )
-    groups = tsfiles.runs([*first, *second], directory)
+    assert first[0].run and second[0].run != first[0].run
+    groups = runs([*first, *second])
     assert groups == [first, second]
     entries = build.join_entries([[directory / x.name for x in g] for g in groups])
     assert all(
@@ -105,7 +107,7 @@ def test_runs_byte_for_byte_only_within_one_stream(make_settings, redis_conn: re
     )
     # A hole in the index starts a new run too; a single file stays a plain path.
     gapped = [first[0], *first[2:]]
-    assert [len(g) for g in tsfiles.runs(gapped, directory)] == [1, len(first) - 2]
+    assert [len(g) for g in runs(gapped)] == [1, len(first) - 2]
     assert build.join_entries([[directory / first[0].name]]) == [directory / first[0].name]
     assert tsfiles.first_video_pts(directory / "missing.ts") is None
 
@@ -119,9 +121,15 @@ def test_clip_ends_on_a_video_frame_boundary() -> None:
     assert tsfiles.end_on_frame(7.5, 0) == 7.5
 
 
-def test_wait_seconds_follows_segment_or_gop(settings):
-    assert build.wait_seconds(settings) == 3 * settings.seg_time + 5
-    assert build.wait_seconds(settings, keyframe_interval=3.0) == 14
+def test_the_wait_for_the_window_s_end_is_the_recorder_s_published_limit(settings, redis_conn):
+    # No recorder has reported yet: the limit its settings give (GN_STALL_SECONDS, 3 × seg_time + 5).
+    assert build.end_wait(settings, redis_conn, "cam1") == 3 * settings.seg_time + 5
+    # A recorder that measured a 4 s GOP published its watchdog's limit: the build waits exactly that.
+    publish_health(
+        Health(redis_conn, settings, "cam1", "testsrc", "copy"),
+        time.time(), state="recording", keyframe_interval=4.0, stall_limit=11.0,
+    )  # fmt: skip
+    assert build.end_wait(settings, redis_conn, "cam1") == 11.0
 
 
 # ---- real build jobs
@@ -131,7 +139,7 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12.3, pre=5, post=2)
+    p = PressRecord(camera="cam1", at=base + 12.3, pre=5, post=2)
     result = press_mod.submit(s, redis_conn, p)
     assert result.state == press_mod.SCHEDULED
     assert not journal.pending(s.journal_dir)
@@ -186,7 +194,7 @@ def test_missing_segments_give_shorter_clip_with_gaps(make_settings, redis_conn:
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    p = PressRecord(camera="cam1", at=base + 12, pre=6, post=2)
     a, _b = p.window
     # a camera outage: three segments inside the window are gone (index and disk)
     lost = [x for x in segs if x.start >= a + 1.5][:3]
@@ -219,7 +227,7 @@ def test_a_bad_segment_in_the_window_is_a_gap_not_a_silently_short_clip(
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    p = PressRecord(camera="cam1", at=base + 12, pre=6, post=2)
     a, b = p.window
     # Two segments in the middle of the window are damaged on disk (still indexed): a full SD card's
     # empty file, or bytes that are not MPEG-TS at all.
@@ -253,7 +261,7 @@ def test_a_segment_name_that_is_not_a_plain_file_name_is_a_gap_never_opened(
     s = _settings(make_settings)
     base = time.time() - 30
     segs = make_segments(s, redis_conn, "cam1", base, 20)
-    p = Press(camera="cam1", at=base + 12, pre=6, post=2)
+    p = PressRecord(camera="cam1", at=base + 12, pre=6, post=2)
     a, b = p.window
     # Three segments in the window are indexed under names that lead out of the buffer or hide in it
     # (a hostile or corrupt index). A good copy of each segment waits at that path: were it opened, the
@@ -303,7 +311,7 @@ def test_camera_that_recorded_nothing_is_a_failed_highlight(make_settings, redis
     s = _settings(make_settings, max_attempts=1)
     base = time.time() - 60
     old = make_segments(s, redis_conn, "cam1", base, 5)  # the camera stopped 55 s ago...
-    p = Press(camera="cam1", at=time.time() - 10, pre=3, post=1)
+    p = PressRecord(camera="cam1", at=time.time() - 10, pre=3, post=1)
     make_segments(s, redis_conn, "cam1", p.window[1] + 2, 3)  # ...and came back after the window
     # The trigger now refuses such a press at once; a press replayed from the journal is not checked
     # (the camera's state now says nothing about then), so the build job meets it.
@@ -328,7 +336,7 @@ def test_build_waits_for_the_segment_closing_the_window(make_settings, redis_con
     segs = make_segments(s, redis_conn, "cam1", base, 12, index=False)
     index = SegmentIndex(redis_conn, s.device_id, "cam1")
     index.add(*segs[:-2])
-    p = Press(camera="cam1", at=segs[-1].end - 1.5, pre=4, post=1.5)
+    p = PressRecord(camera="cam1", at=segs[-1].end - 1.5, pre=4, post=1.5)
 
     def late() -> None:
         time.sleep(1.5)
@@ -339,6 +347,65 @@ def test_build_waits_for_the_segment_closing_the_window(make_settings, redis_con
     data = json.loads(sidecar.path_for(clip_path := s.clips_dir / sidecar.clip_name(p)).read_text())
     assert clip == str(clip_path)
     assert data["last_segment"]["name"] == segs[-1].name and data["gaps"] == []
+
+
+def joined_by(monkeypatch: pytest.MonkeyPatch) -> list[list]:
+    """What each concat demuxer list of the build held (files, or `concat:` URLs of the protocol)."""
+    lists: list[list] = []
+    real = build.concat_list
+
+    def spy(entries: list) -> str:
+        lists.append(entries)
+        return real(entries)
+
+    monkeypatch.setattr(build, "concat_list", spy)
+    return lists
+
+
+def test_a_window_across_a_recorder_restart_joins_each_run_byte_for_byte_and_the_runs_by_the_demuxer(
+    make_settings, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = _settings(make_settings)
+    base = time.time() - 30
+    first = make_segments(s, redis_conn, "cam1", base, 8)
+    # The recorder restarted: its new ffmpeg run tiles right after the old one, with another run id.
+    second = make_segments(s, redis_conn, "cam1", first[-1].end, 8)
+    p = PressRecord(camera="cam1", at=first[-1].end, pre=5, post=4)
+    a, b = p.window
+    lists = joined_by(monkeypatch)
+    build.Build(s, redis_conn, p).run()
+    data = json.loads(sidecar.path_for(clip := s.clips_dir / sidecar.clip_name(p)).read_text())
+    assert data["join"] == "demuxer" and data["gaps"] == []
+    directory = s.camera_buffer_dir("cam1")
+    used = SegmentIndex(redis_conn, s.device_id, "cam1").covering(a, b)
+    runs_used = [[x for x in used if x.run == run[0].run] for run in (first, second)]
+    assert all(len(run) >= 3 for run in runs_used) and sum(map(len, runs_used)) == len(used)
+    assert lists == [
+        ["concat:" + "|".join(str((directory / x.name).resolve()) for x in run) for run in runs_used]
+    ]
+    assert abs(data["meta"]["duration_sec"] - data["covered_seconds"]) < 0.1
+    assert decode_errors(clip) == ""
+
+
+def test_segments_indexed_without_a_run_still_build_each_joined_by_the_demuxer(
+    make_settings, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An index an older recorder wrote: members without a run. They parse (an unknown run); nothing
+    # says they are one stream, so none is joined byte for byte with another.
+    s = _settings(make_settings)
+    base = time.time() - 30
+    segs = make_segments(s, redis_conn, "cam1", base, 15, index=False)
+    SegmentIndex(redis_conn, s.device_id, "cam1").add(*(Segment(x.start, x.end, x.name) for x in segs))
+    [member] = redis_conn.zrange(keys.segments(s.device_id, "cam1"), 0, 0)
+    assert b'"run"' not in member
+    p = PressRecord(camera="cam1", at=base + 10, pre=5, post=2)
+    a, b = p.window
+    lists = joined_by(monkeypatch)
+    build.Build(s, redis_conn, p).run()
+    data = json.loads(sidecar.path_for(s.clips_dir / sidecar.clip_name(p)).read_text())
+    used = SegmentIndex(redis_conn, s.device_id, "cam1").covering(a, b)
+    assert data["join"] == "demuxer" and data["segments"] == len(used) and data["gaps"] == []
+    assert lists == [[(s.camera_buffer_dir("cam1") / x.name) for x in used]]
 
 
 HOSTILE = [
@@ -384,7 +451,7 @@ def test_hostile_job_arguments_fail_clearly_and_touch_nothing(
 def test_double_enqueue_of_the_same_press_is_a_noop(make_settings, redis_conn: redis.Redis, recording):
     s = _settings(make_settings)
     recording(s, redis_conn, "cam1")
-    p = Press(camera="cam1", at=time.time(), pre=5, post=2)
+    p = PressRecord(camera="cam1", at=time.time(), pre=5, post=2)
     assert press_mod.submit(s, redis_conn, p).state == press_mod.SCHEDULED
     assert press_mod.hand_over(s, redis_conn, p).state == press_mod.DUPLICATE
     job = fetch(redis_conn, job_id(s.device_id, p.press_id, "build"))
@@ -398,7 +465,7 @@ def test_a_long_gop_clip_is_not_reported_short(make_settings, redis_conn: redis.
     s = _settings(make_settings, wm_progressive=False)
     base = time.time() - 40
     segs = make_segments(s, redis_conn, "cam1", base, 24, gop=4.0)
-    p = Press(camera="cam1", at=base + 13.0, pre=5, post=2)
+    p = PressRecord(camera="cam1", at=base + 13.0, pre=5, post=2)
     a, b = p.window
     last = next(x for x in segs if x.overlaps(a, b) and x.end > b)
     assert last.end - b > 1.0  # the case: the last segment goes on well past the window

@@ -21,15 +21,15 @@ import pytest
 import redis
 
 from common import sidecar
-from common.ffmpeg import decode_errors, probe, probe_json, run
+from common.ffmpeg import probe, probe_json, run
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
+from harness.recorder_helpers import health
+from harness.redis_server import free_port
+from harness.rtsp_server import RtspServer
 from recorder import keyframes
-from tests.helpers import run_gravanois
-from tests.recorder_helpers import health
-from tests.redis_server import free_port
-from tests.rtsp_server import RtspServer
+from tests.helpers import decode_errors, run_gravanois
 from tests.test_trigger_e2e import built, e2e_settings, pipeline, press, wait_preroll
 
 pytestmark = [

@@ -10,13 +10,14 @@ from fractions import Fraction
 from pathlib import Path
 
 from common import journal
-from common.ffmpeg import FFmpegError, decode_errors, frame_rate, probe, stream_fps
+from common.ffmpeg import FFmpegError, frame_rate, probe, stream_fps
 from common.fsutil import atomic_output, write_json_atomic
 from common.log import JsonFormatter, redact, register_secret
-from common.segments import Segment, SegmentIndex
+from common.segments import Segment, SegmentIndex, runs
 from common.timeutil import iso, parse_iso
+from harness.media import corrupt, make_video
 from recorder import probe as camera_probe
-from tests.media import corrupt, make_video
+from tests.helpers import decode_errors
 from worker.progressive import video_format
 
 
@@ -79,6 +80,36 @@ def test_segment_member_is_the_json_it_always_was() -> None:
         assert Segment.from_member(seg.member()) == Segment(start, end, seg.name)
 
 
+def test_a_segment_s_run_rides_in_its_member_and_an_older_member_is_an_unknown_run(redis_conn) -> None:
+    seg = Segment(100.0, 101.0, "seg_100000_101000_7-1-ab.ts", run="7-1-ab")
+    expected = {"end": 101.0, "name": seg.name, "run": "7-1-ab", "start": 100.0}
+    assert seg.member() == json.dumps(expected, sort_keys=True)
+    assert Segment.from_member(seg.member()) == seg
+    # A member an older recorder wrote (no run): it parses, as an unknown run, and is the same member
+    # again when written back (so retention can remove it).
+    old_member = '{"end": 102.0, "name": "seg_101000_102000.ts", "start": 101.0}'
+    old = Segment.from_member(old_member)
+    assert (
+        old == Segment(101.0, 102.0, "seg_101000_102000.ts") and old.run == "" and old.member() == old_member
+    )
+    idx = SegmentIndex(redis_conn, "dev-test-common-runs", "cam1")
+    idx.replace_all([seg])
+    redis_conn.zadd(idx.seg_key, {old_member: 101.0})
+    assert idx.all() == [seg, old]
+    idx.remove(old)
+    assert idx.all() == [seg]
+
+
+def test_runs_are_the_recorder_s_run_ids_without_a_segment_missing() -> None:
+    a = [Segment(100.0 + i, 101.0 + i, f"a{i}", "1-1-x") for i in range(3)]
+    b = [Segment(103.0 + i, 104.0 + i, f"b{i}", "1-2-x") for i in range(2)]  # restarted, tiling
+    assert runs([*a, *b]) == [a, b]
+    assert runs([a[0], a[2]]) == [[a[0]], [a[2]]]  # a segment of the run is missing in between
+    unknown = [Segment(200.0 + i, 201.0 + i, f"u{i}") for i in range(2)]  # from an older recorder
+    assert runs(unknown) == [[unknown[0]], [unknown[1]]]
+    assert not b[0].continues(a[-1]) and a[1].continues(a[0]) and not unknown[1].continues(unknown[0])
+
+
 def test_segment_index_covering_and_pins(redis_conn) -> None:
     idx = SegmentIndex(redis_conn, "dev-test-common", "cam1")
     idx.replace_all([])
@@ -97,7 +128,7 @@ def test_segment_index_covering_and_pins(redis_conn) -> None:
 
 
 def test_journal_round_trip(tmp_path: Path) -> None:
-    press = journal.Press(camera="cam1", at=time.time(), pre=40, post=10, source="gpio")
+    press = journal.PressRecord(camera="cam1", at=time.time(), pre=40, post=10, source="gpio")
     journal.write(tmp_path, press)
     assert journal.pending(tmp_path, "cam1") == [press] and journal.pending(tmp_path, "cam2") == []
     journal.remove(tmp_path, press)

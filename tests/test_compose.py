@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, build_wheel, copy_checkout, gn_env, gravanois_cmd
+from harness.repo import REPO, build_wheel, copy_checkout, gn_env, gravanois_cmd
 
 BOX_SERVICES = ("recorder", "trigger", "scheduler", "ahead", "worker", "web")
 
@@ -128,4 +128,4 @@ def test_the_wheel_holds_every_package_and_the_release_files(tmp_path: Path) -> 
         "deploy/requirements/box.txt",
     }
     assert shipped <= names, sorted(shipped - names)
-    assert not [n for n in names if n.startswith(("tests/", "bench/"))]
+    assert not [n for n in names if n.startswith(("tests/", "bench/", "harness/"))]

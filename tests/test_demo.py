@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from common.ffmpeg import probe
-from common.sidecar import RENDER_FIELDS, SEED_FIELDS
-from tests.helpers import REPO, gravanois_cmd
+from harness.repo import REPO, gravanois_cmd
+from tests.helpers import RENDER_FIELDS, SEED_FIELDS
 
 
 def processes_mentioning(marker: str, settle: float = 5.0) -> list[str]:

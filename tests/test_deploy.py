@@ -9,7 +9,7 @@ import pytest
 
 from deploy import release as rel
 from deploy.control import Program, restart_order
-from tests.helpers import REPO, build_wheel, copy_checkout
+from harness.repo import REPO, build_wheel, copy_checkout
 
 
 def fake_release(layout: rel.Layout, release_id: str, complete: bool = True) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.ffmpeg import decode_errors, probe
-from tests.box import Box, own_processes
-from tests.helpers import wait_for
+from common.ffmpeg import probe
+from harness.box import Box, own_processes
+from tests.helpers import decode_errors, wait_for
 
 BOX = {
     "GN_CAMERAS": '{"cam1": "testsrc:320x240@15"}',

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from common import ids, sidecar
-from common.journal import Press
+from common.journal import PressRecord
 from common.timeutil import compact, parse_compact
 
 AT = datetime(2026, 12, 6, 5, 16, 28, 666000, tzinfo=UTC).timestamp()
@@ -28,7 +28,7 @@ def test_press_id_and_stem_are_made_and_read_back() -> None:
 
 
 def test_the_journal_and_the_sidecar_name_presses_with_these_ids() -> None:
-    press = Press("cam1", AT, 5, 2)
+    press = PressRecord("cam1", AT, 5, 2)
     assert press.press_id == ids.press_id("cam1", AT)
     assert sidecar.clip_name(press) == ids.highlight_stem("cam1", AT) + ".mp4"
 

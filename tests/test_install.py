@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from common.ffmpeg import probe
+from harness.redis_server import free_port
+from harness.repo import build_wheel, copy_checkout
 from tests.debian_root import DebianRoot, can_make_roots
-from tests.helpers import build_wheel, copy_checkout, wait_for
-from tests.redis_server import free_port
+from tests.helpers import wait_for
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import redis
 from rq.job import Job
 
 from common import sidecar
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import ALLOWED_FUNCTIONS, queue, queue_name
 from common.redisconn import SERIALIZER
 from common.settings import Settings
@@ -93,7 +93,7 @@ def test_a_render_job_cannot_reach_files_outside_the_box(
     else:
         # A sidecar in the clips dir whose contents point outside the box.
         s.clips_dir.mkdir(parents=True)
-        press = Press("cam1", 1_735_689_600.0, 5, 2)
+        press = PressRecord("cam1", 1_735_689_600.0, 5, 2)
         name = sidecar.clip_name(press)
         data = sidecar.new(press, s.clips_dir / name, file_name=str(target), wm_path=str(target))
         sidecar.save(s.clips_dir / Path(name).with_suffix(".json").name, data)
@@ -123,7 +123,7 @@ def test_a_huge_job_argument_does_not_block_the_worker(
     hostile = queue(s, "build", redis_conn).enqueue(
         "worker.build.build_highlight", big, job_id=f"big-{s.device_id}"
     )
-    press = Press("cam1", base + 8, 3, 1)
+    press = PressRecord("cam1", base + 8, 3, 1)
     assert press_mod.submit(s, redis_conn, press).state == press_mod.SCHEDULED
     done = run_build_worker(s, "build", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,16 +14,17 @@ from rq.registry import FailedJobRegistry
 from rq.worker import Worker
 
 from common import ids, keys
-from common.journal import Press
+from common.alarms import raise_alarm
+from common.journal import PressRecord
 from common.keys import Alarm, Counter, Stage
 from common.pipeline import enqueue
-from common.redisconn import raise_alarm, text
+from common.redisconn import text
 from common.settings import Settings
+from harness.backend_server import BackendServer
+from harness.redis_server import RedisServer
 from recorder.health import Health
-from tests.backend_server import BackendServer
 from tests.build_helpers import make_segments, run_build_worker
 from tests.helpers import start_gravanois, wait_for
-from tests.redis_server import RedisServer
 from tests.upload_helpers import upload_overrides
 from trigger import press as press_mod
 from worker.ahead import Ahead
@@ -136,10 +137,10 @@ def test_a_pipeline_run_leaves_only_keys_the_keys_module_makes(
     recording(s, conn, "cam1")
     base = time.time() - 50
     make_segments(s, conn, "cam1", base, 50)
-    taken = Press("cam1", base + 44, 4, 2)
+    taken = PressRecord("cam1", base + 44, 4, 2)
     assert press_mod.submit(s, conn, taken).state == press_mod.SCHEDULED
-    assert press_mod.submit(s, conn, Press("cam1", base + 45, 4, 2)).state == press_mod.COOLDOWN
-    journalled = Press("cam1", base + 5, 2, 1)  # 39 s before the taken one: outside its cooldown
+    assert press_mod.submit(s, conn, PressRecord("cam1", base + 45, 4, 2)).state == press_mod.COOLDOWN
+    journalled = PressRecord("cam1", base + 5, 2, 1)  # 39 s before the taken one: outside its cooldown
     assert press_mod.keep(s, journalled, "Redis is down").state == press_mod.JOURNALLED
     assert [o.state for o in press_mod.replay(s, conn)] == [press_mod.SCHEDULED]
     gone = base - 3600  # a render whose sidecar is gone fails for good (one attempt)
@@ -161,7 +162,7 @@ def test_a_pipeline_run_leaves_only_keys_the_keys_module_makes(
     try:
         wait_for("the worker's registration", lambda: conn.scard(worker_registration.REDIS_WORKER_KEYS), 60)
         # These last seconds only: taken just before the scan.
-        waiting = Press("cam1", time.time(), 4, 60)
+        waiting = PressRecord("cam1", time.time(), 4, 60)
         assert press_mod.submit(s, conn, waiting).state == press_mod.SCHEDULED
         assert Scheduler(s, conn).hold_lock()
         Ahead(s, conn).heartbeat()

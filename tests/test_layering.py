@@ -10,11 +10,14 @@ import pytest
 
 from common import keys
 from common.pipeline import STAGES, HighlightState, SidecarStatus
-from tests.helpers import REPO
+from harness.repo import REPO
 
 PROCESSES = ("recorder", "trigger", "worker")
 PROJECT = ("common", *PROCESSES, "ops", "deploy", "assets")
-# What each package may import from the project (besides itself).
+# Never shipped: what the tests and the benchmarks share (harness), the tests, the benchmarks.
+UNSHIPPED = ("harness", "tests", "bench")
+# What each package may import from the project and the unshipped code (besides itself): production never
+# imports the unshipped, the harness imports the project only, the benchmarks the project and the harness.
 ALLOWED = {
     "assets": set(),
     "common": {"assets"},
@@ -23,11 +26,13 @@ ALLOWED = {
     "worker": {"common", "assets"},
     "deploy": {"common", "assets"},
     "ops": {"common", "assets", "deploy", *PROCESSES},
+    "harness": set(PROJECT),
+    "bench": {*PROJECT, "harness"},
 }
 
 
 def imported_packages(path: Path) -> set[str]:
-    """Top-level project packages a module imports (at module level or inside functions)."""
+    """Top-level project (or unshipped) packages a module imports (at module level or inside functions)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
@@ -36,11 +41,11 @@ def imported_packages(path: Path) -> set[str]:
             names = [node.module]
         else:
             continue
-        found |= {n.split(".")[0] for n in names if n.split(".")[0] in PROJECT}
+        found |= {n.split(".")[0] for n in names if n.split(".")[0] in (*PROJECT, *UNSHIPPED)}
     return found
 
 
-@pytest.mark.parametrize("package", PROJECT)
+@pytest.mark.parametrize("package", ALLOWED)
 def test_package_imports_only_what_the_layering_allows(package: str) -> None:
     files = sorted((REPO / package).rglob("*.py"))
     assert files, f"{package}/ has no Python files"
@@ -53,10 +58,14 @@ def test_package_imports_only_what_the_layering_allows(package: str) -> None:
 
 
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
-    """The rule is not vacuous: an import of a sibling process package is found, even inside a function."""
+    """The rule is not vacuous: an import of a sibling process package is found, even inside a function,
+    and so is one of the unshipped code."""
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from worker.render import Render\n    import trigger.press\n")
-    assert imported_packages(module) == {"worker", "trigger"}
+    module.write_text(
+        "def f():\n    from worker.render import Render\n    import trigger.press\n"
+        "from harness.media import make_clip\nimport tests.helpers\n"
+    )
+    assert imported_packages(module) == {"worker", "trigger", "harness", "tests"}
 
 
 def doc_table(doc: Path, heading: str) -> list[str]:
@@ -155,8 +164,24 @@ def test_the_hot_spots_read_their_rule_from_common() -> None:
     calls = {
         "latest_result(": ["common/pipeline.py"],  # why a job failed: pipeline.failure_of
         "Job.exists(": [],  # already there: pipeline.earlier_job
-        ".hincrby(": ["common/redisconn.py"],  # counters: redisconn.incr with a keys.Counter
+        ".hincrby(": ["common/counters.py"],  # counters: counters.incr with a keys.Counter
         "parse_open_hours(": ["common/hours.py", "common/settings/capture.py"],  # hours: common.hours
+    }
+    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    for call, homes in calls.items():
+        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+
+
+def test_one_module_judges_whether_a_camera_records() -> None:
+    """The stall limit is computed in common/verdict.py alone (the recorder's watchdog takes it from there),
+    and only there is the recorder's health hash read for a verdict: status, the press, the build and the
+    web ask it."""
+    calls = {
+        "effective_stall_seconds": ["common/settings/cameras.py", "common/verdict.py"],
+        "stall_limit(": ["common/verdict.py"],
+        "limit_for(": ["common/verdict.py", "recorder/supervisor.py"],
+        '"last_segment_end"': ["common/verdict.py", "recorder/loop.py"],
+        "keys.restarting(": ["common/verdict.py", "ops/update.py"],
     }
     sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
     for call, homes in calls.items():

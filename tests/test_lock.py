@@ -12,7 +12,7 @@ from packaging.markers import Marker, default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.helpers import REPO
+from harness.repo import REPO
 
 BOX_LOCK = REPO / "requirements" / "box.txt"
 TEST_LOCK = REPO / "requirements" / "test.txt"

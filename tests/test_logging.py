@@ -24,8 +24,9 @@ from common.log import redact, register_secret
 from common.pipeline import queue
 from common.redisconn import SERIALIZER, members
 from common.settings import Settings
-from tests.helpers import REPO, as_bytes, gn_env, gravanois_cmd, wait_for
-from tests.redis_server import free_port
+from harness.redis_server import free_port
+from harness.repo import REPO, gn_env, gravanois_cmd
+from tests.helpers import as_bytes, wait_for
 
 CAMERA_PASSWORD = "Pw-s3cret-4711"
 DEVICE_SECRET = "dev-secret-0bfa7c19e2"

@@ -4,17 +4,16 @@ last resort that is logged and alarmed)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from common import keys, sidecar
+from common import keys
 from common.redisconn import text
 from common.settings import Settings
-from tests.helpers import fill, small_disk
+from tests.helpers import fill, highlight_files, small_disk
 from worker import retention
 
 UPLOADS_ON = {
@@ -23,15 +22,6 @@ UPLOADS_ON = {
     "venue_id": "v1",
     "device_secret": "s3cret",
 }
-
-
-def make_highlight(out: Path, stem: str, status: str, mb: int, mtime: float) -> None:
-    """A finished highlight's files (video of `mb` MiB, thumbnail, sidecar with `status`)."""
-    (out / f"{stem}.mp4").write_bytes(b"\0" * (mb * 1024 * 1024))
-    (out / f"{stem}.jpg").write_bytes(b"jpg")
-    sidecar.save(out / f"{stem}.json", {"status": status, "file_name": f"{stem}.mp4"})
-    for suffix in (".mp4", ".jpg", ".json"):
-        os.utime(out / f"{stem}{suffix}", (mtime, mtime))
 
 
 def stems(out: Path) -> set[str]:
@@ -50,10 +40,10 @@ def test_undelivered_highlights_survive_a_low_disk(
         out = s.output_dir
         out.mkdir(parents=True)
         t = time.time() - 3600
-        make_highlight(out, "a_uploaded", "uploaded", 3, t)
-        make_highlight(out, "b_waiting", "watermarked", 3, t + 1)
-        make_highlight(out, "c_uploaded", "uploaded", 3, t + 2)
-        make_highlight(out, "d_failed_upload", "upload_failed", 3, t + 3)
+        highlight_files(out, "a_uploaded", "uploaded", 3, t)
+        highlight_files(out, "b_waiting", "watermarked", 3, t + 1)
+        highlight_files(out, "c_uploaded", "uploaded", 3, t + 2)
+        highlight_files(out, "d_failed_upload", "upload_failed", 3, t + 3)
         fill(data, leave_mb=8)  # below the 12 MiB floor, above its half
         removed = retention.enforce(s, conn=redis_conn)
         # The delivered ones go (oldest first) until the floor is met; the undelivered stay.
@@ -91,6 +81,6 @@ def test_with_uploads_off_a_rendered_highlight_counts_as_delivered(
     out.mkdir(parents=True)
     t = time.time() - 3600
     for i in range(4):
-        make_highlight(out, f"h{i}", "watermarked", 0, t + i)
+        highlight_files(out, f"h{i}", "watermarked", 0, t + i)
     assert sorted(retention.enforce(s)) == ["h0", "h1"]
     assert stems(out) == {"h2", "h3"}

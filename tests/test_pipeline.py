@@ -12,12 +12,12 @@ from rq import SimpleWorker
 from rq.job import Job, JobStatus
 
 from common import keys, sidecar
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import STAGES, SidecarStatus, Stage, earlier_job, enqueue, failure_of, queue
 from common.redisconn import SERIALIZER
 from common.segments import SegmentIndex
 from common.settings import Settings
-from ops import failed, status
+from ops import jobs, status
 from trigger import cli as trigger_cli
 from trigger import press as press_mod
 from worker.rqworker import PromptTeardown
@@ -42,7 +42,7 @@ def test_one_failure_reason_for_failed_list_status_and_the_presser(
     def shown() -> tuple[str, str, str]:
         fresh = Job.fetch(jid, connection=redis_conn, serializer=SERIALIZER)
         [row] = status.snapshot(s, redis_conn)["failed_jobs"]
-        return failed.describe(Stage.BUILD, fresh, s).reason, row["error"], trigger_cli.job_reason(fresh)
+        return jobs.describe(Stage.BUILD, fresh, s).reason, row["error"], trigger_cli.job_reason(fresh)
 
     assert shown() == (failure_of(job), failure_of(job), "Expecting value: line 1 column 1 (char 0)")
     # The failure policy's one line wins over the traceback, in all three.
@@ -52,7 +52,7 @@ def test_one_failure_reason_for_failed_list_status_and_the_presser(
     # Nothing recorded at all: each says so its own way.
     bare = Job.create("json.loads", args=["1"], connection=redis_conn, serializer=SERIALIZER)
     assert failure_of(bare) == ""
-    assert failed.describe(Stage.BUILD, bare, s).reason == "unknown (no error recorded)"
+    assert jobs.describe(Stage.BUILD, bare, s).reason == "unknown (no error recorded)"
     assert trigger_cli.job_reason(bare) == f"job {bare.id} failed"
 
 
@@ -67,7 +67,7 @@ def test_a_requeue_restores_the_status_the_stage_table_names() -> None:
     assert render.starts_from == {SidecarStatus.QUEUED, SidecarStatus.FAILED}
     assert upload.starts_from == {SidecarStatus.WATERMARKED, SidecarStatus.UPLOAD_FAILED}
     # The render starts from the status the build leaves in a new sidecar.
-    press = Press("cam1", 1_700_000_000.0, 5, 2)
+    press = PressRecord("cam1", 1_700_000_000.0, 5, 2)
     assert sidecar.new(press, Path(sidecar.clip_name(press)))["status"] == render.ready_status
     # A requeue's fresh count of attempts goes where the stage counts them.
     data = {"attempts": 3, "remote": {"attempts": 2, "clip_id": "c1"}}
@@ -101,7 +101,7 @@ def test_a_press_whose_build_failed_is_a_duplicate_and_touches_nothing(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis
 ) -> None:
     s = make_settings(cooldown_seconds=0)
-    press = Press("cam1", time.time() - 30, 5, 2)
+    press = PressRecord("cam1", time.time() - 30, 5, 2)
     assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
     job = Job.fetch(keys.job_id(s.device_id, press.press_id, Stage.BUILD), connection=redis_conn)
     job.set_status(JobStatus.FAILED)

@@ -22,16 +22,16 @@ import pytest
 import redis
 
 from common import sidecar
-from common.ffmpeg import decode_errors, probe, probe_json
+from common.ffmpeg import probe, probe_json
 from common.fsutil import TMP_MARK, sha256_file
-from common.journal import Press
+from common.journal import PressRecord
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.watermark import Watermark, logo_width
+from harness.media import make_logo
+from harness.procfs import all_procs
 from tests.build_helpers import make_segments, run_build_worker
-from tests.helpers import start_gravanois, wait_for
-from tests.media import make_logo
-from tests.procfs import all_procs
+from tests.helpers import decode_errors, start_gravanois, wait_for
 from tests.render_helpers import frame, region_diff
 from trigger import press as press_mod
 from worker import engines, progressive
@@ -87,7 +87,7 @@ def live_recording(
     return s, segments, index_live(conn, s, segments)
 
 
-def built_press(s: Settings, press: Press, tmp_path: Path) -> tuple[dict, dict, Path]:
+def built_press(s: Settings, press: PressRecord, tmp_path: Path) -> tuple[dict, dict, Path]:
     """A built press's sidecar, its pieces' manifest, and a copy of its raw clip."""
     clip = s.clips_dir / sidecar.clip_name(press)
     data = sidecar.load(sidecar.path_for(clip))
@@ -101,7 +101,7 @@ def built_press(s: Settings, press: Press, tmp_path: Path) -> tuple[dict, dict, 
 def live_press(make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path):
     """A press in the middle of a live recording: built progressively; the raw clip kept aside."""
     s, segments, feeder = live_recording(make_settings, redis_conn, tmp_path, pre=6, post=5, before=8)
-    press = Press("cam1", time.time(), 6, 5)
+    press = PressRecord("cam1", time.time(), 6, 5)
     assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
     built = run_build_worker(s, "build", timeout=120)
     assert built.returncode == 0, built.stderr[-2000:]
@@ -191,7 +191,7 @@ def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
         # so the clip joins the build's pieces and the cache's.
         by_name = {seg.name: seg for seg in segments}
         at = time.time()
-        press = Press("cam1", at, round(at - by_name[batch[0]].start + 0.5, 3), 4)
+        press = PressRecord("cam1", at, round(at - by_name[batch[0]].start + 0.5, 3), 4)
         assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
         built = run_build_worker(s, "build", timeout=120)
         assert built.returncode == 0, built.stderr[-2000:]
@@ -242,7 +242,7 @@ def test_a_build_killed_while_it_joins_leaves_no_ffmpeg_and_its_retry_finishes(
     s, _segments, feeder = live_recording(
         make_settings, redis_conn, tmp_path, pre=6, post=8, before=8, retry_intervals=(1,)
     )
-    press = Press("cam1", time.time(), 6, 8)
+    press = PressRecord("cam1", time.time(), 6, 8)
     assert press_mod.hand_over(s, redis_conn, press).state == press_mod.SCHEDULED
     worker = start_gravanois(s, "worker", "--queues", "build")
     try:

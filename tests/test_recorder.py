@@ -14,12 +14,10 @@ import pytest
 import redis
 
 from common import keys
-from common.ffmpeg import decode_errors
 from common.redisconn import text
 from common.settings import Settings
-from tests.helpers import gn_env, gravanois_cmd, run_gravanois, wait_for
-from tests.media import make_logo
-from tests.recorder_helpers import (
+from harness.media import make_logo
+from harness.recorder_helpers import (
     FRAME,
     TEST_SOURCE,
     RecorderProc,
@@ -31,7 +29,9 @@ from tests.recorder_helpers import (
     max_gap,
     on_disk,
 )
-from tests.redis_server import RedisServer
+from harness.redis_server import RedisServer
+from harness.repo import gn_env, gravanois_cmd
+from tests.helpers import decode_errors, run_gravanois, wait_for
 
 
 def cam_settings(make_settings: Callable[..., Settings], **kw: object) -> Settings:

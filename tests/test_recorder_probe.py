@@ -11,10 +11,10 @@ import pytest
 
 from common.ffmpeg import FFmpegError, base_args
 from common.settings import Settings
+from harness.media import make_video
 from ops.camera import report
 from recorder import probe
 from recorder.presets import AudioIn
-from tests.media import make_video
 
 
 def g711_file(path: Path) -> Path:

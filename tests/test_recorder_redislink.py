@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from common.redisconn import client_for
+from harness.redis_server import RedisServer
 from recorder.redislink import RedisLink
 from tests.helpers import wait_for
-from tests.redis_server import RedisServer
 
 
 def client(server: RedisServer) -> redis.Redis:

@@ -13,6 +13,7 @@ import redis
 from common import journal
 from common.segments import Pin, Segment
 from common.settings import Settings
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc, health, index_of, on_disk
 from recorder import housekeeping
 from recorder.health import Health
 from recorder.housekeeping import Housekeeper
@@ -21,7 +22,6 @@ from recorder.redislink import RedisLink
 from recorder.retention import MIB, plan, windows_from
 from recorder.segmenter import make_segment
 from tests.helpers import wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc, health, index_of, on_disk
 
 NOW = 10_000.0
 
@@ -73,8 +73,8 @@ def test_disk_guard_last_resort_and_newest_kept() -> None:
 
 def test_windows_from_pins_and_fresh_journal() -> None:
     pins = [Pin("p1", 10.0, 20.0, NOW + 60)]
-    fresh = journal.Press(camera="cam1", at=NOW - 5, pre=40, post=10)
-    stale = journal.Press(camera="cam1", at=NOW - journal.MAX_AGE_SECONDS - 1, pre=40, post=10)
+    fresh = journal.PressRecord(camera="cam1", at=NOW - 5, pre=40, post=10)
+    stale = journal.PressRecord(camera="cam1", at=NOW - journal.MAX_AGE_SECONDS - 1, pre=40, post=10)
     assert windows_from(pins, [fresh, stale], NOW) == [(10.0, 20.0), fresh.window]
 
 
@@ -90,7 +90,7 @@ def test_real_recorder_holds_the_bound_and_keeps_pinned_segments(
         early = wait_for("three segments", lambda: (s := index.all()) and len(s) >= 3 and s)
         pinned, journalled = early[1], early[2]
         index.pin("press-1", pinned.start + 0.1, pinned.end - 0.1, ttl=120)
-        press = journal.Press(camera="cam1", at=journalled.start + 0.2, pre=0.1, post=0.1)
+        press = journal.PressRecord(camera="cam1", at=journalled.start + 0.2, pre=0.1, post=0.1)
         journal.write(settings.journal_dir, press)
         deadline = time.time() + 20
         while time.time() < deadline:

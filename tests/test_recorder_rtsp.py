@@ -15,11 +15,11 @@ from common import keys
 from common.ffmpeg import probe_json
 from common.proc import spawn, stop
 from common.settings import Settings
+from harness.recorder_helpers import RecorderProc, children_ffmpeg, health, index_of, max_gap, on_disk
+from harness.redis_server import free_port
+from harness.rtsp_server import RtspServer
 from recorder import housekeeping
 from tests.helpers import run_gravanois, wait_for
-from tests.recorder_helpers import RecorderProc, children_ffmpeg, health, index_of, max_gap, on_disk
-from tests.redis_server import free_port
-from tests.rtsp_server import RtspServer
 
 pytestmark = [
     pytest.mark.rtsp,

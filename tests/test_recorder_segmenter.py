@@ -6,7 +6,8 @@ import random
 import socket
 from pathlib import Path
 
-from common.segments import Segment
+from common.segments import Segment, runs
+from harness.media import make_video
 from recorder import keyframes
 from recorder.indexer import SegmentIndexer
 from recorder.presets import PART_PREFIX
@@ -21,7 +22,6 @@ from recorder.segmenter import (
     segment_from_name,
 )
 from recorder.watchdog import Backoff, Watchdog, probe_target, reachable, stall_limit
-from tests.media import make_video
 
 
 def test_names_round_trip_to_the_millisecond() -> None:
@@ -30,6 +30,42 @@ def test_names_round_trip_to_the_millisecond() -> None:
     assert segment_from_name(seg.name) == seg
     assert segment_from_name("part_1-1_000001.ts") is None
     assert segment_from_name("seg_1755460201124_1755460200123.ts") is None  # end before start
+
+
+def test_a_name_keeps_the_segment_s_run_and_an_older_name_parses_as_an_unknown_run() -> None:
+    seg = make_segment(1755460200.1234, 1755460201.1236, "812-3-a1b2c3")
+    assert seg.name == "seg_1755460200123_1755460201124_812-3-a1b2c3.ts" and seg.run == "812-3-a1b2c3"
+    assert segment_from_name(seg.name) == seg
+    old = segment_from_name("seg_1755460200123_1755460201124.ts")  # written by an older recorder
+    assert old is not None and old.run == "" and (old.start, old.end) == (seg.start, seg.end)
+    assert segment_from_name("seg_1755460200123_1755460201124_a_b.ts") is None
+
+
+def test_each_segment_carries_its_run_and_a_timestamp_jump_starts_another(tmp_path: Path) -> None:
+    indexer = SegmentIndexer("cam1", "copy", 1.0, tmp_path)
+    indexer.load()
+    t0 = 1_700_000_000.0
+
+    def close(run: str, n: int, stream_start: float, arrival: float) -> Segment:
+        part = f"{PART_PREFIX}{run}_{n:06d}.ts"
+        (tmp_path / part).write_bytes(b"\x47" * 188)
+        [seg] = indexer.index([(run, arrival, f"{part},{stream_start:.6f},{stream_start + 1:.6f}\n")])
+        return seg
+
+    indexer.new_run("9-1-abc")
+    a, b = close("9-1-abc", 1, 10.0, t0 + 1), close("9-1-abc", 2, 11.0, t0 + 2)
+    # The camera's timestamps jump within the ffmpeg run: the index still tiles (the anchor re-anchors
+    # at arrival, which is on time), but it is another stream: another run.
+    jumped, after = close("9-1-abc", 3, 500.0, t0 + 3), close("9-1-abc", 4, 501.0, t0 + 4)
+    assert jumped.start == b.end
+    indexer.new_run("9-2-abc")  # a restart of ffmpeg
+    restarted = close("9-2-abc", 1, 0.0, t0 + 6)
+    runs_seen = [s.run for s in (a, b, jumped, after, restarted)]
+    assert runs_seen == ["9-1-abc", "9-1-abc", "9-1-abc-1", "9-1-abc-1", "9-2-abc"]
+    assert indexer.run == "9-2-abc"
+    assert runs(indexer.segments) == [[a, b], [jumped, after], [restarted]]
+    # The names keep the runs: a restarted recorder indexes the disk again as it was.
+    assert scan(tmp_path) == indexer.segments
 
 
 def test_parse_list_line() -> None:
@@ -87,6 +123,16 @@ def test_anchor_reanchors_after_an_outage_with_an_honest_gap() -> None:
     anchor.reset()
     d = anchor.place(0, 1, 1023.5)
     assert d[0] == 1023.0 and d[1] > d[0]
+
+
+def test_a_part_closed_by_stopping_ffmpeg_is_dated_by_its_stream_not_its_arrival() -> None:
+    # A stall: the camera's frames stopped 0.5 s into a part; the watchdog stopped ffmpeg 11 s later,
+    # which closed the part then. Read late, a part is re-anchored at its arrival; stopped, it was not late.
+    late, stopped = Anchor(), Anchor()
+    for anchor in (late, stopped):
+        assert [anchor.place(i, i + 1, 1001.0 + i) for i in range(2)] == [(1000.0, 1001.0), (1001.0, 1002.0)]
+    assert late.place(2, 2.5, 1013.5) == (1013.0, 1013.5)
+    assert stopped.place(2, 2.5, 1013.5, flushed=True) == (1002.0, 1002.5)
 
 
 def test_anchor_slews_back_after_a_late_read() -> None:

@@ -17,8 +17,8 @@ from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.pipeline import enqueue, job_id, queue_name
 from common.settings import Settings
-from tests.helpers import fetch, run_gravanois
-from tests.media import make_logo
+from harness.media import make_logo
+from tests.helpers import RENDER_FIELDS, SEED_FIELDS, fetch, run_gravanois
 from tests.render_helpers import frame, region_diff, stage_clip
 from worker import engines, files, render
 from worker.render import Render
@@ -72,7 +72,7 @@ def test_render_job_watermarks_thumbnails_and_moves_the_sidecar(
     assert (t.width, t.height) == (160, 120)
     # The sidecar: seed fields, render fields, valid JSON next to the output.
     new = json.loads((settings.output_dir / f"{stem}.json").read_text())
-    for f in (*sidecar.SEED_FIELDS, *sidecar.RENDER_FIELDS, "camera", "press_at"):
+    for f in (*SEED_FIELDS, *RENDER_FIELDS, "camera", "press_at"):
         assert f in new, f
     assert new["status"] == "watermarked"
     assert new["wm_path"] == str(wm) and new["thumbnail_path"] == str(thumb)

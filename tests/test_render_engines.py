@@ -11,7 +11,7 @@ import pytest
 
 from common.settings import Settings
 from common.watermark import Watermark
-from tests.media import make_logo, make_video
+from harness.media import make_logo, make_video
 from tests.render_helpers import psnr
 from worker import engines, retention
 
@@ -99,7 +99,7 @@ def _highlight(d: Path, stem: str, age_days: float, now: float) -> None:
 
 
 def test_retention_plan_is_pure_count_and_age() -> None:
-    hs = [retention.Highlight(f"h{i}", [], 1000.0 + i) for i in range(5)]
+    hs = [retention.StoredHighlight(f"h{i}", [], 1000.0 + i) for i in range(5)]
     now = 1000.0 + 86400 * 2
     assert [h.stem for h in retention.plan(hs, 3, 30, now)] == ["h0", "h1"]
     assert [h.stem for h in retention.plan(hs, 3, 30, now, protect={"h0"})] == ["h1", "h2"]

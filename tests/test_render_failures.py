@@ -19,8 +19,8 @@ from common import keys, sidecar
 from common.pipeline import enqueue, queue_name
 from common.redisconn import SERIALIZER
 from common.settings import Settings
+from harness.media import corrupt, make_logo, make_video
 from tests.helpers import fetch, run_gravanois, wait_for
-from tests.media import corrupt, make_logo, make_video
 from tests.render_helpers import ffmpeg_pids, stage_clip, start_worker
 
 
@@ -198,10 +198,10 @@ def test_failed_list_shows_build_jobs_too(
     """A build job that ran out of attempts (RQ's registry API, no worker) is listed with its press."""
     from rq.job import Job
 
-    from common.journal import Press
+    from common.journal import PressRecord
 
     settings = make_settings()
-    press = Press(camera="cam2", at=1_700_000_000.25, pre=40, post=10)
+    press = PressRecord(camera="cam2", at=1_700_000_000.25, pre=40, post=10)
     job = Job.create(
         "worker.build.build_highlight",
         args=[{"camera": "cam2", "at": press.at, "pre": 40, "post": 10, "source": "gpio"}],

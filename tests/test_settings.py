@@ -22,7 +22,8 @@ from common.settings import (
 )
 from common.settings.core import FIELDS, parser_of
 from common.settings.fields import rule_of
-from tests.helpers import REPO, gn_env, gravanois_cmd, run_gravanois
+from harness.repo import REPO, gn_env, gravanois_cmd
+from tests.helpers import run_gravanois
 
 
 def test_precedence_flag_beats_env_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

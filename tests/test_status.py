@@ -19,13 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker, Worker
 
 from common import journal, keys
-from common.journal import Press
+from common.alarms import raise_alarm
+from common.highlights import note_highlight
+from common.journal import PressRecord
 from common.pipeline import enqueue, queue
-from common.redisconn import SERIALIZER, note_highlight, raise_alarm
+from common.redisconn import SERIALIZER
 from common.settings import Settings
-from tests.helpers import fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
-from tests.media import make_logo, make_video
-from tests.redis_server import RedisServer, free_port
+from harness.media import make_logo, make_video
+from harness.redis_server import RedisServer, free_port
+from harness.repo import gn_env, gravanois_cmd
+from tests.helpers import fetch, run_gravanois, start_gravanois, wait_for
 from tests.render_helpers import stage_clip
 from worker.rqworker import PromptTeardown
 
@@ -292,11 +295,11 @@ def test_status_counts_presses_stuck_in_the_journal(
     settings = make_settings()
     report_health(redis_conn, settings, "cam1", "recording", seg_age=0.2)
     # What the trigger writes when Redis is down: a fresh press is fine, one left for minutes is not.
-    journal.write(settings.journal_dir, Press("cam1", time.time() - 1, 40, 10, "gpio"))
+    journal.write(settings.journal_dir, PressRecord("cam1", time.time() - 1, 40, 10, "gpio"))
     with running_scheduler(settings, redis_conn):
         code, snap = status_json(settings)
     assert (code, snap["journal"]["pending"]) == (0, 1)
-    journal.write(settings.journal_dir, Press("cam1", time.time() - 300, 40, 10, "gpio"))
+    journal.write(settings.journal_dir, PressRecord("cam1", time.time() - 300, 40, 10, "gpio"))
     code, snap = status_json(settings)
     assert code == 1 and snap["journal"]["pending"] == 2 and snap["journal"]["oldest_age"] >= 300
     assert any("2 press(es) waiting in" in p for p in snap["attention"])

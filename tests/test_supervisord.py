@@ -17,8 +17,8 @@ import pytest
 import redis
 from supervisor.options import ServerOptions
 
-from tests.box import LAUNCHER, box_env, own_processes
-from tests.helpers import REPO, gravanois_cmd
+from harness.box import LAUNCHER, box_env, own_processes
+from harness.repo import REPO, gravanois_cmd
 
 
 def load_launcher() -> ModuleType:

@@ -19,16 +19,17 @@ import pytest
 import redis
 from rq.registry import ScheduledJobRegistry
 
-from common import journal, keys, sidecar
-from common.journal import Press
+from common import journal, keys, sidecar, verdict
+from common.journal import PressRecord
 from common.pipeline import job_id, queue
 from common.redisconn import members, text
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
+from harness.repo import REPO, gn_env, gravanois_cmd
 from recorder.health import Health
 from tests.build_helpers import make_segments
-from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, start_gravanois, wait_for
+from tests.helpers import fetch, publish_health, run_gravanois, start_gravanois, wait_for
 from trigger import press as press_mod
 from trigger.inputs import serial as serial_input
 from trigger.listen import Listener
@@ -144,7 +145,7 @@ def test_press_cli_queues_the_build_at_once(make_settings, redis_conn: redis.Red
     assert done.returncode == 0, done.stderr
     [jid] = scheduled(redis_conn, s)
     job = fetch(redis_conn, jid)
-    p = Press(**job.args[0])
+    p = PressRecord(**job.args[0])
     assert before <= p.at <= after and p.pre == 5 and p.post == 2 and p.camera == "cam1"
     assert jid == job_id(s.device_id, p.press_id, "build") and jid in done.stdout
     assert str(s.clips_dir / sidecar.clip_name(p)) in done.stdout
@@ -195,8 +196,8 @@ def test_cooldown(make_settings, redis_conn: redis.Redis, cooldown: float, jobs:
     s = _settings(make_settings, cooldown_seconds=cooldown)
     recording(s, redis_conn, "cam1", "cam2")
     t = time.time()
-    first = press_mod.submit(s, redis_conn, Press("cam1", t - 2, 5, 2))
-    second = press_mod.submit(s, redis_conn, Press("cam1", t, 5, 2))
+    first = press_mod.submit(s, redis_conn, PressRecord("cam1", t - 2, 5, 2))
+    second = press_mod.submit(s, redis_conn, PressRecord("cam1", t, 5, 2))
     assert first.state == press_mod.SCHEDULED
     assert second.state == (press_mod.SCHEDULED if jobs == 2 else press_mod.COOLDOWN)
     assert len(scheduled(redis_conn, s)) == jobs
@@ -208,10 +209,10 @@ def test_cooldown(make_settings, redis_conn: redis.Redis, cooldown: float, jobs:
         cameras=json.dumps({"cam1": "testsrc", "cam2": "testsrc"}), cooldown_seconds=cooldown
     )
     recording(other, redis_conn, "cam2")
-    assert press_mod.submit(other, redis_conn, Press("cam2", t, 5, 2)).state == press_mod.SCHEDULED
+    assert press_mod.submit(other, redis_conn, PressRecord("cam2", t, 5, 2)).state == press_mod.SCHEDULED
     # the same press handed over again (Redis cut the first hand-over short after the cooldown was
     # set; the journal replays it) is not its own duplicate
-    again = Press("cam1", t - 60, 5, 2)
+    again = PressRecord("cam1", t - 60, 5, 2)
     assert press_mod.cooldown_ok(s, redis_conn, again) and press_mod.cooldown_ok(s, redis_conn, again)
 
 
@@ -285,7 +286,7 @@ def test_gpio_button_one_press_per_debounce_window(
     s = _settings(make_settings, gpio_debounce_ms=300, gpio_led_pin=27)
     recording(s, redis_conn, "cam1")
     listener = Listener(s, redis_conn)
-    gpio = GpioInput([17], s.gpio_debounce_ms, listener.press, led_pin=27)
+    gpio = GpioInput([17], s.gpio_debounce_ms, listener.on_button, led_pin=27)
     listener.on_accept = gpio.accepted
     pin = mock_pins.pin(17)
     assert pin.state == 1  # pull-up: idle high
@@ -373,7 +374,7 @@ def test_press_wait_prints_the_rendered_path_last(make_settings, redis_conn: red
         worker.wait(15)
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
-    assert last == str(s.output_dir / sidecar.clip_name(Press("cam1", parse_iso(iso(base + 9)), 4, 2)))
+    assert last == str(s.output_dir / sidecar.clip_name(PressRecord("cam1", parse_iso(iso(base + 9)), 4, 2)))
     assert Path(last).is_file()
 
 
@@ -404,14 +405,15 @@ def test_a_recorder_restarted_on_purpose_keeps_taking_presses_for_a_while(
     back: a press is taken if the camera recorded a moment ago; not without the flag, nor long after."""
     s = _settings(make_settings)
     t = time.time()
-    Health(redis_conn, s, "cam1", "testsrc", "copy").publish(t, state=state, last_segment_end=t - 9)
+    publish_health(Health(redis_conn, s, "cam1", "testsrc", "copy"), t, state=state, last_segment_end=t - 9)
     SegmentIndex(redis_conn, s.device_id, "cam1").add(Segment(t - 10, t - 9, "seg.ts"))
-    at = Press("cam1", t, s.pre_seconds, s.post_seconds)
+    at = PressRecord("cam1", t, s.pre_seconds, s.post_seconds)
     assert "is not recording" in (press_mod.camera_problem(s, redis_conn, at, t) or "")
     redis_conn.set(keys.restarting(s.device_id), "update to 0.1.1-abc", ex=60)
     assert press_mod.camera_problem(s, redis_conn, at, t) is None
-    stale = press_mod.stale_after(s, {}) + press_mod.PLANNED_RESTART_GRACE
-    later = Press("cam1", t - 9 + stale + 1, s.pre_seconds, s.post_seconds)
+    # The recorder published no limit: the one its settings give, as common.verdict reads it.
+    stale = verdict.limit_for(s) + verdict.PLANNED_RESTART_GRACE
+    later = PressRecord("cam1", t - 9 + stale + 1, s.pre_seconds, s.post_seconds)
     assert "is not recording" in (press_mod.camera_problem(s, redis_conn, later, later.at) or "")
 
 
@@ -429,9 +431,9 @@ def test_replay_keeps_time_order_original_times_and_cooldown(make_settings, redi
     s = _settings(make_settings, cooldown_seconds=30)
     t = time.time() - 60  # journalled during an outage
     presses = [
-        Press("cam1", t + 2, 5, 2, "gpio"),
-        Press("cam1", t, 5, 2, "gpio"),
-        Press("cam1", t + 40, 5, 2),
+        PressRecord("cam1", t + 2, 5, 2, "gpio"),
+        PressRecord("cam1", t, 5, 2, "gpio"),
+        PressRecord("cam1", t + 40, 5, 2),
     ]
     for p in presses:
         journal.write(s.journal_dir, p)

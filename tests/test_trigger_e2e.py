@@ -15,17 +15,18 @@ import pytest
 import redis
 
 from common import journal, sidecar
-from common.ffmpeg import decode_errors, probe
+from common.ffmpeg import probe
 from common.fsutil import sha256_file
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import job_id
 from common.proc import stop
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import parse_iso
-from tests.helpers import REPO, fetch, gn_env, gravanois_cmd, run_gravanois, wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc
-from tests.rtsp_server import RtspServer
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc
+from harness.repo import REPO, gn_env, gravanois_cmd
+from harness.rtsp_server import RtspServer
+from tests.helpers import decode_errors, fetch, run_gravanois, wait_for
 from tests.test_build import SIDECAR_FIELDS
 
 PRE, POST = 5.0, 2.0
@@ -78,15 +79,15 @@ def wait_preroll(conn: redis.Redis, s: Settings, seconds: float, timeout: float 
     wait_for(f"{seconds} s recorded", enough, timeout)
 
 
-def press(s: Settings) -> Press:
+def press(s: Settings) -> PressRecord:
     done = run_gravanois(s, "trigger", "press", "--camera", "cam1")
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.split("job=")[1].split()[0]
     conn = redis.Redis.from_url(s.redis_url)
-    return Press(**fetch(conn, job_id).args[0])
+    return PressRecord(**fetch(conn, job_id).args[0])
 
 
-def built(conn: redis.Redis, s: Settings, p: Press, timeout: float = 60) -> dict:
+def built(conn: redis.Redis, s: Settings, p: PressRecord, timeout: float = 60) -> dict:
     """Wait for the press's build job; its sidecar."""
     build_id = job_id(s.device_id, p.press_id, "build")
 
@@ -102,7 +103,7 @@ def built(conn: redis.Redis, s: Settings, p: Press, timeout: float = 60) -> dict
     return data
 
 
-def check_clip(s: Settings, p: Press, data: dict, max_segment: float) -> None:
+def check_clip(s: Settings, p: PressRecord, data: dict, max_segment: float) -> None:
     """Window bracketed by the real segment times, duration = pre+post within one segment, clean decode."""
     clip = s.clips_dir / sidecar.clip_name(p)
     assert set(data) >= SIDECAR_FIELDS, SIDECAR_FIELDS - set(data)

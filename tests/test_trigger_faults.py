@@ -19,8 +19,10 @@ from common import journal, keys
 from common.redisconn import members, text
 from common.segments import SegmentIndex
 from common.timeutil import iso
-from tests.helpers import REPO, gn_env, gravanois_cmd, run_gravanois, wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc, health
+from common.verdict import verdict
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc, health
+from harness.repo import REPO, gn_env, gravanois_cmd
+from tests.helpers import run_gravanois, wait_for
 from tests.test_trigger import (
     Proc,
     _settings,
@@ -229,7 +231,7 @@ def test_press_refused_when_the_recorder_stopped_and_the_reason_names_the_right_
     rec = RecorderProc(s, "cam1", tmp_path / "logs")
     try:
         wait_for("recording again", lambda: health(redis_conn, s, "cam1").get("state") == "recording", 60)
-        stale = press_mod.stale_after(s, health(redis_conn, s, "cam1"))
+        stale = verdict(redis_conn, s, "cam1", time.time()).stall_limit
         wait_for("the outage press in the past", lambda: time.time() > at + stale + 1, stale + 10)
         late = run_gravanois(s, "trigger", "press", "--camera", "cam1", "--at", iso(at))
         newest = index.latest()
@@ -248,7 +250,7 @@ def test_led_flickers_when_the_camera_is_not_recording(make_settings, redis_conn
 
     s = _settings(make_settings, gpio_led_pin=27)  # no recorder reports for cam1
     listener = Listener(s, redis_conn)
-    gpio = GpioInput([17], s.gpio_debounce_ms, listener.press, led_pin=27)
+    gpio = GpioInput([17], s.gpio_debounce_ms, listener.on_button, led_pin=27)
     listener.on_accept, listener.on_refuse = gpio.accepted, gpio.refused
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.installed_box import InstalledBox, Releases
 from ops.update import STEPS, release_of
 from tests.helpers import wait_for
-from tests.installed_box import InstalledBox, Releases
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from common.log import redact
 from common.pipeline import queue
 from common.redisconn import SERIALIZER, members, text
 from common.settings import Settings
-from tests.backend_server import BackendServer
+from harness.backend_server import BackendServer
 from tests.helpers import run_gravanois
 from tests.upload_helpers import (
     CLIENT,
@@ -35,7 +35,7 @@ from tests.upload_helpers import (
     upload_overrides,
 )
 from worker import backend, upload
-from worker.backend import Outcome, Step
+from worker.backend import AnswerMeaning, Step
 
 # ---- pure parts
 
@@ -64,22 +64,22 @@ def test_signed_headers_follow_the_contract(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("step", "status", "code", "outcome"),
     [
-        (Step.REGISTER, 201, "", Outcome.DONE),
-        (Step.REGISTER, 500, "internal_error", Outcome.TRANSIENT),
-        (Step.REGISTER, 429, "", Outcome.TRANSIENT),
-        (Step.REGISTER, 403, "request_outside_allowed_time_window", Outcome.CLOSED),
-        (Step.FINALIZE, 403, "request_outside_allowed_time_window", Outcome.CLOSED),
-        (Step.REGISTER, 401, "signature_mismatch", Outcome.CREDENTIALS),
-        (Step.FINALIZE, 403, "device_revoked", Outcome.CREDENTIALS),
-        (Step.REGISTER, 400, "invalid_timestamp", Outcome.CREDENTIALS),
-        (Step.FINALIZE, 409, "invalid_transition", Outcome.ALREADY_FINALIZED),
-        (Step.FINALIZE, 422, "object_mismatch", Outcome.MISMATCH),
-        (Step.PUT, 403, "AccessDenied", Outcome.URL_EXPIRED),
-        (Step.PUT, 200, "", Outcome.DONE),
-        (Step.PUT, 503, "SlowDown", Outcome.TRANSIENT),
+        (Step.REGISTER, 201, "", AnswerMeaning.DONE),
+        (Step.REGISTER, 500, "internal_error", AnswerMeaning.TRANSIENT),
+        (Step.REGISTER, 429, "", AnswerMeaning.TRANSIENT),
+        (Step.REGISTER, 403, "request_outside_allowed_time_window", AnswerMeaning.CLOSED),
+        (Step.FINALIZE, 403, "request_outside_allowed_time_window", AnswerMeaning.CLOSED),
+        (Step.REGISTER, 401, "signature_mismatch", AnswerMeaning.CREDENTIALS),
+        (Step.FINALIZE, 403, "device_revoked", AnswerMeaning.CREDENTIALS),
+        (Step.REGISTER, 400, "invalid_timestamp", AnswerMeaning.CREDENTIALS),
+        (Step.FINALIZE, 409, "invalid_transition", AnswerMeaning.ALREADY_FINALIZED),
+        (Step.FINALIZE, 422, "object_mismatch", AnswerMeaning.MISMATCH),
+        (Step.PUT, 403, "AccessDenied", AnswerMeaning.URL_EXPIRED),
+        (Step.PUT, 200, "", AnswerMeaning.DONE),
+        (Step.PUT, 503, "SlowDown", AnswerMeaning.TRANSIENT),
     ],
 )
-def test_classify(step: Step, status: int, code: str, outcome: Outcome) -> None:
+def test_classify(step: Step, status: int, code: str, outcome: AnswerMeaning) -> None:
     assert backend.classify(step, status, code) is outcome
 
 

@@ -22,8 +22,9 @@ from common.log import redact
 from common.pipeline import queue
 from common.redisconn import SERIALIZER, members
 from common.settings import Settings
-from tests.backend_server import BackendServer
-from tests.helpers import REPO, as_bytes, gn_env, gravanois_cmd, wait_for
+from harness.backend_server import BackendServer
+from harness.repo import REPO, gn_env, gravanois_cmd
+from tests.helpers import as_bytes, wait_for
 from tests.upload_helpers import SECRET, TOKEN, enqueue, make_highlight, upload_overrides
 
 

@@ -18,7 +18,7 @@ from common.watermark import (
     overlay_xy,
     vertical_size,
 )
-from tests.media import make_logo, make_video
+from harness.media import make_logo, make_video
 
 LOGO = Path("/nonexistent/logo.png")
 

@@ -21,7 +21,8 @@ import redis
 
 from common import journal, keys
 from common.settings import Settings
-from tests.web_helpers import Finished, WebProc, finished_highlight
+from harness.finished import Finished, finished_highlight
+from tests.web_helpers import WebProc
 
 PASSWORD = "court-admin-pw-71"
 CAM_PASSWORD = "camPw-93x"
@@ -63,7 +64,7 @@ def test_court_page_lists_finished_highlights_only(
     # an old one (outside GN_WEB_DAYS), one of an unknown camera, one still rendering
     old = finished_highlight(web_settings, redis_conn, at=time.time() - 3 * 86400)
     stranger = finished_highlight(web_settings, redis_conn, camera="ghost")
-    from common.redisconn import note_highlight
+    from common.highlights import note_highlight
 
     pending_id = "cam1-20991231T235959000Z"
     note_highlight(redis_conn, web_settings, pending_id, time.time() - 5, state="rendering", camera="cam1")
@@ -293,7 +294,7 @@ def test_purge_from_the_dashboard(
 
     from common.pipeline import enqueue
     from common.redisconn import SERIALIZER
-    from tests.helpers import run_gravanois
+    from tests.helpers import highlight_files, run_gravanois
     from tests.render_helpers import stage_clip
 
     # a render that fails for good (a sidecar whose raw clip is unreadable), run by a real worker
@@ -309,6 +310,10 @@ def test_purge_from_the_dashboard(
         f"gn.{web_settings.device_id}.render", connection=redis_conn, serializer=SERIALIZER
     )
     assert job.id in registry.get_job_ids()
+    # A delivered highlight past GN_KEEP_HIGHLIGHTS_DAYS: a purge applies the retention, as the CLI's does.
+    stale = time.time() - (web_settings.keep_highlights_days + 1) * 86400
+    web_settings.output_dir.mkdir(parents=True, exist_ok=True)
+    highlight_files(web_settings.output_dir, "stale", "watermarked", 0, stale)
     _, cookie, csrf = login(web)
     page = web.request("GET", "/admin", {"Cookie": cookie})[2].decode()
     assert f'data-job="{job.id}"' in page
@@ -320,6 +325,7 @@ def test_purge_from_the_dashboard(
     assert status == 303 and headers["location"] == "/admin?note=purged"
     assert job.id not in registry.get_job_ids()
     assert not raw.exists() and not side.exists()
+    assert not list(web_settings.output_dir.glob("stale.*"))
     assert (
         web.request("POST", "/admin/failed/purge", form, urlencode({"job": job.id, "csrf": csrf}).encode())[0]
         == 404

@@ -23,12 +23,13 @@ import redis
 from common import sidecar
 from common.pipeline import HighlightState
 from common.settings import Settings
+from harness.finished import finished_highlight
+from harness.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.helpers import fetch, start_gravanois, wait_for
-from tests.recorder_helpers import TEST_SOURCE, RecorderProc
 from tests.render_helpers import stage_clip
 from tests.test_trigger_e2e import wait_preroll
 from tests.test_web import login
-from tests.web_helpers import WebProc, finished_highlight
+from tests.web_helpers import WebProc
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, headless, with nothing that would reach out of the machine.

@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from common.settings import Settings
-from tests.web_helpers import Finished, WebProc, finished_highlight
+from harness.finished import Finished, finished_highlight
+from tests.web_helpers import WebProc
 
 
 @pytest.fixture(scope="module")

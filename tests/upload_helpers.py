@@ -13,7 +13,7 @@ from rq.job import Job
 from common import sidecar
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
-from common.journal import Press
+from common.journal import PressRecord
 from common.pipeline import job_id, queue, retry_policy
 from common.redisconn import SERIALIZER
 from common.settings import Settings, to_env
@@ -44,7 +44,7 @@ def upload_overrides(base: str, **extra: object) -> dict[str, object]:
 
 def make_highlight(settings: Settings, video: Path, thumb: Path, at: float | None = None) -> Path:
     """A rendered highlight as the render stage leaves it: mp4 + jpg + sidecar (status watermarked)."""
-    press = Press("cam1", at if at is not None else time.time(), 2.0, 1.0, "test")
+    press = PressRecord("cam1", at if at is not None else time.time(), 2.0, 1.0, "test")
     out = settings.output_dir
     out.mkdir(parents=True, exist_ok=True)
     mp4 = out / sidecar.clip_name(press)
@@ -72,7 +72,9 @@ def make_highlight(settings: Settings, video: Path, thumb: Path, at: float | Non
 def job_id_for(settings: Settings, sidecar_path: Path) -> str:
     """The upload job id the render stage uses."""
     data = sidecar.load(sidecar_path)
-    press = Press(data["camera"], parse_iso(data["press_at"]), data["pre_seconds"], data["post_seconds"])
+    press = PressRecord(
+        data["camera"], parse_iso(data["press_at"]), data["pre_seconds"], data["post_seconds"]
+    )
     return job_id(settings.device_id, press.press_id, "upload")
 
 

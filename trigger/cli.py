@@ -206,17 +206,17 @@ def start_input(kind: str, settings: Settings, listener: Listener) -> EnterInput
     """Create and start the chosen input, wired to the listener (each input imports its library lazily)."""
     src: EnterInput | GpioInput | SerialInput
     if kind == "enter":
-        src = EnterInput(sys.stdin, listener.press, listener.stop.set, listener.input_died)
+        src = EnterInput(sys.stdin, listener.on_button, listener.stop.set, listener.input_died)
     elif kind == "gpio":
         pins = sorted({int(b) for b in listener.buttons if b.isdigit()} or {settings.gpio_pin})
         try:
-            src = GpioInput(pins, settings.gpio_debounce_ms, listener.press, settings.gpio_led_pin)
+            src = GpioInput(pins, settings.gpio_debounce_ms, listener.on_button, settings.gpio_led_pin)
         except Exception as exc:  # gpiozero raises many kinds when no pin library or pin is usable
             fail(f"GPIO pins {pins} cannot be used ({exc}): run on a Raspberry Pi, or use --input enter")
         listener.on_accept, listener.on_refuse = src.accepted, src.refused
     else:
         src = SerialInput(
-            settings.serial_port, settings.serial_baud, listener.press, listener.stop, listener.input_died
+            settings.serial_port, settings.serial_baud, listener.on_button, listener.stop, listener.input_died
         )
     src.start()
     return src

@@ -1,6 +1,6 @@
 """The long-running listener: inputs → presses → Redis (the journal when Redis fails), plus journal replay.
 
-Inputs call `Listener.press(button, at)` from their own threads. That call only maps the button to
+Inputs call `Listener.on_button(button, at)` from their own threads. That call only maps the button to
 cameras and queues the presses (no disk, no network: nothing there can fail and take an input thread
 down); one handler thread, `run`, hands them to Redis in order. While Redis does not answer, presses
 go to the journal, and the handler retries the journal every REPLAY_SECONDS, oldest first, with the
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import redis
 
 from common import journal
-from common.journal import Press
+from common.journal import PressRecord
 from common.log import event, fields, get_logger
 from common.settings import Settings
 from common.timeutil import iso
@@ -54,8 +54,8 @@ class Listener:
         self.on_accept = on_accept
         self.on_refuse = on_refuse
         self.stop = threading.Event()
-        self.pending: queue_mod.Queue[Press] = queue_mod.Queue()
-        self.held: list[Press] = []  # neither Redis nor the journal took them yet
+        self.pending: queue_mod.Queue[PressRecord] = queue_mod.Queue()
+        self.held: list[PressRecord] = []  # neither Redis nor the journal took them yet
         self.redis_down = False  # the last hand-over failed: journal at once instead of waiting on Redis
         self.died: str | None = None  # why an input thread died (the process then exits non-zero)
         self.outcomes: list[press_mod.Outcome] = []  # for tests and the final log line
@@ -71,7 +71,7 @@ class Listener:
             return [cams[n - 1]] if 1 <= n <= len(cams) else []
         return self.default
 
-    def press(self, button: str, at: float, source: str | None = None) -> None:
+    def on_button(self, button: str, at: float, source: str | None = None) -> None:
         """Called by an input with the time taken at the button: queue it for the handler at once."""
         cams = self.cameras(button)
         if not cams:
@@ -121,7 +121,7 @@ class Listener:
             )
             self.stop.wait(ERROR_PAUSE_SECONDS)
 
-    def submit(self, p: Press, check_camera: bool = True) -> None:
+    def submit(self, p: PressRecord, check_camera: bool = True) -> None:
         """One press to Redis; if Redis fails, to the journal; if that fails too, held for `retry`."""
         if self.redis_down:
             result = press_mod.keep(self.settings, p, "Redis unavailable a moment ago")

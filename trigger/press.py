@@ -23,14 +23,16 @@ import redis
 from rq.job import JobStatus
 
 from common import hours, journal, keys, sidecar
-from common.journal import Press
+from common.counters import incr
+from common.highlights import note_highlight
+from common.journal import PressRecord
 from common.keys import job_id
 from common.log import event, get_logger
 from common.pipeline import HighlightState, Stage, earlier_job, enqueue
-from common.redisconn import incr, note_highlight, text
 from common.segments import SegmentIndex
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, now
+from common.verdict import verdict
 
 log = get_logger(__name__)
 
@@ -61,7 +63,7 @@ SCHEDULED, JOURNALLED, COOLDOWN, CLOSED, DUPLICATE, REFUSED, NOT_SAVED = Result
 class Outcome:
     """What became of one press."""
 
-    press: Press
+    press: PressRecord
     state: Result
     job_id: str
     clip: Path
@@ -113,15 +115,15 @@ def is_open(settings: Settings, at: float) -> bool:
     return hours.of(settings).is_open(at)
 
 
-def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[Press]:
-    """One Press per camera, all with the same time (taken at the button) and the configured window."""
+def make_presses(settings: Settings, cameras: list[str], at: float, source: str) -> list[PressRecord]:
+    """One PressRecord per camera, all with the same time (taken at the button) and the configured window."""
     return [
-        Press(camera=c, at=at, pre=settings.pre_seconds, post=settings.post_seconds, source=source)
+        PressRecord(camera=c, at=at, pre=settings.pre_seconds, post=settings.post_seconds, source=source)
         for c in cameras
     ]
 
 
-def outcome(settings: Settings, press: Press, state: Result, detail: str = "") -> Outcome:
+def outcome(settings: Settings, press: PressRecord, state: Result, detail: str = "") -> Outcome:
     """An Outcome with the job id and clip path the press will produce."""
     return Outcome(
         press,
@@ -132,7 +134,7 @@ def outcome(settings: Settings, press: Press, state: Result, detail: str = "") -
     )
 
 
-def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bool = True) -> Outcome:
+def submit(settings: Settings, conn: redis.Redis, press: PressRecord, check_camera: bool = True) -> Outcome:
     """Handle one press: opening hours, camera, cooldown, pin, scheduled build job; journal if Redis fails.
 
     `check_camera=False` for a press that waited (Redis was down): the camera's state now says nothing
@@ -153,7 +155,7 @@ def submit(settings: Settings, conn: redis.Redis, press: Press, check_camera: bo
         return keep(settings, press, f"Redis unavailable: {type(exc).__name__}")
 
 
-def keep(settings: Settings, press: Press, reason: str) -> Outcome:
+def keep(settings: Settings, press: PressRecord, reason: str) -> Outcome:
     """Journal a press Redis could not take; NOT_SAVED (never an exception) if the disk refuses too."""
     try:
         journal.write(settings.journal_dir, press)
@@ -185,49 +187,23 @@ def replay(settings: Settings, conn: redis.Redis) -> list[Outcome]:
     return results
 
 
-# A recorder's states while supervisord restarts it (stopping, then starting again).
-RESTART_STATES = ("stopped", "starting")
-# Seconds a recorder restarted on purpose may take to record again before its presses are refused
-# (a restart costs 1-3 s; a release whose recorder does not record at all is refused soon after).
-PLANNED_RESTART_GRACE = 10.0
-
-
-def stale_after(settings: Settings, health: dict[str, str]) -> float:
-    """Seconds without a new segment after which a camera counts as not recording.
-
-    The recorder's own watchdog bound: three segments (or keyframe intervals, for a long-GOP copy-mode
-    camera whose segments are that long) plus 5 s.
-    """
-    keyframes = _number(health.get("keyframe_interval"))
-    return max(settings.effective_stall_seconds, 3 * (keyframes if keyframes > 0 else 0.0) + 5)
-
-
 def camera_problem(
-    settings: Settings, conn: redis.Redis, press: Press, at_now: float | None = None
+    settings: Settings, conn: redis.Redis, press: PressRecord, at_now: float | None = None
 ) -> str | None:
     """Why the press's camera cannot give it a highlight (one sentence), or None. Raises RedisError.
 
-    A press taken now needs a recorder that says it is recording and whose newest segment is recent
-    (its health hash and the segment index). A press from the past (`--at`) needs a segment in its
-    window, or a recording camera for the part of the window still to come.
+    A press taken now needs a camera that is recording by its recorder's published verdict
+    (common.verdict). A press from the past (`--at`: older than that recorder's limit) needs a segment in
+    its window, or a recording camera for the part of the window still to come.
     """
     t = now() if at_now is None else at_now
-    raw = conn.hgetall(keys.camera_health(settings.device_id, press.camera))
-    health = {text(k): text(v, errors="replace") for k, v in raw.items()}
+    judged = verdict(conn, settings, press.camera, t)
     index = SegmentIndex(conn, settings.device_id, press.camera)
-    stale = stale_after(settings, health)
-    latest = index.latest()
-    newest_end = max(latest.end if latest is not None else -math.inf, _number(health.get("last_segment_end")))
-    state = health.get("state", "")
-    recording = state == "recording" and newest_end >= t - stale
-    if state in RESTART_STATES and conn.exists(keys.restarting(settings.device_id)):
-        # A recorder restarted on purpose (an update) is back within seconds: its post-roll will come.
-        recording = newest_end >= t - stale - PLANNED_RESTART_GRACE
     a, b = press.window
-    live = press.at >= t - stale
-    if live and recording:
+    live = press.at >= t - judged.stall_limit
+    if live and judged.recording:
         return None
-    if not live and (index.covering(a, b) or (b > t and recording)):
+    if not live and (index.covering(a, b) or (b > t and judged.recording)):
         return None
     # The time to name is the end of what the camera last recorded before the press, not its newest
     # segment: for a press given later with --at, the newest one is after the window.
@@ -239,26 +215,10 @@ def camera_problem(
     )
     if not live:
         return f"camera {press.camera} recorded nothing in the window {iso(a)} to {iso(b)}; {last}"
-    if not health:
-        why = f"no recorder has reported for it: start `gravanois recorder --camera {press.camera}`"
-    elif state != "recording":
-        error = health.get("last_error", "")
-        why = f"its recorder reports {state or 'no state'}" + (f": {error}" if error else "")
-    else:
-        why = f"no new segment for {t - newest_end:.0f} s"
-    return f"camera {press.camera} is not recording ({why}); {last}"
+    return f"{judged.why}; {last}"
 
 
-def _number(text: str | None) -> float:
-    """A float from the health hash (written by another process: may be empty or junk), or -inf."""
-    try:
-        value = float(text) if text else -math.inf
-    except ValueError:
-        return -math.inf
-    return value if not math.isnan(value) else -math.inf
-
-
-def refuse(settings: Settings, conn: redis.Redis, press: Press, reason: str) -> Outcome:
+def refuse(settings: Settings, conn: redis.Redis, press: PressRecord, reason: str) -> Outcome:
     """Answer a press whose camera is not recording: log it and record the highlight as failed now."""
     event(log, "press_refused", level=40, camera=press.camera, at=iso(press.at), reason=reason)
     note_highlight(
@@ -273,7 +233,7 @@ def refuse(settings: Settings, conn: redis.Redis, press: Press, reason: str) -> 
     return outcome(settings, press, REFUSED, reason)
 
 
-def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
+def cooldown_ok(settings: Settings, conn: redis.Redis, press: PressRecord) -> bool:
     """True if no accepted press of this camera lies within GN_COOLDOWN_SECONDS before this one.
 
     The key holds the last accepted press time; SET NX makes two simultaneous presses race safely.
@@ -298,7 +258,7 @@ def cooldown_ok(settings: Settings, conn: redis.Redis, press: Press) -> bool:
     return False
 
 
-def hand_over(settings: Settings, conn: redis.Redis, press: Press) -> Outcome:
+def hand_over(settings: Settings, conn: redis.Redis, press: PressRecord) -> Outcome:
     """Cooldown, pin and scheduled build job in Redis (RedisError propagates: the journal keeps it)."""
     build_id = job_id(settings.device_id, press.press_id, Stage.BUILD)
     # Asked before the cooldown and the pin, which a press already there must not touch again.

@@ -33,14 +33,14 @@ from common import keys
 from common.ffmpeg import FFmpegError
 from common.fsutil import TMP_MARK
 from common.log import event, get_logger
-from common.redisconn import Outage
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
 from worker import progressive
+from worker.outage import Outage
 from worker.progressive import AheadCache, Recipe
-from worker.tsfiles import follows, ts_problem
+from worker.tsfiles import ts_problem
 
 log = get_logger(__name__)
 
@@ -149,7 +149,7 @@ class CameraAhead:
                 self.flush()  # a file a build cannot join ends the batch, and is left out
                 self.tail = None
                 continue
-            if self.tail is None or not follows(self.tail, seg, self.buffer):
+            if self.tail is None or not seg.continues(self.tail):
                 self.flush()  # a new recording run: a batch never spans two
                 self.new_run = True
             self.pending.append(seg)

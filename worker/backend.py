@@ -1,7 +1,7 @@
 """The backend's HTTP client: HMAC-signed register/finalize calls and the pre-signed PUT.
 
 Contract: the backend's upload API, as docs/upload.md describes it. Every answer is classified into an
-`Outcome` (done, transient, closed hours, credentials, already finalized, URL expired, object mismatch),
+`AnswerMeaning` (done, transient, closed hours, credentials, already finalized, URL expired, object mismatch),
 so `worker.upload` decides what to do from one value. Nothing here logs a URL, a secret or a signature.
 """
 
@@ -50,7 +50,7 @@ CLOSED_CODE = "request_outside_allowed_time_window"
 _XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 
 
-class Outcome(StrEnum):
+class AnswerMeaning(StrEnum):
     """What an answer means for the upload job."""
 
     DONE = "done"
@@ -75,7 +75,7 @@ class Answer:
     """One backend answer, reduced to what the job needs (never the request URL)."""
 
     step: Step
-    outcome: Outcome
+    meaning: AnswerMeaning
     status: int = 0
     code: str = ""
     message: str = ""
@@ -149,25 +149,25 @@ def signed_headers(
 # ---- answers (pure)
 
 
-def classify(step: Step, status: int, code: str) -> Outcome:
+def classify(step: Step, status: int, code: str) -> AnswerMeaning:
     """Map an HTTP status and error code to what the job does next (the failure policy in docs/upload.md)."""
     if 200 <= status < 300:
-        return Outcome.DONE
+        return AnswerMeaning.DONE
     if code in CREDENTIAL_CODES:
-        return Outcome.CREDENTIALS
+        return AnswerMeaning.CREDENTIALS
     if status == 403 and code == CLOSED_CODE:
-        return Outcome.CLOSED
+        return AnswerMeaning.CLOSED
     if step is Step.FINALIZE and status == 409:
-        return Outcome.ALREADY_FINALIZED
+        return AnswerMeaning.ALREADY_FINALIZED
     if step is Step.FINALIZE and status == 422:
-        return Outcome.MISMATCH
+        return AnswerMeaning.MISMATCH
     if step is Step.PUT and status == 403:
         # The storage's own refusal (AccessDenied "Request has expired", SignatureDoesNotMatch): only a
         # new pre-signed URL can help.
-        return Outcome.URL_EXPIRED
+        return AnswerMeaning.URL_EXPIRED
     if step is not Step.PUT and status == 401:
-        return Outcome.CREDENTIALS
-    return Outcome.TRANSIENT
+        return AnswerMeaning.CREDENTIALS
+    return AnswerMeaning.TRANSIENT
 
 
 def parse_envelope(step: Step, resp: requests.Response) -> Answer:
@@ -194,7 +194,7 @@ def parse_envelope(step: Step, resp: requests.Response) -> Answer:
         code = m.group(1) if m else ""
     return Answer(
         step=step,
-        outcome=classify(step, resp.status_code, code),
+        meaning=classify(step, resp.status_code, code),
         status=resp.status_code,
         code=code,
         message=redact(message)[:200],
@@ -211,7 +211,7 @@ def no_answer(step: Step, exc: BaseException) -> Answer:
     the pre-signed URL.
     """
     kind = "timeout" if isinstance(exc, requests.Timeout | BodyAborted) else "connection_error"
-    return Answer(step=step, outcome=Outcome.TRANSIENT, code=kind, message=type(exc).__name__)
+    return Answer(step=step, meaning=AnswerMeaning.TRANSIENT, code=kind, message=type(exc).__name__)
 
 
 # ---- the client
@@ -281,7 +281,7 @@ class BackendClient:
             log,
             "backend_answer",
             step=answer.step.value,
-            outcome=answer.outcome.value,
+            outcome=answer.meaning.value,
             status=answer.status,
             code=answer.code,
             request_id=answer.request_id,

@@ -22,19 +22,21 @@ from typing import Any
 
 import redis
 
-from common import ids, keys, sidecar
+from common import ids, sidecar
+from common.counters import incr
 from common.ffmpeg import FFmpegError, base_args, mp4_copy_args, probe, run
 from common.fsutil import TMP_MARK, atomic_output, sha256_soon
-from common.journal import Press, press_time_problem
+from common.highlights import note_highlight
+from common.journal import PressRecord, press_time_problem
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
-from common.redisconn import incr, note_highlight
-from common.segments import GAP_TOLERANCE, Segment, SegmentIndex
+from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, runs
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
+from common.verdict import verdict
 from worker import context, progressive
 from worker.streamjoin import StreamJoin
-from worker.tsfiles import clip_end, follows, runs, ts_problem
+from worker.tsfiles import clip_end, ts_problem
 
 log = get_logger(__name__)
 
@@ -53,8 +55,8 @@ class BadPress(BuildFailed, PermanentError):
     """The job's argument is not a valid press: retrying cannot help."""
 
 
-def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Press:
-    """Validate a job argument from Redis (it may be hostile or corrupt) into a Press, or raise BadPress."""
+def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> PressRecord:
+    """Validate a job argument from Redis (maybe hostile or corrupt) into a PressRecord, or raise BadPress."""
     if not isinstance(raw, dict):
         raise BadPress(f"the build job needs a press object, got {type(raw).__name__}")
     unknown = set(raw) - {"camera", "at", "pre", "post", "source"}
@@ -89,7 +91,9 @@ def parse_press(raw: Any, settings: Settings, at_now: float | None = None) -> Pr
     source = raw.get("source", "cli")
     if not isinstance(source, str) or not _SOURCE.fullmatch(source):
         raise BadPress(f"press source {str(source)[:40]!r} is not valid")
-    return Press(camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source)
+    return PressRecord(
+        camera=camera, at=numbers["at"], pre=numbers["pre"], post=numbers["post"], source=source
+    )
 
 
 def concat_list(entries: list[Path | str]) -> str:
@@ -157,9 +161,11 @@ def find_gaps(
     return gaps
 
 
-def wait_seconds(settings: Settings, keyframe_interval: float = 0.0) -> float:
-    """How long past t+post to wait for the closing segment: three segments (or GOPs) plus a margin."""
-    return 3 * max(settings.seg_time, keyframe_interval) + 5
+def end_wait(settings: Settings, conn: redis.Redis, camera: str) -> float:
+    """How long past t+post the build waits for the segment closing its window: the stall limit the
+    camera's recorder publishes (common.verdict). Longer without a segment, its watchdog has judged a
+    stall and status and the press say the camera is not recording: the segment is not coming."""
+    return verdict(conn, settings, camera, now()).stall_limit
 
 
 def build_highlight(press: dict) -> str:
@@ -175,7 +181,7 @@ def build_highlight(press: dict) -> str:
 class Build:
     """One attempt at one press's raw clip."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis, press: Press) -> None:
+    def __init__(self, settings: Settings, conn: redis.Redis, press: PressRecord) -> None:
         self.settings, self.conn, self.press = settings, conn, press
         self.index = SegmentIndex(conn, settings.device_id, press.camera)
         self.buffer = settings.camera_buffer_dir(press.camera)
@@ -247,14 +253,7 @@ class Build:
     def wait_for_end(self, b: float, pieces: progressive.Encoder | None = None) -> None:
         """Poll the index until a closed segment ends at or after t+post (bounded); meanwhile, encode
         the window's closed segments into watermarked pieces (the progressive render)."""
-        health = self.conn.hget(
-            keys.camera_health(self.settings.device_id, self.press.camera), "keyframe_interval"
-        )
-        try:
-            gop = float(health or 0)
-        except ValueError:
-            gop = 0.0
-        deadline = max(now(), b) + wait_seconds(self.settings, gop)
+        deadline = max(now(), b) + end_wait(self.settings, self.conn, self.press.camera)
         a = self.press.window[0]
         encoded_up_to: Segment | None = None
         while True:
@@ -318,7 +317,7 @@ class Build:
         # Only the segments not fed yet are checked (each against the one before it); `extend` checks
         # that the ones fed are still the window's first.
         for prev, seg in itertools.pairwise(segments[max(len(self.raw_join.fed) - 1, 0) :]):
-            if not follows(prev, seg, self.buffer):
+            if not seg.continues(prev):
                 self.raw_join.abort("a gap or a new recording run in the window")
                 return
         self.raw_join.extend([self.buffer / s.name for s in segments])
@@ -344,7 +343,7 @@ class Build:
             return {"join": "protocol", "streamed": True, "runs": 1, "end": self.raw_end if cut else None}
         first = segments[0]
         end = clip_end(self.buffer / first.name, b - first.start, self.fps_of(first)) if cut else None
-        groups = [[self.buffer / s.name for s in run] for run in runs(segments, self.buffer)]
+        groups = [[self.buffer / s.name for s in run] for run in runs(segments)]
         self._join(join_entries(groups), end, segments)
         joined = "protocol" if len(groups) == 1 else "demuxer"
         return {"join": joined, "streamed": False, "runs": len(groups), "end": end}

@@ -25,10 +25,11 @@ import redis
 from rq.job import Job
 
 from common import sidecar
+from common.counters import incr
+from common.highlights import note_highlight
 from common.keys import stage_of_queue
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, PermanentError, Stage
-from common.redisconn import incr, note_highlight
 from common.settings import Settings
 from common.timeutil import iso, parse_iso
 from worker import files

@@ -11,10 +11,11 @@ cached batch that lies inside its window (a hard link) and encodes only the rest
 seconds (up to one batch) and what closed since the last batch. What is left at `t + post` is then the
 last segment, whatever the window's length.
 
-The pieces are cut where the segments are (on the camera's keyframes) from one recording run
-(worker.tsfiles.runs) and keep its timestamps (`-copyts`), so their join is the same frames, the same
-audio packets and the same clock as the single-pass render of the raw clip. A piece from the cache
-joins as well as one of the build's own: both come from one `Recipe`, and the cache is kept per recipe.
+The pieces are cut where the segments are (on the camera's keyframes) from one recording run (the
+recorder's run ids: common.segments.runs) and keep its timestamps (`-copyts`), so their join is the same
+frames, the same audio packets and the same clock as the single-pass render of the raw clip. A piece
+from the cache joins as well as one of the build's own: both come from one `Recipe`, and the cache is
+kept per recipe.
 Anything that breaks those assumptions (a gap in the window, a segment from another recording run, an
 engine or encoder that is not ffmpeg's libx264, the 9:16 crop) makes the build drop the pieces, and the
 render takes the single-pass path.
@@ -44,7 +45,7 @@ from common.settings import Settings
 from common.watermark import Watermark, filtergraph, input_args, outputs, paced
 from worker.engines import x264_args
 from worker.streamjoin import StreamJoin
-from worker.tsfiles import PTS_WRAP, clip_end, follows
+from worker.tsfiles import PTS_WRAP, clip_end
 
 log = get_logger(__name__)
 
@@ -245,7 +246,7 @@ class Encoder:
         if not new:
             return
         for prev, seg in itertools.pairwise([*self.seen[-1:], *new]):
-            if not follows(prev, seg, self.buffer):
+            if not seg.continues(prev):
                 self.give_up("a gap or a new recording run in the window")
                 return
         self.seen += new

@@ -19,11 +19,12 @@ from rq import get_current_job
 from rq.job import Job
 
 from common import sidecar
+from common.counters import incr
 from common.ffmpeg import FFmpegError, MediaInfo, probe, run
 from common.fsutil import TMP_MARK, atomic_output, link_or_copy, sha256_file, sha256_soon
+from common.highlights import note_highlight
 from common.log import event, get_logger
 from common.pipeline import STAGES, HighlightState, SidecarStatus, Stage, enqueue
-from common.redisconn import incr, note_highlight
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from common.watermark import Watermark

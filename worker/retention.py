@@ -26,11 +26,11 @@ from pathlib import Path
 import redis
 
 from common import sidecar
+from common.alarms import clear_alarm, raise_alarm
 from common.fsutil import free_mb, is_tmp
 from common.keys import Alarm
 from common.log import event, get_logger
 from common.pipeline import DELIVERED
-from common.redisconn import clear_alarm, raise_alarm
 from common.settings import Settings
 
 log = get_logger(__name__)
@@ -43,7 +43,7 @@ ALARM_KEPT, ALARM_DELETED = Alarm.OUTPUT_UNDELIVERED_KEPT, Alarm.OUTPUT_UNDELIVE
 
 
 @dataclass
-class Highlight:
+class StoredHighlight:
     """All files of one finished highlight, and its age (newest file's mtime)."""
 
     stem: str
@@ -67,9 +67,9 @@ def stem_of(path: Path) -> str:
     return stem[: -len("_vertical")] if stem.endswith("_vertical") else stem
 
 
-def highlights(directory: Path) -> list[Highlight]:
+def highlights(directory: Path) -> list[StoredHighlight]:
     """The finished highlights in `directory`, oldest first (temp files are not highlights)."""
-    groups: dict[str, Highlight] = defaultdict(lambda: Highlight(""))
+    groups: dict[str, StoredHighlight] = defaultdict(lambda: StoredHighlight(""))
     if not directory.is_dir():
         return []
     for f in directory.iterdir():
@@ -84,12 +84,12 @@ def highlights(directory: Path) -> list[Highlight]:
 
 
 def plan(
-    found: list[Highlight],
+    found: list[StoredHighlight],
     keep_max: int,
     keep_days: float,
     now: float,
     protect: Iterable[str] = (),
-) -> list[Highlight]:
+) -> list[StoredHighlight]:
     """Pure: which highlights break the count or age bound (oldest first); `protect` stems never go."""
     protected = set(protect)
     candidates = [h for h in found if h.stem not in protected]
@@ -104,7 +104,7 @@ def plan(
     return sorted(doomed.values(), key=lambda h: (h.mtime, h.stem))
 
 
-def delivered(settings: Settings, h: Highlight) -> bool:
+def delivered(settings: Settings, h: StoredHighlight) -> bool:
     """True when the box no longer holds `h` for delivery (see the module's docstring)."""
     if not settings.upload_enabled:
         return True
@@ -149,7 +149,9 @@ def enforce(
     return removed
 
 
-def last_resort(settings: Settings, undelivered: list[Highlight], conn: redis.Redis | None) -> list[str]:
+def last_resort(
+    settings: Settings, undelivered: list[StoredHighlight], conn: redis.Redis | None
+) -> list[str]:
     """Undelivered highlights removed only below half the free-space floor; an alarm either way."""
     out, floor = settings.output_dir, settings.output_min_free_mb
     removed = []

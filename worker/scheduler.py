@@ -30,8 +30,9 @@ from rq.utils import current_timestamp
 from common import keys
 from common.log import event, get_logger
 from common.pipeline import Stage, queue
-from common.redisconn import SERIALIZER, Outage
+from common.redisconn import SERIALIZER
 from common.settings import Settings
+from worker.outage import Outage
 from worker.rqworker import BoxJob, BoxWorker
 
 log = get_logger(__name__)

@@ -1,9 +1,13 @@
 """Facts about the recorder's MPEG-TS segment files, read from their first bytes (no ffprobe).
 
-- `ts_problem`: whether a file can be joined at all (missing, empty, not MPEG-TS);
-- `first_video_pts` / `first_audio_pts`: a file's first timestamps;
-- `runs`: which segments were cut from one stream (one recording run), the one test of it that the
-  raw clip's join and the progressive render's pieces both use.
+Which segments are one stream is not read here: the recorder says it, with the run id each segment
+carries in the index (common.segments.runs). Files are read only for what the index cannot know:
+
+- `ts_problem`: whether a file can be joined at all. The index lists a segment the recorder closed,
+  but its file may since have been cut short by a power cut or a full disk, or replaced by something
+  that is not MPEG-TS; such a file is left out (a gap) rather than break the join;
+- `first_video_pts` / `first_audio_pts`: a file's first timestamps, for where a join of files starting
+  with it must end (`clip_end`: the audio may start before the video).
 """
 
 from __future__ import annotations
@@ -11,17 +15,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from common.segments import Segment
-
-# Segments of one run tile exactly (names in ms): one ends where the next starts.
-CONTIGUOUS = 0.0015
 # MPEG-TS: 188-byte packets, each starting with the sync byte; how much of a segment to read for its
 # first timestamp; the 33-bit PTS wrap.
 TS_PACKET, TS_SYNC = 188, 0x47
 TS_HEAD_BYTES = 64 * 1024
 PTS_WRAP = 2**33 / 90000
-# A timestamp step this far from the segment's duration means a new stream (timestamps reset).
-STREAM_JUMP = 0.25
 # A clip's end sits this far before the next video frame, so that frame is surely left out.
 FRAME_EPSILON = 0.001
 
@@ -44,30 +42,6 @@ def ts_problem(path: Path) -> str:
     if head[0] != TS_SYNC or (len(head) > TS_PACKET and head[TS_PACKET] != TS_SYNC):
         return "not MPEG-TS"
     return ""
-
-
-def runs(segments: list[Segment], directory: Path) -> list[list[Segment]]:
-    """Segments (sorted) grouped into stretches cut from one stream: one recording run each."""
-    out: list[list[Segment]] = []
-    for seg in segments:
-        if out and follows(out[-1][-1], seg, directory):
-            out[-1].append(seg)
-        else:
-            out.append([seg])
-    return out
-
-
-def follows(prev: Segment, seg: Segment, directory: Path) -> bool:
-    """True when `seg` carries on `prev`'s stream: it tiles on in the index and its timestamps carry
-    on (a restart of the recorder's ffmpeg can tile in the index yet reset the timestamps)."""
-    if abs(seg.start - prev.end) > CONTIGUOUS:
-        return False
-    pa, pb = first_video_pts(directory / prev.name), first_video_pts(directory / seg.name)
-    if pa is None or pb is None:
-        return False
-    step = (pb - pa) % PTS_WRAP
-    # Wall-clock durations are slewed toward arrival by up to a quarter (recorder/segmenter.py).
-    return abs(step - prev.duration) <= max(STREAM_JUMP, 0.3 * prev.duration)
 
 
 def clip_end(first: Path, window: float, fps: float) -> float:

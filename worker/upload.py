@@ -21,15 +21,17 @@ import redis
 from rq import get_current_job
 
 from common import hours, keys, sidecar
+from common.alarms import clear_alarm, raise_alarm
+from common.counters import incr
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
+from common.highlights import note_highlight
 from common.log import event, get_logger, register_secret
 from common.pipeline import STAGES, HighlightState, PermanentError, SidecarStatus, Stage, enqueue
-from common.redisconn import clear_alarm, incr, note_highlight, raise_alarm
 from common.settings import Settings
 from common.timeutil import compact, iso, now, parse_iso
 from worker import context, files
-from worker.backend import Answer, BackendClient, BodyAborted, Outcome
+from worker.backend import Answer, AnswerMeaning, BackendClient, BodyAborted
 
 log = get_logger(__name__)
 
@@ -141,19 +143,19 @@ class Upload:
                         "the backend handed out an upload URL that was already expired"
                     )
                 answer = self.register()
-                if answer.outcome is not Outcome.DONE:
+                if answer.meaning is not AnswerMeaning.DONE:
                     return self.stop(answer)
                 registered_now = True
             answer = self.put()
-            if answer.outcome is Outcome.URL_EXPIRED:
+            if answer.meaning is AnswerMeaning.URL_EXPIRED:
                 # The storage refused the URL: only a new registration gives a new one.
                 self.remote["upload_url_expires_at"] = iso()
                 self.save()
                 continue
-            if answer.outcome is not Outcome.DONE:
+            if answer.meaning is not AnswerMeaning.DONE:
                 return self.stop(answer)
         answer = self.finalize()
-        if answer.outcome not in (Outcome.DONE, Outcome.ALREADY_FINALIZED):
+        if answer.meaning not in (AnswerMeaning.DONE, AnswerMeaning.ALREADY_FINALIZED):
             return self.stop(answer)
         return self.finished()
 
@@ -179,14 +181,14 @@ class Upload:
             "sha256": self.remote["sha256"],
         }
         answer = self.client.register(payload)
-        if answer.outcome is not Outcome.DONE:
+        if answer.meaning is not AnswerMeaning.DONE:
             return answer
         nested = answer.data.get("clip")
         clip = nested if isinstance(nested, dict) else answer.data
         clip_id, url = str(clip.get("clip_id") or ""), str(clip.get("upload_url") or "")
         if not clip_id or not url:
             return Answer(
-                answer.step, Outcome.TRANSIENT, answer.status, "bad_answer", "no clip_id/upload_url"
+                answer.step, AnswerMeaning.TRANSIENT, answer.status, "bad_answer", "no clip_id/upload_url"
             )
         register_secret(url)
         registered = now()
@@ -219,11 +221,11 @@ class Upload:
         with open(self.video, "rb") as fh:
             body = StreamBody(fh, size, rate, put_timeout(size, self.settings.upload_kbps), _progress(job))
             answer = self.client.put(self.remote["upload_url"], body, PUT_BASE_SECONDS)
-        if answer.outcome is not Outcome.DONE:
+        if answer.meaning is not AnswerMeaning.DONE:
             return answer
         if body.sent != size or answer.etag.strip('"').lower() != body.md5.hexdigest():
             return Answer(
-                answer.step, Outcome.TRANSIENT, answer.status, "etag_mismatch", "stored object differs"
+                answer.step, AnswerMeaning.TRANSIENT, answer.status, "etag_mismatch", "stored object differs"
             )
         self.remote.update(etag=answer.etag, uploaded_at=iso())
         self.save()
@@ -239,7 +241,7 @@ class Upload:
             "etag": self.remote["etag"],
         }
         answer = self.client.finalize(self.remote["clip_id"], payload)
-        if answer.outcome is Outcome.MISMATCH:
+        if answer.meaning is AnswerMeaning.MISMATCH:
             for stale in ("etag", "uploaded_at"):
                 self.remote.pop(stale, None)
             self.save()
@@ -267,9 +269,9 @@ class Upload:
 
     def stop(self, answer: Answer) -> str:
         """Act on a step that did not succeed: reschedule, block, or raise for RQ's retry."""
-        if answer.outcome is Outcome.CLOSED:
+        if answer.meaning is AnswerMeaning.CLOSED:
             return self.reschedule(answer)
-        if answer.outcome is Outcome.CREDENTIALS:
+        if answer.meaning is AnswerMeaning.CREDENTIALS:
             return self.block(
                 f"the backend refused this box's credentials ({answer.code or answer.status}): check "
                 "GN_DEVICE_ID, GN_DEVICE_SECRET, GN_CLIENT_ID and GN_API_TOKEN, "

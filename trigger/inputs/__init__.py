@@ -1,6 +1,6 @@
 """Press inputs, one module each: ENTER on a terminal, a GPIO button, a serial button box.
 
-Each input calls `press(button, at)` with the time taken the moment the button fired; the listener
+Each input calls its `on_button(button, at)` with the time taken the moment the button fired; the listener
 (trigger/listen.py) maps the button to cameras and hands the press to Redis (or the journal).
 
 An input never lets an error end its loop: a failed press is logged and the next one is taken. A thread
@@ -17,15 +17,17 @@ from common.log import event, get_logger
 
 log = get_logger(__name__)
 
-Press = Callable[[str, float], None]
+# What an input calls when its button fires: (button, time taken at the button). The listener's
+# `Listener.on_button` in the process; a test's own function in tests.
+OnButton = Callable[[str, float], None]
 
 
-def safe_press(press: Press, input_name: str) -> Press:
-    """`press` that logs an error instead of raising it into the input's loop."""
+def safe_on_button(on_button: OnButton, input_name: str) -> OnButton:
+    """`on_button` that logs an error instead of raising it into the input's loop."""
 
     def call(button: str, at: float) -> None:
         try:
-            press(button, at)
+            on_button(button, at)
         except Exception as exc:  # a failed press must not silence the button for the next one
             event(log, "press_failed", level=40, input=input_name, button=button, error=repr(exc))
 

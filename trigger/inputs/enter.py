@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from common.log import event, get_logger
 from common.timeutil import now
-from trigger.inputs import Press, input_thread, safe_press
+from trigger.inputs import OnButton, input_thread, safe_on_button
 
 log = get_logger(__name__)
 
@@ -25,13 +25,13 @@ class EnterInput:
     def __init__(
         self,
         stream: IO[Any],
-        press: Press,
+        on_button: OnButton,
         on_eof: Callable[[], None],
         on_death: Callable[[str], None] | None = None,
     ) -> None:
         # Bytes, not text: a line that is not UTF-8 is still a press, never a UnicodeDecodeError.
         self.stream = getattr(stream, "buffer", stream)
-        self.press, self.on_eof = safe_press(press, "enter"), on_eof
+        self.on_button, self.on_eof = safe_on_button(on_button, "enter"), on_eof
         self.thread = input_thread("enter-input", self._run, on_death or (lambda why: on_eof()))
 
     def start(self) -> None:
@@ -54,7 +54,7 @@ class EnterInput:
             errors = 0
             if not line:
                 break
-            self.press(BUTTON, now())  # the time is taken as the line arrives
+            self.on_button(BUTTON, now())  # the time is taken as the line arrives
         event(log, "input_closed", input="enter")
         self.on_eof()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from common.log import event, get_logger
 from common.timeutil import now
-from trigger.inputs import safe_press
+from trigger.inputs import OnButton, safe_on_button
 
 log = get_logger(__name__)
 
@@ -29,14 +29,12 @@ ERROR_BLINKS = (0.06, 0.06, 8)
 
 
 class GpioInput:
-    """One Button per BCM pin; `press(str(pin), at)` once per debounce window."""
+    """One Button per BCM pin; `on_button(str(pin), at)` once per debounce window."""
 
-    def __init__(
-        self, pins: list[int], debounce_ms: int, press: Callable[[str, float], None], led_pin: int = 0
-    ) -> None:
+    def __init__(self, pins: list[int], debounce_ms: int, on_button: OnButton, led_pin: int = 0) -> None:
         from gpiozero import LED, Button  # imported here: only the GPIO input needs a pin library
 
-        self.press = safe_press(press, "gpio")
+        self.on_button = safe_on_button(on_button, "gpio")
         self.debounce = debounce_ms / 1000.0
         self.last: dict[int, float] = {}
         self.lock = threading.Lock()
@@ -62,7 +60,7 @@ class GpioInput:
                 if mono - self.last.get(pin, -1e9) < self.debounce:
                     return
                 self.last[pin] = mono
-            self.press(str(pin), at)  # never raises: gpiozero's callback thread must live on
+            self.on_button(str(pin), at)  # never raises: gpiozero's callback thread must live on
 
         return pressed
 

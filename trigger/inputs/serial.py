@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from common.log import event, get_logger
 from common.timeutil import now
-from trigger.inputs import Press, input_thread, safe_press
+from trigger.inputs import OnButton, input_thread, safe_on_button
 
 log = get_logger(__name__)
 
@@ -45,13 +45,13 @@ class SerialInput:
         self,
         port: str,
         baud: int,
-        press: Press,
+        on_button: OnButton,
         stop: threading.Event,
         on_death: Callable[[str], None] | None = None,
     ) -> None:
         self.port, self.baud, self.stop = port, baud, stop
         # Wrapped: an error in a press must not read as a lost device (the except below) nor end the loop.
-        self.press = safe_press(press, "serial")
+        self.on_button = safe_on_button(on_button, "serial")
         self.thread = input_thread("serial-input", self._run, on_death or (lambda why: stop.set()))
         self.connected = threading.Event()
 
@@ -112,7 +112,7 @@ class SerialInput:
                     if line.strip():
                         event(log, "serial_noise", level=30, line=line[:40].decode("ascii", "replace"))
                     continue
-                self.press(token, at)
+                self.on_button(token, at)
             buf = buf[-256:]  # a device spewing without newlines cannot grow memory
 
     def close(self) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy import release as rel
-from tests.box import Box, _scan
-from tests.helpers import REPO, build_wheel, copy_checkout
+from harness.box import Box, _scan
+from harness.repo import REPO, build_wheel, copy_checkout
 
 # The Python a box's releases are made with (Debian's, as on a Pi).
 SYSTEM_PYTHON = "/usr/bin/python3"

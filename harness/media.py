@@ -1,4 +1,4 @@
-"""Synthetic video for tests, made with ffmpeg's lavfi sources."""
+"""Synthetic video for the tests and the benchmarks, made with ffmpeg's lavfi sources."""
 
 from __future__ import annotations
 

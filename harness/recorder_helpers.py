@@ -1,4 +1,4 @@
-"""Helpers for the recorder tests: run `gravanois recorder` as a real process and watch its index."""
+"""The recorder for its tests and benchmarks: `gravanois recorder` as a real process, its index watched."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from common import keys
 from common.redisconn import text
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
+from harness.procfs import all_procs, proc_stat
+from harness.repo import REPO, gn_env, gravanois_cmd
 from recorder.segmenter import seg_name
-from tests.helpers import REPO, gn_env, gravanois_cmd
-from tests.procfs import all_procs, proc_stat
 
 # Small, cheap synthetic camera for tests.
 TEST_SOURCE = "testsrc:320x240@15"

@@ -1,7 +1,7 @@
 """A GStreamer RTSP server on loopback serving a live test camera: H.264 or H.265, AAC, G.711 or no audio.
 
 Run by the system interpreter, /usr/bin/python3, which has GStreamer's Python bindings (python3-gi,
-gir1.2-gst-rtsp-server-1.0); the tests drive it through tests/rtsp_server.py. Prints `ready <port>`
+gir1.2-gst-rtsp-server-1.0); the tests drive it through harness/rtsp_server.py. Prints `ready <port>`
 once it listens; SIGTERM/SIGINT stop it.
 """
 

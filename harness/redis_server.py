@@ -1,4 +1,4 @@
-"""A private redis-server on a free loopback port, for tests (and nothing else)."""
+"""A private redis-server on a free loopback port, for the tests and the benchmarks (and nothing else)."""
 
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ import redis
 
 from common import keys
 from common.redisconn import scored, text
-from tests.helpers import REPO, gravanois_cmd
-from tests.redis_server import free_port
+from harness.redis_server import free_port
+from harness.repo import REPO, gravanois_cmd
 
 LAUNCHER = REPO / "deploy" / "supervise.py"
 

@@ -4,6 +4,7 @@
     RtspServer(video="h265", audio="alaw", fps=25, gop_seconds=4)   # a budget camera's defaults
     server.url                                   # rtsp://127.0.0.1:<port>/cam
     server.stop(); server.start()                # the camera goes away and comes back on the same URL
+    server.freeze(); server.thaw()               # the camera hangs, connections open, then goes on
     RtspServer(credentials=("admin", "pw"))      # a camera that answers 401 without them
 
 Also a context manager. `RtspServer.available()` says whether the system has the GStreamer bindings.
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.proc import spawn, stop
-from tests.redis_server import free_port
+from harness.redis_server import free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 HELPER = Path(__file__).resolve().parent / "rtsp_gst_server.py"
@@ -103,8 +104,19 @@ class RtspServer:
     def stop(self) -> None:
         """Stop serving: connected clients lose the stream."""
         if self.proc is not None:
+            self.thaw()
             stop(self.proc, grace=5, first=signal.SIGTERM)
             self.proc = None
+
+    def freeze(self) -> None:
+        """The camera hangs (SIGSTOP): its connections stay open and nothing flows, until `thaw()`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """A frozen camera goes on (SIGCONT)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> RtspServer:
         return self.start()

@@ -1,0 +1,26 @@
+"""The device's alarms in Redis (`keys.alarms`): raised by whoever sees a cause, shown by `gravanois status`
+until that same code clears them."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from common import keys
+from common.settings import Settings
+from common.timeutil import iso
+
+
+def raise_alarm(
+    conn: redis.Redis, settings: Settings, alarm: keys.Alarm, message: str, camera: str | None = None
+) -> None:
+    """Set an alarm (of the box, or of one `camera`) that `gravanois status` shows until `clear_alarm`."""
+    key, name = keys.alarms(settings.device_id), keys.alarm_name(alarm, camera)
+    if conn.hget(key, name) is None:
+        conn.hset(key, name, json.dumps({"message": message, "since": iso()}))
+
+
+def clear_alarm(conn: redis.Redis, settings: Settings, alarm: keys.Alarm, camera: str | None = None) -> None:
+    """Remove an alarm once its cause is gone."""
+    conn.hdel(keys.alarms(settings.device_id), keys.alarm_name(alarm, camera))
