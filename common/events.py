@@ -57,6 +57,11 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'event', ARGV[2])
 """
 
 
+def source_of(value: str) -> str:
+    """A press's source as the contract names it (`trigger_source`): '' for one it does not name (a bench)."""
+    return value if value in Source.__members__.values() else ""
+
+
 def make(
     type: EventType,
     camera: str = "",

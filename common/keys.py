@@ -230,6 +230,10 @@ class Alarm(StrEnum):
 
 # The alarms raised once per camera.
 CAMERA_ALARMS = frozenset({Alarm.BUFFER_DISK_LOW})
+# The alarms about disk space (the fleet hears of them as storage.low and storage.ok).
+STORAGE_ALARMS = frozenset(
+    {Alarm.BUFFER_DISK_LOW, Alarm.OUTPUT_UNDELIVERED_KEPT, Alarm.OUTPUT_UNDELIVERED_DELETED}
+)
 
 
 def alarm_name(alarm: Alarm, camera: str | None = None) -> str:

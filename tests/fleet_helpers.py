@@ -20,7 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from tests.mosquitto import BACKEND_PASSWORD, BACKEND_USER, Mosquitto
+from harness.mosquitto import BACKEND_PASSWORD, BACKEND_USER, Mosquitto
 
 # The canonical fields of each signed message, in the contract's order.
 CANONICAL = {

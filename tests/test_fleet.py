@@ -20,10 +20,11 @@ import redis
 from common import events, keys
 from common.settings import Settings
 from common.settings import remote as remote_file
+from harness.mosquitto import Mosquitto
+from harness.redis_server import RedisServer
+from harness.repo import gn_env, gravanois_cmd
 from tests.fleet_helpers import Backend, signature_ok
-from tests.helpers import gn_env, gravanois_cmd, wait_for
-from tests.mosquitto import Mosquitto
-from tests.redis_server import RedisServer
+from tests.helpers import wait_for
 
 SECRET = "s3cret-for-the-fleet-tests-0123456789"
 KEEPALIVE = 5

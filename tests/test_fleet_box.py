@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from common import sidecar
-from tests.box import Box
+from harness.box import Box
+from harness.mosquitto import Mosquitto
 from tests.fleet_helpers import Backend
 from tests.helpers import wait_for
-from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.helpers import gravanois_cmd, wait_for
-from tests.mosquitto import BACKEND_PASSWORD, BACKEND_USER, Mosquitto
-from tests.redis_server import free_port
+from harness.mosquitto import BACKEND_PASSWORD, BACKEND_USER, Mosquitto
+from harness.redis_server import free_port
+from harness.repo import gravanois_cmd
+from ops.fleet.view import SHUTDOWN_GRACE
+from tests.helpers import wait_for
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed")
@@ -58,7 +61,7 @@ def publish(broker: Mosquitto, device: str, messages: dict[str, dict[str, Any]])
 
 
 @pytest.fixture
-def view(tmp_path: Path) -> Iterator[tuple[Mosquitto, str]]:
+def view(tmp_path: Path) -> Iterator[tuple[Mosquitto, str, subprocess.Popen[bytes]]]:
     with Mosquitto(tmp_path / "mosquitto") as broker:
         port = free_port()
         url = f"mqtt://{BACKEND_USER}:{BACKEND_PASSWORD}@127.0.0.1:{broker.port}"
@@ -67,17 +70,20 @@ def view(tmp_path: Path) -> Iterator[tuple[Mosquitto, str]]:
                 [*gravanois_cmd("fleet", "--broker", url, "--port", str(port))], stdout=out, stderr=out
             )
         try:
-            yield broker, f"http://127.0.0.1:{port}/"
+            yield broker, f"http://127.0.0.1:{port}/", proc
         finally:
-            proc.terminate()
-            proc.wait(20)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow
-def test_the_fleet_page_lists_every_box_sorts_and_follows_changes_live(view: tuple[Mosquitto, str]) -> None:
+def test_the_fleet_page_lists_every_box_sorts_and_follows_changes_live(
+    view: tuple[Mosquitto, str, subprocess.Popen[bytes]],
+) -> None:
     from playwright.sync_api import sync_playwright
 
-    broker, url = view
+    broker, url, proc = view
     publish(broker, "box-a", box_messages("box-a", True, [("cam1", "recording")], 0))
     publish(broker, "box-b", box_messages("box-b", True, [("cam1", "recording"), ("cam2", "stalled")], 3))
     publish(broker, "box-c", box_messages("box-c", False, [("cam1", "offline")], 0))
@@ -101,6 +107,12 @@ def test_the_fleet_page_lists_every_box_sorts_and_follows_changes_live(view: tup
         page.wait_for_function(f"{status}.startsWith('offline')", timeout=10_000)
         assert time.monotonic() - started < 10
         assert page.inner_text("#summary").startswith("3 boxes, 1 online, 2 offline")
+        # Stopped with the page still open on its stream of changes, the view goes within its grace.
+        started = time.monotonic()
+        proc.terminate()
+        # (uvicorn stops gracefully, then re-raises the signal it caught: the exit says SIGTERM.)
+        assert proc.wait(SHUTDOWN_GRACE + 5) in (0, -signal.SIGTERM)
+        print(f"the view stopped {time.monotonic() - started:.1f} s after SIGTERM with a page open")
         browser.close()
 
 

@@ -148,6 +148,10 @@ def listen(fleet: Fleet, broker_url: str, ca_file: Path | None = None) -> mqtt.C
     return client
 
 
+# Seconds open pages get to go when the view is stopped (supervisord's stop window is longer).
+SHUTDOWN_GRACE = 2
+
+
 def make_app(fleet: Fleet) -> Starlette:
     """The page, the table as JSON, and its changes as server-sent events."""
 
@@ -193,4 +197,7 @@ def fleet(broker_url: str, ca_file: Path | None, bind: str, port: int) -> None:
     """A live page of every box the broker knows (docs/fleet.md): for a small fleet and for checking."""
     state = Fleet()
     listen(state, broker_url, ca_file)
-    uvicorn.run(make_app(state), host=bind, port=port, log_level="warning")
+    # A page left open keeps its stream of changes open: SIGTERM closes it rather than waiting for it.
+    uvicorn.run(
+        make_app(state), host=bind, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE
+    )

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.redis_server import free_port
+from harness.redis_server import free_port
 
 BACKEND_USER, BACKEND_PASSWORD = "backend", "backend-pw"
 ACL = """\
