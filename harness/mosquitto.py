@@ -28,12 +28,17 @@ pattern readwrite grn/devices/%u/#
 """
 
 
+# Debian puts the broker in /usr/sbin, which a user's PATH may not hold.
+BROKER = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+
+
 class Mosquitto:
     """Start/stop a mosquitto with users added by `user(name, password)` before `start()`."""
 
     def __init__(self, folder: Path) -> None:
-        if shutil.which("mosquitto") is None:
+        if BROKER is None:
             raise RuntimeError("mosquitto is not installed: sudo apt-get install -y mosquitto")
+        self.broker = BROKER
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -70,7 +75,7 @@ class Mosquitto:
         )
         self.passwords.chmod(0o600)
         with open(self.folder / "broker.log", "ab") as out:
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([self.broker, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -78,7 +78,7 @@ def make_client(settings: Settings, will: bytes) -> tuple[mqtt.Client, str, int]
             cert_reqs=ssl.CERT_REQUIRED,
         )
     client.will_set(contract.topic(settings.device_id, contract.Topic.PRESENCE), will, qos=1, retain=True)
-    client.reconnect_delay_set(1, 30)
+    client.reconnect_delay_set(1, 10)  # back within 10 s of the broker
     # One message in flight at a time keeps events in order even when the broker drops the connection.
     client.max_inflight_messages_set(1)
     return client, host, port
