@@ -49,6 +49,7 @@ def fleet_box(tmp_path: Path) -> Iterator[tuple[InstalledBox, Backend, Releases]
                 backend.close()
 
 
+@pytest.mark.timeout(900)
 def test_update_by_command_reports_done_and_a_rollback_reports_failed(
     fleet_box: tuple[InstalledBox, Backend, Releases],
 ) -> None:

@@ -358,12 +358,9 @@ class Agent:
         layout = Layout.running()
         if layout is None:
             return
-        while not self.stop.is_set():
-            state = layout.state.read()
-            if state.get("phase") not in State.UNFINISHED:
-                break
-            self.stop.wait(2.0)
-        state = layout.state.read()
+        while (state := layout.state.read()).get("phase") in State.UNFINISHED:
+            if self.stop.wait(2.0):
+                return  # stopped by the update itself (a rollback restarts this agent): the next one answers
         if state.get("phase") == "committed":
             self.answer(command_id, "done", "", {"outcome": f"update to {state.get('to')} done", **state})
         else:
