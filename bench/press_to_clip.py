@@ -57,7 +57,7 @@ from common.settings import Settings, load_settings, to_env  # noqa: E402
 from harness.redis_server import free_port  # noqa: E402
 from trigger.press import hand_over  # noqa: E402
 from worker import ahead as ahead_mod  # noqa: E402
-from worker import progressive  # noqa: E402
+from worker import aheadcache  # noqa: E402
 from worker.build import concat_args, concat_list  # noqa: E402
 
 POST = 10.0
@@ -229,7 +229,7 @@ class Bench:
 def cached_segments(s: Settings) -> set[str]:
     """Names of the segments the ahead encoder has cached for cam1."""
     names: set[str] = set()
-    for record in progressive.ahead_dir(s, "cam1").glob("*/*.json"):
+    for record in aheadcache.ahead_dir(s, "cam1").glob("*/*.json"):
         with contextlib.suppress(OSError, ValueError):
             names.update(json.loads(record.read_text())["segments"])
     return names

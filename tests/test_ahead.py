@@ -22,7 +22,7 @@ from harness.recorder_helpers import children_ffmpeg
 from harness.redis_server import RedisServer
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois, start_gravanois, wait_for
-from worker import ahead, progressive
+from worker import ahead, aheadcache
 
 
 def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: object) -> Settings:
@@ -46,7 +46,7 @@ def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
 
 def records(s: Settings) -> list[Path]:
     """The cache's batch records, every recipe."""
-    return sorted(progressive.ahead_dir(s, "cam1").glob("*/*.json"))
+    return sorted(aheadcache.ahead_dir(s, "cam1").glob("*/*.json"))
 
 
 def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
@@ -113,7 +113,7 @@ def test_ahead_stops_at_sigterm_without_leftovers(
     finally:
         proc.kill()
     assert children_ffmpeg(proc.pid) == []
-    leftovers = [p for p in progressive.ahead_dir(s, "cam1").rglob("*") if p.name.startswith(".tmp")]
+    leftovers = [p for p in aheadcache.ahead_dir(s, "cam1").rglob("*") if p.name.startswith(".tmp")]
     assert leftovers == []
     for record in records(s):  # every record has its piece
         assert (record.parent / json.loads(record.read_text())["file"]).is_file()
@@ -123,7 +123,7 @@ def test_off_it_deletes_its_cache_and_waits(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
     s = _settings(make_settings, tmp_path, wm_ahead=False)
-    stale = progressive.ahead_dir(s, "cam1") / "0123456789abcdef"
+    stale = aheadcache.ahead_dir(s, "cam1") / "0123456789abcdef"
     stale.mkdir(parents=True)
     (stale / "x.ts").write_bytes(b"old")
     proc = start_gravanois(s, "ahead")

@@ -24,7 +24,7 @@ from recorder.health import Health
 from tests.build_helpers import files_under, make_segments, run_build_worker
 from tests.helpers import SEED_FIELDS, decode_errors, fetch, publish_health
 from trigger import press as press_mod
-from worker import build, progressive, tsfiles
+from worker import build, pieces, tsfiles
 
 SIDECAR_FIELDS = {
     *SEED_FIELDS,
@@ -183,10 +183,10 @@ def test_press_to_clip_covers_window_and_enqueues_render(make_settings, redis_co
     # (progressive, the default) wait beside the clip in their temp directory; nothing else is left.
     # The whole window was on disk at the first look: joined in one go, not while it recorded.
     assert data["join"] == "protocol" and data["join_streamed"] is False
-    pieces = progressive.pieces_dir(s, clip.stem)
-    assert data["progressive"]["dir"] == pieces.name
-    assert data["progressive"]["pieces"] == sorted(p.name for p in pieces.glob("*.ts"))
-    expected = [clip.name, sidecar.path_for(clip).name, pieces.name]
+    piece_dir = pieces.pieces_dir(s, clip.stem)
+    assert data["progressive"]["dir"] == piece_dir.name
+    assert data["progressive"]["pieces"] == sorted(p.name for p in piece_dir.glob("*.ts"))
+    expected = [clip.name, sidecar.path_for(clip).name, piece_dir.name]
     assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted(expected)
 
 

@@ -18,7 +18,7 @@ from common.timeutil import iso, parse_iso
 from harness.media import corrupt, make_video
 from recorder import probe as camera_probe
 from tests.helpers import decode_errors
-from worker.progressive import video_format
+from worker.recipe import video_format
 
 
 def test_atomic_json_leaves_no_temp(tmp_path: Path) -> None:

@@ -121,6 +121,18 @@ def code_strings(path: Path) -> list[str]:
     return out
 
 
+def checked_sources() -> list[Path]:
+    """The modules where the rules below are looked for: the project's and the benchmarks'."""
+    return sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+
+
+def assert_written_only_in(calls: dict[str, list[str]]) -> None:
+    """Each text (a call, a definition, a literal) is written in exactly the modules listed for it."""
+    sources = checked_sources()
+    for call, homes in calls.items():
+        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+
+
 # Each rule, as a test on a module's string literals, and the one module allowed to spell it.
 SPELLED_ONCE = {
     # (common/log.py spells the same letters as the log record's attribute for fields: another name.)
@@ -144,7 +156,7 @@ SPELLED_ONCE = {
 def test_each_rule_is_spelled_in_one_module(rule: str) -> None:
     """Names and patterns that several processes must agree on are spelled in one module each."""
     found, homes = SPELLED_ONCE[rule]
-    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
+    sources = checked_sources()
     spelled = [str(p.relative_to(REPO)) for p in sources if any(found(s) for s in code_strings(p))]
     assert spelled == homes
 
@@ -167,9 +179,7 @@ def test_the_hot_spots_read_their_rule_from_common() -> None:
         ".hincrby(": ["common/counters.py"],  # counters: counters.incr with a keys.Counter
         "parse_open_hours(": ["common/hours.py", "common/settings/capture.py"],  # hours: common.hours
     }
-    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
-    for call, homes in calls.items():
-        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+    assert_written_only_in(calls)
 
 
 def test_one_module_judges_whether_a_camera_records() -> None:
@@ -183,6 +193,34 @@ def test_one_module_judges_whether_a_camera_records() -> None:
         '"last_segment_end"': ["common/verdict.py", "recorder/loop.py"],
         "keys.restarting(": ["common/verdict.py", "ops/update.py"],
     }
-    sources = sorted(p for pkg in (*PROJECT, "bench") for p in (REPO / pkg).rglob("*.py"))
-    for call, homes in calls.items():
-        assert [str(p.relative_to(REPO)) for p in sources if call in p.read_text()] == homes, call
+    assert_written_only_in(calls)
+
+
+def test_one_module_holds_each_part_of_the_progressive_render() -> None:
+    """The ffmpeg arguments of a piece (the build's and the ahead encoder's batches) are built in
+    worker/recipe.py alone, the ahead cache's folder is named in worker/aheadcache.py alone, and the
+    pieces' directory and manifest in worker/pieces.py alone (the build writes them, the render reads
+    them)."""
+    calls = {
+        '"-copyts"': ["worker/recipe.py"],  # a piece keeps the camera's clock
+        "piece_args(": ["worker/recipe.py"],
+        "x264_args(": ["worker/engines.py", "worker/recipe.py"],
+        'data_dir / "ahead"': ["worker/aheadcache.py"],
+        '"manifest.json"': ["worker/pieces.py"],
+        "pieces-{": ["worker/pieces.py"],
+    }
+    assert_written_only_in(calls)
+
+
+def test_one_module_holds_each_part_of_the_box_s_status() -> None:
+    """The facts are gathered in ops/snapshot.py, judged in ops/attention.py (only the snapshot asks it, so
+    `status`, `metrics` and the dashboard list the same problems), printed in ops/status.py and exposed to
+    Prometheus in ops/metrics.py alone."""
+    calls = {
+        "def attention(": ["ops/attention.py"],
+        "attention(settings": ["ops/attention.py", "ops/snapshot.py"],
+        "NEEDS ATTENTION": ["ops/status.py"],
+        "prometheus_client": ["ops/metrics.py"],
+        "MetricFamily(": ["ops/metrics.py"],
+    }
+    assert_written_only_in(calls)

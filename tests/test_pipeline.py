@@ -17,7 +17,7 @@ from common.pipeline import STAGES, SidecarStatus, Stage, earlier_job, enqueue, 
 from common.redisconn import SERIALIZER
 from common.segments import SegmentIndex
 from common.settings import Settings
-from ops import jobs, status
+from ops import jobs, snapshot
 from trigger import cli as trigger_cli
 from trigger import press as press_mod
 from worker.rqworker import PromptTeardown
@@ -41,7 +41,7 @@ def test_one_failure_reason_for_failed_list_status_and_the_presser(
 
     def shown() -> tuple[str, str, str]:
         fresh = Job.fetch(jid, connection=redis_conn, serializer=SERIALIZER)
-        [row] = status.snapshot(s, redis_conn)["failed_jobs"]
+        [row] = snapshot.snapshot(s, redis_conn)["failed_jobs"]
         return jobs.describe(Stage.BUILD, fresh, s).reason, row["error"], trigger_cli.job_reason(fresh)
 
     assert shown() == (failure_of(job), failure_of(job), "Expecting value: line 1 column 1 (char 0)")

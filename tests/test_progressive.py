@@ -34,7 +34,7 @@ from tests.build_helpers import make_segments, run_build_worker
 from tests.helpers import decode_errors, start_gravanois, wait_for
 from tests.render_helpers import frame, region_diff
 from trigger import press as press_mod
-from worker import engines, progressive
+from worker import aheadcache, engines, pieces
 
 W, H, FPS = 320, 240, 15
 
@@ -91,7 +91,7 @@ def built_press(s: Settings, press: PressRecord, tmp_path: Path) -> tuple[dict, 
     """A built press's sidecar, its pieces' manifest, and a copy of its raw clip."""
     clip = s.clips_dir / sidecar.clip_name(press)
     data = sidecar.load(sidecar.path_for(clip))
-    manifest = json.loads((progressive.pieces_dir(s, clip.stem) / progressive.MANIFEST).read_text())
+    manifest = json.loads((pieces.pieces_dir(s, clip.stem) / pieces.MANIFEST).read_text())
     raw = tmp_path / "raw.mp4"
     shutil.copyfile(clip, raw)
     return data, manifest, raw
@@ -115,8 +115,8 @@ def test_progressive_and_single_pass_give_the_same_highlight(live_press, tmp_pat
     # Pieces were made while the post-roll was still recording: more than one, joined meanwhile.
     assert len(manifest["pieces"]) >= 2, manifest
     # The raw clip and the pieces' MP4 were both joined as their files closed (worker.streamjoin).
-    assert data["join_streamed"] is True and data["progressive"]["joined"] == progressive.JOINED
-    joined = sha256_file(progressive.pieces_dir(s, Path(data["file_name"]).stem) / progressive.JOINED)
+    assert data["join_streamed"] is True and data["progressive"]["joined"] == pieces.JOINED
+    joined = sha256_file(pieces.pieces_dir(s, Path(data["file_name"]).stem) / pieces.JOINED)
     done = render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
     assert done["progressive"]["ahead_pieces"] == 0  # no ahead encoder ran
     assert done["wm_sha256"] == joined  # the render took the build's join as it was
@@ -124,7 +124,7 @@ def test_progressive_and_single_pass_give_the_same_highlight(live_press, tmp_pat
 
 def test_without_the_build_s_join_the_render_joins_the_pieces(live_press, tmp_path: Path) -> None:
     s, _press, data, manifest, raw, segments = live_press
-    (progressive.pieces_dir(s, Path(data["file_name"]).stem) / progressive.JOINED).unlink()
+    (pieces.pieces_dir(s, Path(data["file_name"]).stem) / pieces.JOINED).unlink()
     render_like_single_pass(s, data, manifest, raw, segments, tmp_path)
 
 
@@ -138,7 +138,7 @@ def render_like_single_pass(
     out_side = s.output_dir / sidecar.path_for(Path(data["file_name"])).name
     done = sidecar.load(out_side)
     assert done["render_path"] == "progressive" and done["status"] == "watermarked"
-    assert not progressive.pieces_dir(s, Path(data["file_name"]).stem).exists()  # cleaned up
+    assert not pieces.pieces_dir(s, Path(data["file_name"]).stem).exists()  # cleaned up
     prog = Path(done["wm_path"])
 
     single = tmp_path / "single.mp4"
@@ -183,7 +183,7 @@ def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
     s, segments, feeder = live_recording(make_settings, redis_conn, tmp_path, pre=12, post=4, before=13)
     ahead = start_gravanois(s, "ahead")
     try:
-        cache = progressive.ahead_dir(s, "cam1")
+        cache = aheadcache.ahead_dir(s, "cam1")
         record = wait_for("a batch in the ahead cache", lambda: sorted(cache.glob("*/*.json")), timeout=60)[0]
         batch = json.loads(record.read_text())["segments"]
         assert len(batch) >= 2, batch
@@ -209,7 +209,7 @@ def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
 
 def test_without_pieces_the_render_takes_the_single_pass(live_press) -> None:
     s, _press, data, _manifest, _raw, _segments = live_press
-    shutil.rmtree(progressive.pieces_dir(s, Path(data["file_name"]).stem))  # e.g. a reboot emptied them
+    shutil.rmtree(pieces.pieces_dir(s, Path(data["file_name"]).stem))  # e.g. a reboot emptied them
     rendered = run_build_worker(s, "render", timeout=180)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     done = sidecar.load(s.output_dir / sidecar.path_for(Path(data["file_name"])).name)
@@ -262,5 +262,5 @@ def test_a_build_killed_while_it_joins_leaves_no_ffmpeg_and_its_retry_finishes(
     feeder.join(30)
     assert decode_errors(clip) == "" and probe(clip).duration_sec > press.pre + press.post - 1
     # The killed attempt's unfinished clip went with the retry; nothing else is left beside the clip.
-    expected = [clip.name, sidecar.path_for(clip).name, progressive.pieces_dir(s, clip.stem).name]
+    expected = [clip.name, sidecar.path_for(clip).name, pieces.pieces_dir(s, clip.stem).name]
     assert sorted(x.name for x in s.clips_dir.iterdir()) == sorted(expected)

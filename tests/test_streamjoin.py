@@ -19,7 +19,7 @@ from common.fsutil import TMP_MARK
 from common.settings import Settings
 from tests.build_helpers import make_segments
 from tests.helpers import wait_for
-from worker import progressive, streamjoin
+from worker import pieces, streamjoin
 
 
 def packets(path: Path) -> list[tuple[int, int, int, int, str]]:
@@ -123,16 +123,12 @@ def test_two_frames_a_hair_apart_are_found_inside_a_piece_or_where_pieces_meet()
         return {"edges": list(times), "min_step": min_step}
 
     even = [piece(10.0, 10.033, 17.933, 17.966), piece(18.0, 18.033, 25.966), piece(26.0, 26.033)]
-    assert progressive.crowded_frames(even, frame) is None
+    assert pieces.crowded_frames(even, frame) is None
     # One frame of a sliced IDR alone at a piece's end; the same frame time at both sides of a join.
-    assert progressive.crowded_frames([piece(10.0, 17.999), piece(18.0, 18.033)], frame) == pytest.approx(
-        0.001
-    )
-    assert progressive.crowded_frames([piece(10.0, 18.0), piece(18.0, 18.033)], frame) == 0.0
+    assert pieces.crowded_frames([piece(10.0, 17.999), piece(18.0, 18.033)], frame) == pytest.approx(0.001)
+    assert pieces.crowded_frames([piece(10.0, 18.0), piece(18.0, 18.033)], frame) == 0.0
     # Inside a piece: its smallest step says so.
-    assert progressive.crowded_frames([piece(10.0, 17.966, min_step=1.1e-5)], frame) == pytest.approx(1.1e-5)
+    assert pieces.crowded_frames([piece(10.0, 17.966, min_step=1.1e-5)], frame) == pytest.approx(1.1e-5)
     wrap = 2**33 / 90000  # across the 33-bit wrap of the timestamps
-    assert (
-        progressive.crowded_frames([piece(wrap - 2 * frame, wrap - frame), piece(0.0, frame)], frame) is None
-    )
-    assert progressive.crowded_frames([piece(0.0, min_step=None)], frame) is None
+    assert pieces.crowded_frames([piece(wrap - 2 * frame, wrap - frame), piece(0.0, frame)], frame) is None
+    assert pieces.crowded_frames([piece(0.0, min_step=None)], frame) is None

@@ -22,7 +22,7 @@ from common.settings import Settings
 from common.timeutil import parse_iso
 from harness.recorder_helpers import RecorderProc, health
 from harness.rtsp_server import RtspServer
-from ops import status
+from ops import snapshot
 from ops.web import site as web_site
 from ops.web.admin import Admin
 from ops.web.auth import Auth
@@ -57,7 +57,7 @@ def test_status_press_build_and_web_all_flip_at_the_published_limit(
     s = make_settings(cooldown_seconds=0, pre_seconds=4, post_seconds=2)
     t = time.time()
     # Every reader's clock stops at t, so the last segment's age is exactly what the test wrote.
-    for module in (status, press_mod, build, web_site):
+    for module in (snapshot, press_mod, build, web_site):
         monkeypatch.setattr(module, "now", lambda: t)
     site = web_site.Site(s, redis_conn)
     admin = Admin(site, Auth(site))
@@ -67,7 +67,7 @@ def test_status_press_build_and_web_all_flip_at_the_published_limit(
         publish(s, redis_conn, t, state="recording", last_segment_end=t - age, keyframe_interval=4.0,
                 stall_limit=LIMIT, run="77-1-abcdef")  # fmt: skip
         judged = verdict.verdict(redis_conn, s, "cam1", t)
-        [cam] = status.snapshot(s, redis_conn, highlights=0)["cameras"]
+        [cam] = snapshot.snapshot(s, redis_conn, highlights=0)["cameras"]
         problem = press_mod.camera_problem(s, redis_conn, PressRecord("cam1", t, 4, 2), t)
         answers[age] = {
             "verdict": judged.recording,

@@ -37,9 +37,9 @@ from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
-from worker import progressive
+from worker.aheadcache import AheadCache, ahead_root
 from worker.outage import Outage
-from worker.progressive import AheadCache, Recipe
+from worker.recipe import Recipe, applies
 from worker.tsfiles import ts_problem
 
 log = get_logger(__name__)
@@ -61,7 +61,7 @@ def off_reason(settings: Settings) -> str:
     """Why the ahead encoder does nothing on this box ('' when it runs)."""
     if not settings.wm_ahead:
         return "GN_WM_AHEAD=false"
-    if not progressive.applies(settings):
+    if not applies(settings):
         return "the progressive render does not apply (see GN_WM_PROGRESSIVE and the render settings)"
     return ""
 
@@ -80,7 +80,7 @@ class Ahead:
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Encode batches until `should_stop()`; errors are logged, never the end of the loop."""
         with_cache = {cam.camera for cam in self.cameras}
-        root = self.settings.data_dir / "ahead"
+        root = ahead_root(self.settings)
         if root.is_dir():
             for stale in (p for p in root.iterdir() if p.name not in with_cache):
                 shutil.rmtree(stale, ignore_errors=True)  # a camera no longer configured
@@ -217,11 +217,11 @@ def lower_priority() -> None:
 
 def remove_unfinished(settings: Settings) -> None:
     """Delete the temp files of batches whose encoding was cut short (a kill, a stop mid-batch)."""
-    for path in (settings.data_dir / "ahead").rglob(f"{TMP_MARK}*"):
+    for path in ahead_root(settings).rglob(f"{TMP_MARK}*"):
         with contextlib.suppress(OSError):
             path.unlink()
 
 
 def remove_cache(settings: Settings) -> None:
     """Delete every camera's cache (the ahead encoder is off: nothing will use or prune it)."""
-    shutil.rmtree(settings.data_dir / "ahead", ignore_errors=True)
+    shutil.rmtree(ahead_root(settings), ignore_errors=True)

@@ -34,7 +34,7 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, runs
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from common.verdict import verdict
-from worker import context, progressive
+from worker import context, progressive, recipe
 from worker.streamjoin import StreamJoin
 from worker.tsfiles import clip_end, ts_problem
 
@@ -246,7 +246,7 @@ class Build:
 
     def start_pieces(self, b: float) -> progressive.Encoder | None:
         """The progressive render's encoder, when the render settings allow it (worker.progressive)."""
-        if not progressive.applies(self.settings):
+        if not recipe.applies(self.settings):
             return None
         return progressive.Encoder(self.settings, self.clip.stem, self.press.camera, b)
 

@@ -29,7 +29,7 @@ from common.pipeline import STAGES, HighlightState, SidecarStatus, Stage, enqueu
 from common.settings import Settings, SettingsError
 from common.timeutil import iso, parse_iso
 from common.watermark import Watermark
-from worker import context, engines, files, progressive, retention
+from worker import context, engines, files, pieces, recipe, retention
 
 log = get_logger(__name__)
 
@@ -217,23 +217,23 @@ class Render:
         """The progressive path: the pieces the build encoded, joined by a stream copy; the output's
         facts. None when there are none (or they do not make the raw clip's duration): the single pass
         then does it all."""
-        if not progressive.applies(self.settings):
+        if not recipe.applies(self.settings):
             return None
-        pieces = progressive.pieces_for(self.settings, self.data)
-        if pieces is None:
+        found = pieces.pieces_for(self.settings, self.data)
+        if found is None:
             return None
         frame = 1 / (info.fps or 30)
         try:
-            crowded = progressive.crowded_frames(pieces.facts, frame)
+            crowded = pieces.crowded_frames(found.facts, frame)
             if crowded is not None:
                 raise FFmpegError(f"two frames {crowded} s apart where the pieces meet")
             with atomic_output(self.wm_path) as tmp:
-                if pieces.joined is not None:
+                if found.joined is not None:
                     # The build joined them while the post-roll recorded: take that file as it is.
-                    link_or_copy(pieces.joined, tmp)
+                    link_or_copy(found.joined, tmp)
                 else:
                     end = (self.data.get("progressive") or {}).get("end")
-                    args = progressive.join_args(pieces.paths, tmp, end)
+                    args = pieces.join_args(found.paths, tmp, end)
                     run(args, 60 + info.duration_sec, what="join pieces")
                 joined = probe(tmp)
                 if abs(joined.duration_sec - info.duration_sec) > frame + 0.01:
@@ -272,7 +272,7 @@ class Render:
 
     def remove_inputs(self) -> None:
         """Outputs are complete: the raw clip goes first, then the old sidecar (a re-run still finds us)."""
-        progressive.remove(self.settings, self.stem)
+        pieces.remove(self.settings, self.stem)
         if self.raw.parent.resolve() != self.out_dir.resolve():
             with contextlib.suppress(FileNotFoundError):
                 self.raw.unlink()

@@ -1,7 +1,7 @@
 """The operator's dashboard (`/admin`, after the login): the box's status, camera pictures, a press button
 per camera, and the failed jobs to requeue or purge.
 
-What it shows is `gravanois status`'s snapshot (ops/status.py); what it does to failed jobs is
+What it shows is `gravanois status`'s snapshot (ops/snapshot.py); what it does to failed jobs is
 ops/jobs.py, the same operations as `gravanois failed`.
 """
 
@@ -69,7 +69,7 @@ class Admin:
         return self.site.page("panel.html", **self._dashboard(session))
 
     def _dashboard(self, session: dict[str, Any]) -> dict[str, Any]:
-        from ops.status import snapshot  # what `gravanois status` shows, from the one place
+        from ops.snapshot import snapshot  # what `gravanois status` shows, from the one place
 
         snap = snapshot(self.site.settings, self.site.conn, highlights=ADMIN_HIGHLIGHTS)
         return {"snap": snap, "csrf": session["csrf"], "stamp": int(time.time())}
