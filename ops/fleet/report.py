@@ -1,5 +1,5 @@
 """What the box says about itself on `presence`, `heartbeat` and `state`, from what `gravanois status`
-sees (ops.status.snapshot): the same facts in the contract's shape, so the fleet and the venue agree."""
+sees (ops.snapshot.snapshot): the same facts in the contract's shape, so the fleet and the venue agree."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from common.timeutil import iso
 from common.version import describe as version_text
 from common.version import package_version, release_dir
 from ops.fleet import contract
-from ops.status import snapshot
+from ops.snapshot import snapshot
 
 
 def envelope(settings: Settings, **fields: Any) -> dict[str, Any]:
