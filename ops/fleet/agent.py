@@ -27,6 +27,7 @@ import redis
 
 from common import keys
 from common.cli import fail, redis_or_fail, settings_from
+from common.counters import incr
 from common.log import event, get_logger, register_secret
 from common.pipeline import Stage
 from common.pipeline import queue as rq_queue
@@ -248,7 +249,7 @@ class Agent:
 
     def refused(self, what: str, exc: Refused) -> None:
         event(log, "fleet_refused_message", 30, what=what, reason=exc.reason, detail=exc.detail)
-        self.conn.hincrby(keys.counters(self.device), keys.Counter.FLEET_MESSAGES_REFUSED.value, 1)
+        incr(self.conn, self.settings, keys.Counter.FLEET_MESSAGES_REFUSED)
 
     def desired(self, message: Any) -> None:
         outcome = self.config.take(message if isinstance(message, dict) else {})
