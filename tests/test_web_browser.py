@@ -436,6 +436,8 @@ def test_phone_pages_in_pt_br_fit_the_screen(
         for name, path in (("court", "/c/cam1"), ("highlight", f"/h/{clip.id}")):
             page.goto(f"{web.base}{path}")
             page.wait_for_load_state("networkidle")
+            if name == "highlight":  # the clip's length is known: the player is ready
+                page.wait_for_function("() => document.getElementById('clip').readyState >= 1")
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
             if shots:
                 page.screenshot(path=str(Path(shots) / f"web-{name}-pt-BR.png"))
