@@ -30,6 +30,13 @@ DOMAIN = "messages"
 # The language the code's own texts are written in: it needs no catalog.
 SOURCE_LANGUAGE = "en"
 QUERY = "lang"
+# A language's translations (gettext's; Babel's Translations for a catalog, the null ones for English).
+Catalog = gettext.NullTranslations
+
+
+def N_(text: str) -> str:
+    """Mark a text for the catalogs where it is declared; it is translated where it is shown."""
+    return text
 
 
 def match(tag: str) -> str | None:
@@ -72,9 +79,6 @@ def choose(query: str | None, accept_language: str, default: str) -> tuple[str, 
     return from_accept_language(accept_language) or default, False
 
 
-Catalog = gettext.NullTranslations
-
-
 def catalog(lang: str) -> Catalog:
     """The gettext translations of `lang`, compiled from its shipped `.po` (English: none needed)."""
     if lang == SOURCE_LANGUAGE:
@@ -114,8 +118,3 @@ class Formats:
         """A number with `digits` decimals (1,5 in pt-BR and es, 1.5 in en)."""
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
         return format_decimal(value, format=pattern, locale=self.locale)
-
-
-def N_(text: str) -> str:
-    """Mark a text for the catalogs where it is declared; it is translated where it is shown."""
-    return text
