@@ -84,7 +84,7 @@ def load_settings(
             values[f.name] = _parse(f, raw)
         elif raw is not None and _optional(f):
             values[f.name] = None
-        elif raw is not None and f.default != "":
+        elif raw is not None and (rule_of(f).shown or _text(f, f.default)) != "":
             # `GN_X=` with nothing after it is a mistake, not a wish for the default: say so rather
             # than silently becoming e.g. the host name (which changes every Redis key of the box).
             raise SettingsError(
