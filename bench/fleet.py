@@ -143,30 +143,26 @@ def wait_port(port: int) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def gravanois(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The project's command line, quiet, from this checkout."""
+    cmd = [sys.executable, "-m", "common.cli", *args]
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def subscriber(
+    port: int, user: str, password: str, topic: str, *extra: str, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`mosquitto_sub` (Mosquitto's own client: the floor any consumer is compared with) on `topic`."""
+    cmd = ["mosquitto_sub", "-p", str(port), "-u", user, "-P", password, *extra, "-t", topic]
+    return subprocess.Popen(cmd, stdout=stdout)
+
+
 def fleet_scale(tmp: Path, boxes: int, seconds: float, heartbeat: float) -> dict[str, Any]:
     broker = Mosquitto(tmp / "mosquitto").start()
     url = f"mqtt://{BACKEND_USER}:{BACKEND_PASSWORD}@127.0.0.1:{broker.port}"
     view_port = free_port()
-    view = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "fleet", "--broker", url, "--port", str(view_port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sub = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(broker.port),
-            "-u",
-            BACKEND_USER,
-            "-P",
-            BACKEND_PASSWORD,
-            "-t",
-            "grn/devices/+/#",
-        ],
-        stdout=subprocess.PIPE,
-    )
+    view = gravanois("fleet", "--broker", url, "--port", str(view_port))
+    sub = subscriber(broker.port, BACKEND_USER, BACKEND_PASSWORD, "grn/devices/+/#", stdout=subprocess.PIPE)
     try:
         wait_port(view_port)
         sims = [SimBox(broker.port, n, heartbeat) for n in range(boxes)]
@@ -239,31 +235,9 @@ def agent_cost(tmp: Path, seconds: float) -> dict[str, Any]:
         GN_LOG_FORMAT="json",
         PYTHONPATH=str(REPO),
     )
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "--env-file", "/dev/null", "agent"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    idle = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(broker.port),
-            "-u",
-            "bench-box",
-            "-P",
-            "box-pw",
-            "-k",
-            "30",
-            "-i",
-            "bench-idle",
-            "-t",
-            "grn/devices/bench-box/commands/in",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    agent = gravanois("--env-file", "/dev/null", "agent", env=env)
+    # The floor: one idle connection with the agent's keepalive, subscribed to what the agent listens to.
+    idle = subscriber(broker.port, "bench-box", "box-pw", "grn/devices/bench-box/commands/in", "-k", "30")
     try:
         time.sleep(10)  # started, connected, first state sent
         start = {p: cpu_seconds(p) for p in (agent.pid, idle.pid)}

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from common.proc import stop
 from harness.redis_server import free_port
 
 BACKEND_USER, BACKEND_PASSWORD = "backend", "backend-pw"
@@ -87,13 +88,8 @@ class Mosquitto:
         raise RuntimeError("mosquitto did not start listening")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, grace=10, first=signal.SIGTERM)
         self.proc = None
 
     def __enter__(self) -> Mosquitto:

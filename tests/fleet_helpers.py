@@ -218,3 +218,20 @@ class Backend:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def device_on(broker: Mosquitto, prefix: str, secret: str, heartbeat: float) -> dict[str, str]:
+    """A new device's MQTT user on `broker` (restarted to read its password file) and the settings that put
+    a box on it, as that device."""
+    device = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    broker.user(device, "box-pw")
+    broker.stop()
+    broker.start()
+    return {
+        "GN_DEVICE_ID": device,
+        "GN_MQTT_URL": broker.url(device, "box-pw"),
+        "GN_MQTT_HEARTBEAT_SECONDS": str(heartbeat),
+        "GN_DEVICE_SECRET": secret,
+        "GN_CLIENT_ID": "client-1",
+        "GN_VENUE_ID": "venue-1",
+    }

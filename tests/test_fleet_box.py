@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from common import sidecar
 from harness.box import Box
 from harness.mosquitto import Mosquitto
-from tests.fleet_helpers import Backend
+from tests.fleet_helpers import Backend, device_on
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -29,13 +28,10 @@ HEARTBEAT = 1.0
 @pytest.fixture
 def fleet_box(tmp_path: Path) -> Iterator[tuple[Box, Backend]]:
     with Mosquitto(tmp_path / "mosquitto") as broker:
-        device = f"fb-{uuid.uuid4().hex[:8]}"
-        broker.user(device, "box-pw")
-        broker.stop()
-        broker.start()
+        fleet = device_on(broker, "fb", SECRET, HEARTBEAT)
         with Box(
             tmp_path,
-            GN_DEVICE_ID=device,
+            **fleet,
             GN_CAMERAS='{"cam1": "testsrc:320x240@15"}',
             GN_PRE_SECONDS="3",
             GN_POST_SECONDS="2",
@@ -45,13 +41,8 @@ def fleet_box(tmp_path: Path) -> Iterator[tuple[Box, Backend]]:
             GN_WM_AHEAD="false",
             GN_TRIGGER_INPUT="gpio",
             GPIOZERO_PIN_FACTORY="mock",
-            GN_MQTT_URL=broker.url(device, "box-pw"),
-            GN_MQTT_HEARTBEAT_SECONDS=str(HEARTBEAT),
-            GN_DEVICE_SECRET=SECRET,
-            GN_CLIENT_ID="client-1",
-            GN_VENUE_ID="venue-1",
         ) as box:
-            backend = Backend(broker, device, SECRET)
+            backend = Backend(broker, fleet["GN_DEVICE_ID"], SECRET)
             try:
                 box.wait_recording(seconds=4, timeout=120)
                 backend.wait("presence", lambda m: m.get("status") == "online", timeout=60)

@@ -6,7 +6,6 @@ with the reason and the release the box is back on."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from harness.installed_box import InstalledBox, Releases
 from harness.mosquitto import Mosquitto
-from tests.fleet_helpers import Backend
+from tests.fleet_helpers import Backend, device_on
 from tests.test_update import BOX, WATCH, mute_recorder
 
 pytestmark = pytest.mark.slow
@@ -26,21 +25,9 @@ SECRET = "box-update-secret-0123456789abcdef"
 def fleet_box(tmp_path: Path) -> Iterator[tuple[InstalledBox, Backend, Releases]]:
     releases = Releases(tmp_path / "releases")
     with Mosquitto(tmp_path / "mosquitto") as broker:
-        device = f"fu-{uuid.uuid4().hex[:8]}"
-        broker.user(device, "box-pw")
-        broker.stop()
-        broker.start()
-        settings = {
-            **BOX,
-            "GN_DEVICE_ID": device,
-            "GN_MQTT_URL": broker.url(device, "box-pw"),
-            "GN_MQTT_HEARTBEAT_SECONDS": "2",
-            "GN_DEVICE_SECRET": SECRET,
-            "GN_CLIENT_ID": "client-1",
-            "GN_VENUE_ID": "venue-1",
-        }
-        with InstalledBox(tmp_path / "box", releases.wheel("0.1.0"), **settings) as box:
-            backend = Backend(broker, device, SECRET)
+        fleet = device_on(broker, "fu", SECRET, heartbeat=2.0)
+        with InstalledBox(tmp_path / "box", releases.wheel("0.1.0"), **BOX, **fleet) as box:
+            backend = Backend(broker, fleet["GN_DEVICE_ID"], SECRET)
             try:
                 box.wait_recording(seconds=4, timeout=120)
                 backend.wait("presence", lambda m: m.get("status") == "online", timeout=60)

@@ -42,8 +42,9 @@ from ops.restart import Restarter
 
 log = get_logger(__name__)
 
-# Seconds between two turns of the main loop (events go out within this of being added).
-TURN = 0.2
+# Seconds between two turns of the main loop when no message comes from the broker (events go out within
+# this of being added; a message from the broker is taken at once). The agent is idle most of the time.
+TURN = 0.5
 # Seconds a desired config that needs a restart waits between two looks for a quiet moment.
 QUIET_EVERY = 1.0
 # Seconds the clean stop waits for the retained "offline" presence to reach the broker.
@@ -147,10 +148,10 @@ class Agent:
             while not self.stop.is_set():
                 try:
                     self.turn()
+                    self.take_message(TURN)
                 except redis.RedisError as exc:
                     event(log, "fleet_redis_down", 30, error=type(exc).__name__)
                     self.stop.wait(1.0)
-                self.stop.wait(TURN)
         finally:
             self.goodbye()
 
@@ -166,6 +167,14 @@ class Agent:
             self.send_events()
             if time.monotonic() >= self.next_look:
                 self.look()
+
+    def take_message(self, timeout: float) -> None:
+        """Wait up to `timeout` for a message from the broker, and take it (SIGTERM ends the wait too)."""
+        try:
+            topic_name, payload = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self.received(topic_name, payload)
 
     def goodbye(self) -> None:
         """A clean stop: presence offline (retained), as the last will would say after a crash."""
