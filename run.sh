@@ -32,6 +32,9 @@ system_packages() {
                 alawenc:good mulawenc:good x264enc:ugly x265enc:bad voaacenc:bad; do
       gst-inspect-1.0 "${pair%%:*}" >/dev/null 2>&1 || missing+=("gstreamer1.0-plugins-${pair##*:}")
     done
+    # The fleet's tests: a real MQTT broker (its clients for bench/fleet.py's floor).
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+    command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
     # The web app's browser tests: Debian's chromium, driven by Playwright (no browser download).
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     # deploy/install.sh is tested in a fresh Debian 12 root; releases are venvs of the system's Python.

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import redis
 
 from common import log, version
+from common.redisconn import connect, wait_for_redis
 from common.settings import LOG_FORMATS, Settings, SettingsError, load_settings
 
 ENTRY_POINT_GROUP = "gravanois.commands"
@@ -95,6 +97,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit with `code` (an operator error, not a bug)."""
     click.echo(f"error: {log.redact(message)}", err=True)
     sys.exit(code)
+
+
+def redis_or_fail(settings: Settings, wait: float) -> redis.Redis:
+    """A connection to the box's Redis once it answers; after `wait` s without one, one line and exit 1."""
+    conn = connect(settings)
+    if not wait_for_redis(conn, wait):
+        fail(f"Redis at GN_REDIS_URL is not answering after {wait:g} s: start redis-server or fix the URL", 1)
+    return conn
 
 
 def main() -> None:

@@ -121,6 +121,26 @@ def restarting(device: str) -> str:
     return f"{ns(device)}:restarting"
 
 
+def events(device: str) -> str:
+    """STREAM of events for the fleet agent (common/events.py): one entry `event` = JSON each, bounded."""
+    return f"{ns(device)}:events"
+
+
+def events_sent(device: str) -> str:
+    """String: the id of the last `events` entry the broker acknowledged (the agent resumes after it)."""
+    return f"{ns(device)}:events:sent"
+
+
+def fleet(device: str) -> str:
+    """HASH of the fleet agent's own state (its connection, the config it answers, counts)."""
+    return f"{ns(device)}:fleet"
+
+
+def fleet_commands(device: str) -> str:
+    """ZSET of command ids the agent has answered, by their expiry: a replayed command is refused."""
+    return f"{ns(device)}:fleet:commands"
+
+
 def upload_lock(device: str, press_id: str) -> str:
     """String set with NX + expiry while one upload job works on a highlight (no two register it)."""
     return f"{ns(device)}:upload:{press_id}:lock"
@@ -183,6 +203,8 @@ class Counter(StrEnum):
     UPLOADS_OK = "uploads_ok"
     UPLOADS_FAILED = "uploads_failed"
     BYTES_UPLOADED = "bytes_uploaded"
+    EVENTS_DROPPED = "events_dropped"
+    FLEET_MESSAGES_REFUSED = "fleet_messages_refused"
 
 
 # What each counter counts, for people (`gravanois metrics` help texts).
@@ -198,6 +220,8 @@ COUNTERS: dict[Counter, str] = {
     Counter.UPLOADS_OK: "Highlights delivered to the backend",
     Counter.UPLOADS_FAILED: "Upload jobs that failed for good",
     Counter.BYTES_UPLOADED: "Bytes uploaded to the backend",
+    Counter.EVENTS_DROPPED: "Fleet events dropped, oldest first, while the broker was away too long",
+    Counter.FLEET_MESSAGES_REFUSED: "Messages from the broker refused (bad signature, expired, replayed)",
 }
 
 
@@ -212,6 +236,10 @@ class Alarm(StrEnum):
 
 # The alarms raised once per camera.
 CAMERA_ALARMS = frozenset({Alarm.BUFFER_DISK_LOW})
+# The alarms about disk space (the fleet hears of them as storage.low and storage.ok).
+STORAGE_ALARMS = frozenset(
+    {Alarm.BUFFER_DISK_LOW, Alarm.OUTPUT_UNDELIVERED_KEPT, Alarm.OUTPUT_UNDELIVERED_DELETED}
+)
 
 
 def alarm_name(alarm: Alarm, camera: str | None = None) -> str:
@@ -283,6 +311,10 @@ def _our_shapes(device: str) -> dict[str, list[str]]:
         "ahead": [ahead(device)],
         "budget": [budget(device)],
         "restarting": [restarting(device)],
+        "events": [events(device)],
+        "events_sent": [events_sent(device)],
+        "fleet": [fleet(device)],
+        "fleet_commands": [fleet_commands(device)],
         "upload_lock": [upload_lock(device, press)],
     }
 

@@ -35,6 +35,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONF = HERE / "supervisord.conf"
 RECORDER_TEMPLATE = HERE / "recorder.conf.in"
+# Settings supervisord.conf itself depends on (programs, numprocs, autostart): handed as the box runs
+# them, fleet's included, so that the plan changes when one of them does.
+SUPERVISORD_SETTINGS = (
+    "GN_CAMERAS",
+    "GN_UPLOAD_CONCURRENCY",
+    "GN_WORKERS",
+    "GN_TRIGGER_AUTOSTART",
+    "GN_TRIGGER_INPUT",
+)
 # The files supervisord runs with: a change in any of them means supervisord itself must start again.
 PLAN_FILES = ("supervisord.conf", "recorder.conf.in", "redis.conf")
 PLAN_NAME = "supervisord.plan"
@@ -49,7 +58,11 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
     from common.settings import load_settings, to_env
 
     env_file = env_file or REPO / ".env"
+    # What the box runs, the fleet's settings (common/settings/remote.py) included: supervisord's own
+    # decisions come from it. The programs are handed the settings without the fleet's, which each
+    # reads from its file at start, so that a change from the fleet needs no new supervisord.
     settings = load_settings(env_file=env_file)
+    handed = load_settings(env_file=env_file, remote=False)
 
     def absolute(p: Path) -> Path:
         # Relative paths in .env are relative to the folder .env is in, not to the caller.
@@ -58,7 +71,8 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
     data_dir = absolute(settings.data_dir)
     # Every setting, GN_WORKERS, GN_TRIGGER_AUTOSTART and GN_TRIGGER_INPUT among them (supervisord.conf
     # expands those three), as the settings wrote them, so that all programs read the same values.
-    env = {**os.environ, **to_env(settings)}
+    full = to_env(settings)
+    env = {**os.environ, **to_env(handed), **{name: full[name] for name in SUPERVISORD_SETTINGS}}
     env["GN_DATA_DIR"] = str(data_dir)
     env["GN_BUFFER_DIR"] = str(absolute(settings.buffer_dir))
     env["GN_WM_LOGO"] = str(absolute(settings.wm_logo))
@@ -78,6 +92,7 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
         GN_REDIS_PORT=str(url.port or 6379),
         GN_REDIS_AUTOSTART=str(local_redis).lower(),
         GN_UPLOAD_AUTOSTART=str(settings.upload_enabled).lower(),
+        GN_AGENT_AUTOSTART=str(settings.fleet_enabled).lower(),
         # supervisord's children log to files: JSON lines unless the operator asked otherwise.
         PYTHONUNBUFFERED="1",
     )

@@ -114,11 +114,13 @@ class Box:
 
     def stop(self) -> None:
         """A clean stop (SIGTERM to supervisord), or SIGKILL to what is left after a minute."""
-        if self.supervisord is not None and self.supervisord.poll() is None:
-            self.supervisord.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.supervisord.wait(60)
-        self.kill_everything()
+        try:
+            if self.supervisord is not None and self.supervisord.poll() is None:
+                self.supervisord.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.supervisord.wait(60)
+        finally:
+            self.kill_everything()  # also when a test's timeout cuts the wait short
 
     def pids(self) -> dict[str, int]:
         """Running programs by supervisord's name (redis rewrites its environment: found this way)."""

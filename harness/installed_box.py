@@ -97,15 +97,18 @@ class InstalledBox(Box):
 
     def stop(self) -> None:
         """systemctl stop: the service loop ends, supervisord stops its programs in order."""
-        if self.service is not None and self.service.poll() is None:
-            os.kill(self.service.pid, signal.SIGSTOP)  # the loop must not start it again
-            pid = self.supervisord_pid()
-            if pid is not None:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 120
-                while self.supervisord_pid() == pid and time.monotonic() < deadline:
-                    time.sleep(0.2)
-        self.kill_everything()
+        try:
+            if self.service is not None and self.service.poll() is None:
+                os.kill(self.service.pid, signal.SIGSTOP)  # the loop must not start it again
+                pid = self.supervisord_pid()
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
+                    deadline = time.monotonic() + 120
+                    while self.supervisord_pid() == pid and time.monotonic() < deadline:
+                        time.sleep(0.2)
+        finally:
+            # Also when the wait is cut short (a test's timeout): no box may outlive its test.
+            self.kill_everything()
 
     def kill_everything(self) -> list[int]:
         """A power cut: every process of the box, the service loop included, SIGKILLed at once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from common.proc import stop
 
 
 def free_port() -> int:
@@ -64,13 +67,8 @@ class RedisServer:
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, grace=10, first=signal.SIGTERM)
         self.proc = None
 
     def client(self) -> redis.Redis:

@@ -61,7 +61,7 @@ def snapshot(
     except redis.RedisError as exc:
         snap["redis"].update(ok=False, error=redact(str(exc)))
     if not snap["redis"]["ok"]:
-        snap["cameras"] = [_unknown_camera(c.id) for c in settings.cameras]
+        snap["cameras"] = [_unknown_camera(c.id, c.label) for c in settings.cameras]
     else:
         try:
             snap["cameras"] = _cameras(settings, conn, t)
@@ -103,10 +103,11 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _unknown_camera(cam: str) -> dict[str, Any]:
+def _unknown_camera(cam: str, name: str) -> dict[str, Any]:
     """A configured camera whose health cannot be read (Redis down)."""
     return {
         "id": cam,
+        "name": name,
         "configured": True,
         "state": "unknown",
         "recording": None,
@@ -128,6 +129,7 @@ def _unknown_camera(cam: str) -> dict[str, Any]:
 def _cameras(settings: Settings, conn: redis.Redis, t: float) -> list[dict[str, Any]]:
     """Configured cameras first, then any other camera that registered a recorder."""
     configured = [c.id for c in settings.cameras]
+    names = {c.id: c.label for c in settings.cameras}
     registered = sorted(_text(c) for c in conn.smembers(keys.cameras(settings.device_id)))
     out = []
     for cam in configured + [c for c in registered if c not in configured]:
@@ -139,6 +141,7 @@ def _cameras(settings: Settings, conn: redis.Redis, t: float) -> list[dict[str, 
         out.append(
             {
                 "id": cam,
+                "name": names.get(cam, cam),
                 "configured": cam in configured,
                 "state": judged.state,
                 "recording": judged.recording,

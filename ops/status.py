@@ -44,7 +44,7 @@ def render_text(snap: dict[str, Any]) -> str:
     ]
     cams = [
         [
-            c["id"],
+            c["id"] if c["name"] == c["id"] else f"{c['id']} ({c['name']})",
             {True: "yes", False: "NO", None: "?"}[c["recording"]]
             + ("" if c["configured"] else " (not configured)"),
             c["state"],

@@ -34,15 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
-from common import keys
 from common.cli import fail, settings_from
 from common.log import event, get_logger
 from common.redisconn import connect
@@ -50,8 +47,8 @@ from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import iso
 from deploy import release as rel
-from deploy.control import ControlError, Program, Supervisor, restart_order
-from deploy.supervise import PLAN_NAME
+from deploy.control import ControlError, Program
+from ops.restart import Restarter
 
 log = get_logger(__name__)
 
@@ -60,10 +57,6 @@ STEPS = ("fetch", "install", "check", "trial", "switch", "restart", "watch", "co
 PAUSE_ENV = "GN_UPDATE_PAUSE_AT"
 # Seconds of health watched after the restart before an update is committed.
 WATCH_SECONDS = 60.0
-# Seconds a fresh supervisord may take to come back when the new release needs one.
-SUPERVISORD_RETURN = 180.0
-# Expiry of the "restarting on purpose" flag (longer than any one program's restart; removed after).
-RESTART_FLAG_SECONDS = 600
 # Seconds between two looks at the box's health during the watch.
 WATCH_EVERY = 2.0
 
@@ -93,8 +86,8 @@ class Updater:
         self.layout = layout
         self.watch_seconds = watch
         self.python = python
-        self.supervisor = Supervisor(settings.data_dir / "run" / "supervisor.sock")
-        self.restarted: dict[str, float] = {}
+        self.restarter = Restarter(settings, env_file, layout.root / "current" / "bin" / "python")
+        self.supervisor = self.restarter.supervisor
         # The release every program must run by the end of the watch.
         self.target: str | None = None
 
@@ -148,7 +141,7 @@ class Updater:
         event(log, "update_switched", old=old, new=new)
         # Until the new release (or, failing it, the old one again) has proven itself, a recorder that is
         # stopping or starting is restarting on purpose: presses are still taken (trigger.press).
-        with self.restarting_on_purpose():
+        with self.restarter.on_purpose(f"update to {new}"):
             try:
                 self.step("restart")
                 how = self.restart()
@@ -212,7 +205,7 @@ class Updater:
             reason="the updater stopped before the release proved itself",
         )
         self.layout.point("current", old)
-        with self.restarting_on_purpose(), contextlib.suppress(ControlError):
+        with self.restarter.on_purpose(f"back to {old}"), contextlib.suppress(ControlError):
             self.restart()
         self.layout.state.write(
             phase="rolled_back",
@@ -225,65 +218,12 @@ class Updater:
     # ------------------------------------------------------------ restarting
 
     def restart(self) -> str:
-        """Put the programs on the release `current` names: one by one, or supervisord anew if needed."""
-        if self.plan_changed():
-            old_pid = self.supervisor.pid()
-            # One start of the release on trial is expected (boot.sh lets exactly one through).
+        """Put the programs on the release `current` names (boot.sh lets one requested start through)."""
+
+        def one_start_expected() -> None:
             self.layout.state.write(**{**self.layout.state.read(), "restart": "requested"})
-            self.supervisor.shutdown()
-            self.supervisor.wait_for_new(old_pid, SUPERVISORD_RETURN)
-            self.restarted = {"*": time.time()}
-            self.wait_started()
-            return "supervisord started anew"
-        for batch in restart_order(self.supervisor.programs()):
-            self.supervisor.restart(*batch)
-            self.restarted.update((p.full_name, time.time()) for p in batch)
-        return "one by one"
 
-    def wait_started(self) -> None:
-        """Wait until a fresh supervisord has started its programs (none left STARTING)."""
-        deadline = time.monotonic() + SUPERVISORD_RETURN
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ControlError):
-                states = {p.state for p in self.supervisor.programs()}
-                if states and "STARTING" not in states:
-                    return
-            time.sleep(0.5)
-
-    @contextlib.contextmanager
-    def restarting_on_purpose(self) -> Iterator[None]:
-        """Tell the trigger that recorders stopping or starting now are coming back (keys.restarting)."""
-        key = keys.restarting(self.settings.device_id)
-        conn = connect(self.settings)
-        with contextlib.suppress(redis.RedisError):
-            conn.set(key, f"update to {self.target}", ex=RESTART_FLAG_SECONDS)
-        try:
-            yield
-        finally:
-            # After a fresh supervisord, Redis itself restarted: wait for it (its append-only file kept
-            # the flag), then lift the flag.
-            deadline = time.monotonic() + SUPERVISORD_RETURN
-            while time.monotonic() < deadline:
-                try:
-                    conn.delete(key)
-                    break
-                except redis.RedisError:
-                    time.sleep(0.5)
-
-    def plan_changed(self) -> bool:
-        """Whether supervisord's own files or environment differ in the release `current` names now."""
-        running = self.settings.data_dir / "run" / PLAN_NAME
-        args = ["--env-file", str(self.env_file)] if self.env_file else []
-        current = self.layout.root / "current" / "bin" / "python"
-        done = subprocess.run(
-            [str(current), "-m", "deploy.supervise", *args, "plan"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0 or not running.is_file():
-            return True
-        return done.stdout.strip() != running.read_text().strip()
+        return self.restarter.restart(before_fresh=one_start_expected)
 
     def supervisord_release(self) -> list[str]:
         """The release supervisord itself runs from (kept by prune while it runs), if it can be told."""
@@ -335,7 +275,9 @@ class Updater:
             seen = now.cameras.get(cam, {})
             if c.get("recording") and not seen.get("recording"):
                 return f"camera {cam} is not recording"
-            since = self.restarted.get(f"recorder-{cam}:recorder-{cam}", self.restarted.get("*"))
+            since = self.restarter.restarted.get(
+                f"recorder-{cam}:recorder-{cam}", self.restarter.restarted.get("*")
+            )
             age = seen.get("last_segment_age")
             if c.get("recording") and since and (age is None or time.time() - age < since):
                 return f"camera {cam} has recorded nothing since its recorder restarted"

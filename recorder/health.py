@@ -9,6 +9,7 @@ import redis
 
 from common import keys
 from common.counters import incr
+from common.events import EventType, emit
 from common.log import redact
 from common.settings import Settings
 
@@ -63,3 +64,7 @@ class Health:
     def stalled(self) -> None:
         """Count a stall the watchdog caught."""
         incr(self.conn, self.settings, keys.Counter.STALLS)
+
+    def tell_fleet(self, type: EventType, reason: str = "") -> None:
+        """Add a camera event for the fleet agent (common.events)."""
+        emit(self.conn, self.settings, type, camera=self.camera, reason=redact(reason))

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from common.events import EventType
 from common.log import event, get_logger, redact
 from common.segments import Segment
 from common.settings import Camera, Settings, camera_mode
@@ -157,6 +158,7 @@ class Recorder:
         if self.state is not State.RECORDING and not self.stopping:
             if failures:
                 event(log, "recording_resumed", camera=self.camera.id, after_failures=failures)
+                self.link.call(lambda: self.house.health.tell_fleet(EventType.CAMERA_RECONNECTED))
             self.state = State.RECORDING
             self.last_error = ""
 
@@ -181,6 +183,12 @@ class Recorder:
             failures=self.ffmpeg.backoff.failures,
         )
         self.link.call(lambda: self.house.health.restarted(time.time()))
+        # The fleet hears of the camera lost, and of the first restart that did not bring it back.
+        lost = {1: EventType.CAMERA_RECONNECTING, 2: EventType.CAMERA_RESTART_FAILED}.get(
+            self.ffmpeg.backoff.failures
+        )
+        if lost is not None:
+            self.link.call(lambda: self.house.health.tell_fleet(lost, self.last_error))
         self.keep_house()
 
     def keep_house(self, retain: bool = True) -> None:

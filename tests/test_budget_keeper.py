@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from starlette.requests import Request
 
 from common import keys
 from common.ffmpeg import FFmpegError, base_args, probe
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from harness.media import make_logo, segment_stream
-from ops.status import snapshot
+from ops.snapshot import snapshot
 from ops.web.site import Site
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois
@@ -198,11 +199,18 @@ def test_status_and_the_dashboard_show_the_decision_the_box_published(
         row = next(line for line in text.splitlines() if line.startswith(cam + " ") and "@15/1" in line)
         assert row.split()[2:5] == [choice["path"], choice["encoder"], choice["size"]], row
         assert f"~{choice['wait']:.1f} s" in row
-    panel = Site(s, redis_conn).page("panel.html", snap=snapshot(s, redis_conn), csrf="x", stamp=0)
-    html = bytes(panel.body).decode()
-    assert "Render budget" in html and "0.98 CPU, 15% kept in reserve" in html
-    for cam, choice in data["decision"]["cameras"].items():
-        assert f"<td>{cam}</td><td>320x240@15/1</td><td>{choice['path']}</td>" in html
+    for lang, title in (("en", "Render budget"), ("pt-BR", "Orçamento de CPU dos vídeos")):
+        request = Request(
+            {"type": "http", "method": "GET", "path": "/admin", "headers": [], "query_string": b""}
+        )
+        request.scope["query_string"] = f"lang={lang}".encode()
+        panel = Site(s, redis_conn).page(
+            request, "panel.html", snap=snapshot(s, redis_conn), csrf="x", stamp=0
+        )
+        html = bytes(panel.body).decode()
+        assert title in html and "<td>0.98</td>" in html and "<td>15%</td>" in html, lang
+        for cam, choice in data["decision"]["cameras"].items():
+            assert f"<td>{cam}</td><td>320x240@15/1</td><td>{choice['path']}</td>" in html
 
 
 def test_the_ahead_encoder_encodes_at_the_size_the_budget_chose(

@@ -128,4 +128,12 @@ def test_the_wheel_holds_every_package_and_the_release_files(tmp_path: Path) -> 
         "deploy/requirements/box.txt",
     }
     assert shipped <= names, sorted(shipped - names)
+    # the web app's pages, scripts and language catalogs (read from the package when it starts)
+    web = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "ops" / "web").rglob("*")
+        if p.suffix in (".html", ".js", ".css", ".po")
+    }
+    assert any(n.endswith("/pt_BR/LC_MESSAGES/messages.po") for n in web)
+    assert web <= names, sorted(web - names)
     assert not [n for n in names if n.startswith(("tests/", "bench/", "harness/"))]

@@ -191,7 +191,7 @@ def test_one_module_judges_whether_a_camera_records() -> None:
         "stall_limit(": ["common/verdict.py"],
         "limit_for(": ["common/verdict.py", "recorder/supervisor.py"],
         '"last_segment_end"': ["common/verdict.py", "recorder/loop.py"],
-        "keys.restarting(": ["common/verdict.py", "ops/update.py"],
+        "keys.restarting(": ["common/verdict.py", "ops/restart.py"],
     }
     assert_written_only_in(calls)
 

@@ -83,6 +83,65 @@ def test_cameras_forms() -> None:
         s.camera("zz")
 
 
+def test_a_camera_may_carry_the_name_people_read() -> None:
+    s = load_settings(
+        {
+            "device_id": "b",
+            "cameras": '{"cam1": {"source": "testsrc", "name": " Quadra Central "}, "b": "x"}',
+        },
+        env_file=None,
+    )
+    assert [(c.id, c.name, c.label) for c in s.cameras] == [
+        ("cam1", "Quadra Central", "Quadra Central"),
+        ("b", "", "b"),
+    ]
+    # the name is kept where the settings travel to child processes
+    again = load_settings({"device_id": "b", "cameras": to_env(s)["GN_CAMERAS"]}, env_file=None)
+    assert again.cameras == s.cameras
+
+
+@pytest.mark.parametrize(
+    ("cameras", "message"),
+    [
+        (
+            '{"cam1": {"source": "testsrc", "name": 7}}',
+            "GN_CAMERAS: the name of camera 'cam1' must be text, like \"Quadra Central\"",
+        ),
+        (
+            '{"cam1": {"source": "testsrc", "name": "' + "x" * 41 + '"}}',
+            "GN_CAMERAS is not valid: camera 'cam1' name must be at most 40 printable characters on one line",
+        ),
+        (
+            '{"cam1": {"source": "testsrc", "name": "Quadra\\n1"}}',
+            "GN_CAMERAS is not valid: camera 'cam1' name must be at most 40 printable characters on one line",
+        ),
+        (
+            '{"cam1": {"source": "testsrc", "title": "Quadra"}}',
+            "GN_CAMERAS: unknown key(s) ['title']; use id, source, mode and name",
+        ),
+    ],
+)
+def test_a_bad_camera_name_is_refused_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, cameras: str, message: str
+) -> None:
+    assert refusal(monkeypatch, {"GN_CAMERAS": cameras}) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("pt-BR,fr", "GN_POSTER_LANGUAGES is not valid: fr is not one of pt-BR, es, en"),
+        ("pt-BR,es,en", "GN_POSTER_LANGUAGES is not valid: name at most 2 languages, like pt-BR,es"),
+    ],
+)
+def test_poster_languages_are_the_web_app_s_languages(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    assert refusal(monkeypatch, {"GN_POSTER_LANGUAGES": value}) == message
+    monkeypatch.setenv("GN_POSTER_LANGUAGES", " es , pt-BR ")
+    assert load_settings({"device_id": "box1"}, env_file=None).poster_languages == ("es", "pt-BR")
+
+
 def test_open_hours_parse() -> None:
     assert parse_open_hours("08:00-12:00, 14:00-23:30") == [(480, 720), (840, 1410)]
 

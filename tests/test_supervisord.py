@@ -64,13 +64,15 @@ def test_supervisor_parses_the_shipped_config(monkeypatch: pytest.MonkeyPatch, t
         "trigger",
         "scheduler",
         "ahead",
+        "agent",
         "web",
     }
     prio = {name: g.priority for name, (g, _) in procs.items()}
     assert prio["redis"] < prio["recorder-court1"] < prio["worker-0"] < prio["upload-0"] < prio["trigger"]
     assert prio["redis"] < prio["scheduler"] < prio["worker-0"]
     assert prio["recorder-court1"] < prio["ahead"] < prio["worker-0"]
-    assert prio["trigger"] < prio["web"]  # the web app starts last and stops first
+    assert prio["trigger"] < prio["agent"] < prio["web"]  # the web app starts last and stops first
+    assert not procs["agent"][1].autostart  # no broker configured: no fleet agent
     data = tmp_path / "data"
     for name, (_, p) in procs.items():
         assert p.autorestart and p.killasgroup, name

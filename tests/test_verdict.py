@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from starlette.requests import Request
 
 from common import keys, verdict
 from common.journal import PressRecord
@@ -44,7 +45,8 @@ def publish(s: Settings, conn: redis.Redis, t: float, **fields: object) -> None:
 
 def panel_says(admin: Admin) -> bool:
     """What the web dashboard's camera card shows for cam1: recording or not."""
-    html = bytes(admin.site.page("panel.html", **admin._dashboard({"csrf": "x"})).body).decode()
+    english = Request({"type": "http", "query_string": b"lang=en", "headers": []})
+    html = bytes(admin.site.page(english, "panel.html", **admin._dashboard({"csrf": "x"})).body).decode()
     card = html.split('data-camera="cam1"', 1)[1]
     label = re.search(r'<span class="(?:ok|error)">([^<]+)</span>', card)
     assert label is not None, card[:500]
@@ -172,7 +174,7 @@ def press_reader(s: Settings) -> Callable[[], tuple[float, bool]]:
 
 def web_reader(web: WebProc, cookie: str) -> Callable[[], tuple[float, bool]]:
     def sample() -> tuple[float, bool]:
-        code, _, body = web.request("GET", "/admin/panel", {"Cookie": cookie})
+        code, _, body = web.request("GET", "/admin/panel", {"Cookie": cookie, "Accept-Language": "en"})
         assert code == 200
         html = body.decode()
         at = re.search(r'id="overall">\S+ at (\S+) ', html)

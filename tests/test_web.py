@@ -207,8 +207,11 @@ def test_dashboard_needs_login_and_csrf(
     _, headers, _ = web.request("GET", "/admin/login")
     flags = headers["set-cookie"].lower()
     assert "httponly" in flags and "samesite=strict" in flags
-    page = web.request("GET", "/admin", {"Cookie": cookie})[2].decode()
+    page = web.request("GET", "/admin", {"Cookie": cookie, "Accept-Language": "en"})[2].decode()
     assert "Cameras" in page and "court2" in page and "Failed jobs" in page
+    # the venue's language when the browser names none of the dashboard's
+    page = web.request("GET", "/admin", {"Cookie": cookie})[2].decode()
+    assert "Câmeras" in page and "Tarefas com falha" in page
     form = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
     # forged: no token, a wrong token, a token without the cookie
     assert web.request("POST", "/admin/press/cam1", form, b"")[0] == 403
@@ -217,8 +220,10 @@ def test_dashboard_needs_login_and_csrf(
     assert web.request("POST", "/admin/press/cam1", no_cookie, f"csrf={csrf}".encode())[0] == 403
     status, headers, _ = web.request("POST", "/admin/press/cam1", form, f"csrf={csrf}".encode())
     assert status == 303 and "note=scheduled" in headers["location"]
-    shown = web.request("GET", headers["location"], {"Cookie": cookie})[2].decode()
+    shown = web.request("GET", headers["location"], {"Cookie": cookie, "Accept-Language": "en"})[2].decode()
     assert "cam1: pressed; the highlight is on its way." in shown
+    shown = web.request("GET", headers["location"] + "&lang=es", {"Cookie": cookie})[2].decode()
+    assert "cam1: pulsado; la jugada está en camino." in shown
     # a crafted link cannot make the dashboard say something of its choosing
     crafted = web.request("GET", "/admin?note=call+0800+now", {"Cookie": cookie})[2].decode()
     assert "0800" not in crafted

@@ -24,6 +24,7 @@ from rq.job import JobStatus
 
 from common import hours, journal, keys, sidecar
 from common.counters import incr
+from common.events import EventType, emit, source_of
 from common.highlights import note_highlight
 from common.journal import PressRecord
 from common.keys import job_id
@@ -145,6 +146,7 @@ def submit(settings: Settings, conn: redis.Redis, press: PressRecord, check_came
         event(log, "press_refused", level=30, camera=press.camera, at=iso(press.at), reason=detail)
         with contextlib.suppress(redis.RedisError):
             incr(conn, settings, keys.Counter.PRESSES_IGNORED)
+            rejected(settings, conn, press, detail)
         return outcome(settings, press, CLOSED, detail)
     try:
         problem = camera_problem(settings, conn, press) if check_camera else None
@@ -153,6 +155,19 @@ def submit(settings: Settings, conn: redis.Redis, press: PressRecord, check_came
         return hand_over(settings, conn, press)
     except redis.RedisError as exc:
         return keep(settings, press, f"Redis unavailable: {type(exc).__name__}")
+
+
+def rejected(settings: Settings, conn: redis.Redis, press: PressRecord, reason: str) -> None:
+    """Tell the fleet a press was not taken (closed hours, cooldown). Raises RedisError."""
+    emit(
+        conn,
+        settings,
+        EventType.TRIGGER_REJECTED,
+        camera=press.camera,
+        trigger_id=press.press_id,
+        trigger_source=source_of(press.source),
+        reason=reason,
+    )
 
 
 def keep(settings: Settings, press: PressRecord, reason: str) -> Outcome:
@@ -226,8 +241,11 @@ def refuse(settings: Settings, conn: redis.Redis, press: PressRecord, reason: st
         settings,
         press.press_id,
         press.at,
+        EventType.TRIGGER_REJECTED,
+        reason,
         state=HighlightState.FAILED,
         camera=press.camera,
+        source=source_of(press.source),
         error=reason,
     )
     return outcome(settings, press, REFUSED, reason)
@@ -268,6 +286,7 @@ def hand_over(settings: Settings, conn: redis.Redis, press: PressRecord) -> Outc
         detail = f"within the {settings.cooldown_seconds:g} s cooldown of camera {press.camera}"
         event(log, "press_ignored", camera=press.camera, at=iso(press.at), reason=detail)
         incr(conn, settings, keys.Counter.PRESSES_IGNORED)
+        rejected(settings, conn, press, detail)
         return outcome(settings, press, COOLDOWN, detail)
     a, b = press.window
     SegmentIndex(conn, settings.device_id, press.camera).pin(
@@ -284,8 +303,10 @@ def hand_over(settings: Settings, conn: redis.Redis, press: PressRecord) -> Outc
         settings,
         press.press_id,
         press.at,
+        EventType.TRIGGER_ACCEPTED,
         state=HighlightState.SCHEDULED,
         camera=press.camera,
+        source=source_of(press.source),
         job=build_id,
     )
     event(

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from common.cli import fail, settings_from
+from common.cli import fail, redis_or_fail, settings_from
 from common.log import event, get_logger
 from common.pipeline import Stage, queue
 from common.proc import kill_children, spawn, stop
@@ -65,13 +65,7 @@ def worker(
     unknown = [s for s in wanted if s not in Stage.__members__.values()]
     if unknown or not wanted:
         fail(f"--queues {stages!r}: use stages from {', '.join(Stage)}, like build,render")
-    conn = connect(settings)
-    if not wait_for_redis(conn, redis_wait):
-        fail(
-            f"Redis at GN_REDIS_URL is not answering after {redis_wait:g} s: "
-            "start redis-server or fix the URL",
-            1,
-        )
+    conn = redis_or_fail(settings, redis_wait)
     preflight(settings, wanted)
     queues = [queue(settings, stage, conn) for stage in wanted]
     box = BoxWorker(

@@ -26,6 +26,7 @@ from rq.job import Job
 
 from common import sidecar
 from common.counters import incr
+from common.events import EventType
 from common.highlights import note_highlight
 from common.keys import stage_of_queue
 from common.log import event, get_logger
@@ -92,9 +93,11 @@ class FailurePolicy:
         if isinstance(press_id, str) and isinstance(at, int | float):
             state = HighlightState.FAILED if final else HighlightState.RETRYING
             with contextlib.suppress(redis.RedisError, ValueError, OverflowError):
+                fleet = EventType.HIGHLIGHT_FAILED if final else None
                 note_highlight(
-                    job.connection, self.settings, press_id, float(at), state=state, stage=stage, error=reason
-                )
+                    job.connection, self.settings, press_id, float(at), fleet, reason,
+                    state=state, stage=stage, error=reason,
+                )  # fmt: skip
 
     def record_in_sidecar(self, job: Job, stage: Stage, reason: str, final: bool) -> tuple[str, float] | None:
         """The attempt in the sidecar (the stage's section); the final one sets the stage's failed status."""

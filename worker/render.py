@@ -20,6 +20,7 @@ from rq.job import Job
 
 from common import sidecar
 from common.counters import incr
+from common.events import EventType
 from common.ffmpeg import FFmpegError, MediaInfo, probe, run
 from common.fsutil import TMP_MARK, atomic_output, link_or_copy, sha256_file, sha256_soon
 from common.highlights import note_highlight
@@ -289,7 +290,7 @@ class Render:
         if uploading:
             self.enqueue_upload()
         state = HighlightState.UPLOADING if uploading else HighlightState.DONE
-        self.note(state, wm_path=str(self.wm_path))
+        self.note(state, EventType.HIGHLIGHT_DONE if count else None, wm_path=str(self.wm_path))
         event(log, "render_done", press_id=self.press_id, clip=self.wm_path.name, upload=uploading)
         try:
             retention.enforce(self.settings, protect={self.stem}, conn=self.conn)
@@ -334,7 +335,7 @@ class Render:
         with contextlib.suppress(redis.RedisError):
             self.job.save_meta()
 
-    def note(self, state: HighlightState, **fields: str) -> None:
+    def note(self, state: HighlightState, fleet: EventType | None = None, **fields: str) -> None:
         """The highlight's state for `gravanois status` (Redis trouble must not fail the render)."""
         with contextlib.suppress(redis.RedisError):
-            note_highlight(self.conn, self.settings, self.press_id, self.at, state=state, **fields)
+            note_highlight(self.conn, self.settings, self.press_id, self.at, fleet, state=state, **fields)

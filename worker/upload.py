@@ -23,6 +23,7 @@ from rq import get_current_job
 from common import hours, keys, sidecar
 from common.alarms import clear_alarm, raise_alarm
 from common.counters import incr
+from common.events import EventType
 from common.ffmpeg import probe
 from common.fsutil import sha256_file
 from common.highlights import note_highlight
@@ -257,7 +258,7 @@ class Upload:
         incr(self.conn, self.settings, STAGES[Stage.UPLOAD].done_counter)
         clear_alarm(self.conn, self.settings, ALARM)
         kept = self.settings.keep_after_upload
-        self.note(HighlightState.DONE, clip_id=clip_id, kept=str(kept).lower())
+        self.note(HighlightState.DONE, EventType.HIGHLIGHT_UPLOADED, clip_id=clip_id, kept=str(kept).lower())
         event(log, "upload_done", press_id=self.press_id, clip_id=clip_id, kept=kept)
         if not kept:
             for f in (self.video, self.highlight.thumbnail, self.highlight.vertical, self.path):
@@ -336,10 +337,10 @@ class Upload:
         """Persist `remote` (and top-level fields) in the sidecar, atomically."""
         self.data = sidecar.update(self.path, remote=self.remote, **top)
 
-    def note(self, state: HighlightState, **fields: str) -> None:
+    def note(self, state: HighlightState, fleet: EventType | None = None, **fields: str) -> None:
         """The highlight's state for `gravanois status` (Redis trouble must not fail the upload)."""
         with contextlib.suppress(redis.RedisError):
-            note_highlight(self.conn, self.settings, self.press_id, self.at, state=state, **fields)
+            note_highlight(self.conn, self.settings, self.press_id, self.at, fleet, state=state, **fields)
 
 
 class StreamBody:

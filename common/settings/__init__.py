@@ -28,7 +28,7 @@ from common.settings.cameras import (
     parse_cameras,
 )
 from common.settings.capture import MAX_SIDE_SECONDS
-from common.settings.core import CONCERNS, Settings, describe, load_settings, to_env, validate
+from common.settings.core import CONCERNS, Settings, describe, live, load_settings, to_env, validate
 from common.settings.fields import ENV_PREFIX, SettingsError, env_name
 from common.settings.identity import LOG_FORMATS, LOG_LEVELS
 from common.settings.supervision import TRIGGER_INPUTS
@@ -51,6 +51,7 @@ __all__ = [
     "camera_mode",
     "describe",
     "env_name",
+    "live",
     "load_settings",
     "parse_cameras",
     "to_env",

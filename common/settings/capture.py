@@ -7,7 +7,7 @@ from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.hours import parse_open_hours
-from common.settings.fields import Check, Concern, SettingsError, env_name, invalid, setting
+from common.settings.fields import LIVE, RESTART, Check, Concern, SettingsError, env_name, invalid, setting
 
 # Longest pre-roll or post-roll a highlight may ask for (the build job refuses more, too).
 MAX_SIDE_SECONDS = 900.0
@@ -49,6 +49,7 @@ class CaptureSettings(Concern):
         at_least=0,
         at_most=MAX_SIDE_SECONDS,
         unit="seconds",
+        remote=RESTART,
     )
     post_seconds: float = setting(
         10.0,
@@ -56,21 +57,33 @@ class CaptureSettings(Concern):
         at_least=0,
         at_most=MAX_SIDE_SECONDS,
         unit="seconds",
+        remote=RESTART,
     )
     cooldown_seconds: float = setting(
-        5.0, "A second press on a camera within this many seconds is ignored.", at_least=0
+        5.0,
+        "A second press on a camera within this many seconds is ignored.",
+        at_least=0,
+        remote=LIVE,
     )
     open_hours: str = setting(
-        "", "Opening hours like 08:00-23:00 (empty: always open).", check=_check_open_hours
+        "",
+        "Opening hours like 08:00-23:00 (empty: always open).",
+        check=_check_open_hours,
+        remote=LIVE,
     )
     timezone: str = setting(
-        "America/Sao_Paulo", "Venue time zone for opening hours (IANA name).", check=_check_timezone
+        "America/Sao_Paulo",
+        "Venue time zone for opening hours (IANA name).",
+        check=_check_timezone,
+        remote=LIVE,
     )
     gpio_pin: int = setting(17, "BCM pin of the button (pull-up, press = low).")
     gpio_debounce_ms: int = setting(300, "Button debounce, in milliseconds.", at_least=0)
     gpio_led_pin: int = setting(0, "BCM pin of a status LED that blinks on an accepted press (0: none).")
     buttons: str = setting(
-        "", 'Map of buttons to cameras as JSON, e.g. {"17": "all", "BTN_2": "cam2"} (empty: all).'
+        "",
+        'Map of buttons to cameras as JSON, e.g. {"17": "all", "BTN_2": "cam2"} (empty: all).',
+        remote=RESTART,
     )
     serial_port: str = setting("", "Serial trigger device (empty: auto-detect under /dev/serial/by-id).")
     serial_baud: int = setting(115200, "Serial trigger baud rate.")

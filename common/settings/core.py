@@ -17,9 +17,20 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from common.settings import remote as remote_file
 from common.settings.cameras import CameraSettings
 from common.settings.capture import CaptureSettings
-from common.settings.fields import BY_TYPE, Concern, Parser, SettingsError, env_name, invalid, rule_of
+from common.settings.fields import (
+    BY_TYPE,
+    LIVE,
+    Concern,
+    Parser,
+    SettingsError,
+    env_name,
+    invalid,
+    rule_of,
+)
+from common.settings.fleet import FleetSettings
 from common.settings.identity import IdentitySettings
 from common.settings.jobs import JobSettings
 from common.settings.render import RenderSettings
@@ -33,6 +44,7 @@ class Settings(
     # dataclasses put the fields of the last base first: the concerns are listed last one first, so that
     # the fields (and .env.example) read from identity to the box's supervision.
     SupervisionSettings,
+    FleetSettings,
     WebSettings,
     UploadSettings,
     JobSettings,
@@ -54,9 +66,13 @@ FIELDS = dataclasses.fields(Settings)
 
 
 def load_settings(
-    overrides: dict[str, Any] | None = None, env_file: str | os.PathLike[str] | None = ".env"
+    overrides: dict[str, Any] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+    remote: bool = True,
 ) -> Settings:
-    """Settings from CLI `overrides` > environment > `.env` file > defaults, validated."""
+    """Settings from CLI `overrides` > the fleet's (remote.py) > environment > `.env` file > defaults,
+    validated. `remote=False` leaves the fleet's out (what the launcher hands supervisord's programs,
+    who read the fleet's file themselves)."""
     file_values: dict[str, str | None] = {}
     if env_file is not None and Path(env_file).is_file():
         file_values = dotenv_values(env_file)
@@ -68,13 +84,19 @@ def load_settings(
             values[f.name] = _parse(f, raw)
         elif raw is not None and _optional(f):
             values[f.name] = None
-        elif raw is not None and f.default != "":
+        elif raw is not None and (rule_of(f).shown or _text(f, f.default)) != "":
             # `GN_X=` with nothing after it is a mistake, not a wish for the default: say so rather
             # than silently becoming e.g. the host name (which changes every Redis key of the box).
             raise SettingsError(
                 f"{name} is set but empty: give it a value, or remove the line to use the default "
                 f"({_default_text(f)})"
             )
+    # The fleet's settings live in the data folder (which the fleet cannot move): where a flag, the
+    # environment or .env put it.
+    default_dir = typing.cast(Path, _field("data_dir").default)
+    data_dir = Path((overrides or {}).get("data_dir") or values.get("data_dir") or default_dir)
+    for f, raw in _remote(remote_file.path_in(data_dir)).items() if remote else ():
+        values[f.name] = _parse(f, raw)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -86,6 +108,42 @@ def load_settings(
         raise SettingsError(str(exc)) from exc
     validate(settings)
     return settings
+
+
+def _remote(path: Path) -> dict[dataclasses.Field[Any], str]:
+    """The settings the fleet set (only those it may set), as text, by field."""
+    settable = {env_name(f.name): f for f in FIELDS if rule_of(f).remote}
+    given = remote_file.read(path).get("settings", {})
+    return {settable[name]: remote_file.as_text(value) for name, value in given.items() if name in settable}
+
+
+# The remote file as last read by this process: (its stat, the settings it set).
+_LIVE_SEEN: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def live(s: Settings) -> Settings:
+    """`s` with the fleet's settings that apply at once (LIVE) as the remote file says now.
+
+    Cheap (one stat while the file is unchanged): long-running processes call it where they use such a
+    setting (a press, a job), so a cooldown or opening hours set from the fleet take effect without a
+    restart. Settings that need one keep their start-up value until the programs restart.
+    """
+    path = remote_file.path_in(s.data_dir)
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (0, 0)
+    seen = _LIVE_SEEN.get(path)
+    if seen is None or seen[0] != stamp:
+        given = {f.name: _parse(f, raw) for f, raw in _remote(path).items() if rule_of(f).remote == LIVE}
+        seen = _LIVE_SEEN[path] = (stamp, given)
+    changed = {name: value for name, value in seen[1].items() if getattr(s, name) != value}
+    if not changed:
+        return s
+    fresh = dataclasses.replace(s, **changed)
+    validate(fresh)
+    return fresh
 
 
 def validate(s: Settings) -> None:

@@ -70,6 +70,12 @@ PATH = Parser(lambda raw: Path(raw).expanduser())
 BY_TYPE: dict[Any, Parser] = {bool: BOOL, int: INT, float: FLOAT, str: TEXT, Path: PATH}
 
 
+# How a setting the fleet may set (`remote=`) takes effect: at once in the processes that read it, or
+# when the programs restart (at a quiet moment: no build running, no press pending).
+LIVE = "live"
+RESTART = "restart"
+
+
 @dataclass(frozen=True)
 class Rule:
     """What one setting declares besides its default: its meaning and what values it allows."""
@@ -85,6 +91,7 @@ class Rule:
     check: Check | None = None
     secret: bool = False  # never logged (Settings.secrets)
     shown: str = ""  # the default as .env.example shows it, for a default computed at start
+    remote: str = ""  # settable from the fleet: LIVE (taken at once) or RESTART (programs restart); "" no
 
     def problem(self, value: Any) -> str | None:
         """What to change about `value`, or None when this setting allows it."""
@@ -142,13 +149,16 @@ def setting(
     check: Check | None = None,
     secret: bool = False,
     shown: str = "",
+    remote: str = "",
 ) -> Any:
     """A settings field: its default (or `factory`, then `shown` says it in words) and its rule."""
     if not help:
         raise TypeError("every setting needs a help text")
+    if remote not in ("", LIVE, RESTART) or (remote and secret):
+        raise TypeError("remote is LIVE or RESTART, and never for a secret")
     if factory is not None and not shown:
         raise TypeError("a default computed at start needs `shown`, the text .env.example gives")
-    rule = Rule(help, parse, choices, at_least, above, at_most, unit, zero, check, secret, shown)
+    rule = Rule(help, parse, choices, at_least, above, at_most, unit, zero, check, secret, shown, remote)
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={"rule": rule})
     return dataclasses.field(default=default, metadata={"rule": rule})

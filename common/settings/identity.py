@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings.fields import Concern, Parser, setting, url
+from common.settings.fields import RESTART, Concern, Parser, setting, url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "text")
@@ -47,6 +47,7 @@ class IdentitySettings(Concern):
         # Any case is accepted, as Python's logging does.
         parse=Parser(str.upper),
         choices=LOG_LEVELS,
+        remote=RESTART,
     )
     log_format: str = setting(
         "auto", "auto (text on a terminal, JSON lines otherwise), json or text.", choices=LOG_FORMATS

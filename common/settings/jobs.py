@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings.fields import Concern, Parser, setting
+from common.settings.fields import RESTART, Concern, Parser, setting
 
 
 def _read_seconds_list(raw: str) -> tuple[int, ...]:
@@ -29,21 +29,31 @@ class JobSettings(Concern):
 
     title = "Jobs, retries, retention"
 
-    max_attempts: int = setting(3, "Attempts for each build/render/upload job.", at_least=1, at_most=20)
+    max_attempts: int = setting(
+        3, "Attempts for each build/render/upload job.", at_least=1, at_most=20, remote=RESTART
+    )
     retry_intervals: tuple[int, ...] = setting(
         (10, 30, 90),
         "Seconds between retries, comma-separated.",
         parse=SECONDS_LIST,
         check=_check_intervals,
+        remote=RESTART,
     )
     failure_ttl_days: float = setting(
         14.0, "Days a failed job stays in the failed registry.", above=0, unit="days"
     )
     keep_highlights_days: float = setting(
-        14.0, "Days finished highlights are kept on the box.", above=0, unit="days"
+        14.0,
+        "Days finished highlights are kept on the box.",
+        above=0,
+        unit="days",
+        remote=RESTART,
     )
     keep_highlights_max: int = setting(
-        500, "Most finished highlights kept on the box (oldest go first).", at_least=1
+        500,
+        "Most finished highlights kept on the box (oldest go first).",
+        at_least=1,
+        remote=RESTART,
     )
     output_min_free_mb: int = setting(
         500, "Free-space floor on the data disk; below it the oldest outputs go.", at_least=0

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from assets import default_logo
 from common.settings.cameras import ENCODERS
-from common.settings.fields import Check, Concern, env_name, invalid, setting
+from common.settings.fields import RESTART, Check, Concern, env_name, invalid, setting
 from common.watermark import POSITIONS
 
 WM_ENGINES = ("ffmpeg", "moviepy")
@@ -57,16 +57,23 @@ class RenderSettings(Concern):
         help="Watermark logo (PNG with alpha); the default ships with the package.",
     )
     wm_logo2: Path | None = setting(None, "Optional second logo, placed in the opposite corner.")
-    wm_rel_width: float = setting(0.2, "Logo width as a fraction of the video width.", above=0, at_most=1)
-    wm_opacity: float = setting(0.6, "Logo opacity, 0 to 1.", at_least=0, at_most=1)
-    wm_margin: int = setting(24, "Logo margin from the edges, in pixels.", at_least=0)
+    wm_rel_width: float = setting(
+        0.2, "Logo width as a fraction of the video width.", above=0, at_most=1, remote=RESTART
+    )
+    wm_opacity: float = setting(0.6, "Logo opacity, 0 to 1.", at_least=0, at_most=1, remote=RESTART)
+    wm_margin: int = setting(24, "Logo margin from the edges, in pixels.", at_least=0, remote=RESTART)
     wm_position: str = setting(
         "bottom-right",
         "Logo corner: bottom-right, bottom-left, top-right, top-left.",
         choices=POSITIONS,
+        remote=RESTART,
     )
-    wm_crf: int = setting(20, "x264 quality of the watermarked clip (lower: better).", at_least=0, at_most=51)
-    wm_preset: str = setting("ultrafast", "x264 preset (ultrafast keeps a Pi cool).", choices=X264_PRESETS)
+    wm_crf: int = setting(
+        20, "x264 quality of the watermarked clip (lower: better).", at_least=0, at_most=51, remote=RESTART
+    )
+    wm_preset: str = setting(
+        "ultrafast", "x264 preset (ultrafast keeps a Pi cool).", choices=X264_PRESETS, remote=RESTART
+    )
     wm_engine: str = setting("ffmpeg", "ffmpeg (default) or moviepy (optional extra).", choices=WM_ENGINES)
     wm_encoder: str = setting(
         "libx264", "libx264 or h264_v4l2m2m (falls back to libx264 on failure).", choices=ENCODERS
@@ -74,17 +81,19 @@ class RenderSettings(Concern):
     wm_at: str = setting(
         "render", "render (default) or record: burn the logo in while recording.", choices=WM_AT
     )
-    wm_vertical: bool = setting(False, "Also make a 9:16 vertical crop for phones.")
+    wm_vertical: bool = setting(False, "Also make a 9:16 vertical crop for phones.", remote=RESTART)
     wm_progressive: bool = setting(
         True,
         "Watermark the window while its post-roll records, so the highlight is ready about a second "
         "after it (ffmpeg engine, libx264, no vertical crop); false: one pass after the post-roll.",
+        remote=RESTART,
     )
     wm_ahead: bool = setting(
         True,
         "With the progressive render, also watermark each camera's newest segments before any press "
         "(the `gravanois ahead` process, at low priority), so a highlight is ready about a second "
         "after its post-roll whatever the window's length; false: save that CPU.",
+        remote=RESTART,
     )
     render_path: str = setting(
         "auto",
@@ -111,5 +120,9 @@ class RenderSettings(Concern):
         at_most=0.9,
     )
     thumb_width: int = setting(
-        0, "Thumbnail width in pixels (0: the video's width).", at_least=0, zero="the video's width"
+        0,
+        "Thumbnail width in pixels (0: the video's width).",
+        at_least=0,
+        zero="the video's width",
+        remote=RESTART,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.settings.fields import Concern, setting, url
+from common.settings.fields import RESTART, Concern, setting, url
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,13 @@ class UploadSettings(Concern):
     client_id: str = setting("", "Backend client id of this venue's owner.")
     venue_id: str = setting("", "Backend venue id.")
     device_secret: str = setting("", "HMAC secret of this device (never logged).", secret=True)
-    keep_after_upload: bool = setting(True, "Keep local files after a confirmed upload (still bounded).")
-    upload_concurrency: int = setting(1, "Upload workers run in parallel.", at_least=1)
-    upload_kbps: int = setting(0, "Upload bandwidth limit in kbit/s (0: none).", at_least=0, zero="no limit")
+    keep_after_upload: bool = setting(
+        True, "Keep local files after a confirmed upload (still bounded).", remote=RESTART
+    )
+    upload_concurrency: int = setting(1, "Upload workers run in parallel.", at_least=1, remote=RESTART)
+    upload_kbps: int = setting(
+        0, "Upload bandwidth limit in kbit/s (0: none).", at_least=0, zero="no limit", remote=RESTART
+    )
 
     @property
     def upload_enabled(self) -> bool:

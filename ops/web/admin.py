@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from common.log import event, get_logger
 from ops import jobs
 from ops.web.auth import Auth
+from ops.web.i18n import N_
 from ops.web.site import Site
 from ops.web.snapshots import Snapshots
 from trigger.press import Result
@@ -28,16 +29,16 @@ log = get_logger(__name__)
 ADMIN_HIGHLIGHTS = 15
 # What the dashboard says after an action (the redirect names one of these keys).
 NOTES = {
-    Result.SCHEDULED: "pressed; the highlight is on its way.",
-    Result.COOLDOWN: "not pressed: within the camera's cooldown.",
-    Result.CLOSED: "not pressed: outside the opening hours (GN_OPEN_HOURS).",
-    Result.JOURNALLED: "pressed while Redis is down: saved in the journal, the listener enqueues it.",
-    Result.DUPLICATE: "this press is already queued.",
-    Result.REFUSED: "not pressed: the camera is not recording (see Cameras).",
-    Result.NOT_SAVED: "not pressed: Redis is down and the journal cannot be written (disk full?).",
-    "requeued": "Job requeued with a fresh attempt budget.",
-    "purged": "Job and its files purged.",
-    "gone": "That job is no longer in the failed registry.",
+    Result.SCHEDULED: N_("pressed; the highlight is on its way."),
+    Result.COOLDOWN: N_("not pressed: within the camera's cooldown."),
+    Result.CLOSED: N_("not pressed: outside the opening hours (GN_OPEN_HOURS)."),
+    Result.JOURNALLED: N_("pressed while Redis is down: saved in the journal, the listener enqueues it."),
+    Result.DUPLICATE: N_("this press is already queued."),
+    Result.REFUSED: N_("not pressed: the camera is not recording (see Cameras)."),
+    Result.NOT_SAVED: N_("not pressed: Redis is down and the journal cannot be written (disk full?)."),
+    "requeued": N_("Job requeued with a fresh attempt budget."),
+    "purged": N_("Job and its files purged."),
+    "gone": N_("That job is no longer in the failed registry."),
 }
 
 
@@ -56,17 +57,19 @@ class Admin:
             return RedirectResponse("/admin/login", status_code=303)
         # Only the box's own phrases: a link cannot make the dashboard show a text of its choosing.
         note = NOTES.get(request.query_params.get("note", ""), "")
+        if note:
+            note = self.site.gettext(request)(note)
         cam = request.query_params.get("camera", "")
         if note and cam in self.site.cameras:
-            note = f"{cam}: {note}"
-        return self.site.page("admin.html", **self._dashboard(session), note=note)
+            note = f"{self.site.court_name(cam)}: {note}"
+        return self.site.page(request, "admin.html", **self._dashboard(session), note=note)
 
     def panel(self, request: Request) -> Response:
         """The dashboard's body alone, for its live refresh."""
         session = self.auth.authed(request)
         if session is None:
             raise HTTPException(401, "log in again")
-        return self.site.page("panel.html", **self._dashboard(session))
+        return self.site.page(request, "panel.html", **self._dashboard(session))
 
     def _dashboard(self, session: dict[str, Any]) -> dict[str, Any]:
         from ops.snapshot import snapshot  # what `gravanois status` shows, from the one place

@@ -69,6 +69,7 @@ def create_app(settings: Settings, conn: redis.Redis | None = None) -> Starlette
         Route("/h/{hid}/video.mp4", media.video, methods=get),
         Route("/h/{hid}/download", media.download, methods=get),
         Route("/h/{hid}/thumb.jpg", media.thumb, methods=get),
+        Route("/h/{hid}/captions.vtt", players.captions, methods=get),
         Route("/admin", admin.admin, methods=get),
         Route("/admin/panel", admin.panel, methods=get),
         Route("/admin/login", auth.login_page, methods=get),

@@ -122,7 +122,9 @@ class Auth:
         if session and session.get("auth"):
             return RedirectResponse("/admin", status_code=303)
         session = session or self.sessions.new()
-        return self.set_session(self.site.page("login.html", csrf=session["csrf"], error=""), session)
+        return self.set_session(
+            self.site.page(request, "login.html", csrf=session["csrf"], error=""), session
+        )
 
     async def login(self, request: Request) -> Response:
         """Check the password (constant time, rate-limited per client); rotate the session on success."""
@@ -136,7 +138,9 @@ class Auth:
             self.login_limit.hit(client)
             event(log, "web_login_failed", level=30, client=client)
             assert session is not None
-            page = self.site.page("login.html", status=401, csrf=session["csrf"], error="Wrong password.")
+            _ = self.site.gettext(request)
+            error = _("Wrong password.")
+            page = self.site.page(request, "login.html", status=401, csrf=session["csrf"], error=error)
             return self.set_session(page, session)
         event(log, "web_login", client=client)
         return self.set_session(RedirectResponse("/admin", status_code=303), self.sessions.new(authed=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
@@ -26,8 +27,10 @@ MAX_RANGES = 8
 
 
 def download_name(settings: Settings, item: Highlight) -> str:
-    """`<court>_<local date>_<local time>.mp4`: what a player's phone saves."""
-    return f"{item.camera}_{local_time(settings, item.at, '%Y-%m-%d_%H%M%S')}.mp4"
+    """`<court's name>_<local date>_<local time>.mp4`: what a player's phone saves (the name's spaces and
+    punctuation become dashes: Quadra-Central_2026-12-06_140501.mp4)."""
+    court = re.sub(r"[^\w]+", "-", settings.camera(item.camera).label).strip("-") or item.camera
+    return f"{court}_{local_time(settings, item.at, '%Y-%m-%d_%H%M%S')}.mp4"
 
 
 def not_modified(request: Request, etag: str) -> bool:

@@ -1,5 +1,6 @@
 // The court page: refresh the list every few seconds (a press's card appears and turns into the clip
-// without a reload), and the replay button when the box has it on.
+// without a reload), and the replay button when the box has it on. Its words come from the box, in the
+// page's language: the press's answer carries its message, the page holds the rest.
 "use strict";
 (function () {
   const cards = document.getElementById("cards");
@@ -25,12 +26,11 @@
       try {
         const r = await fetch(button.dataset.url, { method: "POST", headers: { "X-GN-Press": "1" } });
         const body = (r.headers.get("content-type") || "").startsWith("application/json") ? await r.json() : null;
-        if (r.ok && body && body.state === "scheduled") note.textContent = "Saved! Your replay appears below.";
-        else if (body) note.textContent = body.state + (body.detail ? ": " + body.detail : "");
+        if (body) note.textContent = body.message;
         else note.textContent = (await r.text()).replace(/^\d+: /, "");
         refresh();
       } catch (e) {
-        note.textContent = "No connection to the box.";
+        note.textContent = note.dataset.offline;
       }
       setTimeout(function () { button.disabled = false; }, 3000);
     });
