@@ -207,14 +207,15 @@ def part2(sizes: list[str], fps: int, budgets: list[str]) -> None:
         print(f"(the quota stopped the box {throttled} times, {seconds:.1f} s in all; {load()})")
 
 
-def part3(results: dict[str, dict[str, list[float]]], budgets: list[str]) -> None:
-    print("\nthe budget's decision for two cameras (common.budget, from part 1's measured costs; a model)")
+def part3(results: dict[str, dict[str, list[float]]], budgets: list[str], reserve: float) -> None:
+    print("\nthe budget's decision for two cameras (common.budget, from part 1's measured costs,")
+    print(f"reserve {reserve:g}; a model)")
     print(
         f"{'budget':<8}{'cameras':<16}{'camera':<8}{'path':<13}{'encoder':<10}{'size':<8}{'CPU-s/s':>8}{'wait':>8}"
     )
     for name in budgets:
         b = cpubudget.BUDGETS[name]
-        box = model.Box(cpus=b.cores, reserve=0.3, pre_seconds=40, post_seconds=10, seg_seconds=1)
+        box = model.Box(cpus=b.cores, reserve=reserve, pre_seconds=40, post_seconds=10, seg_seconds=1)
         for size, rows in results.items():
             costs = {(VideoEncoder.SOFTWARE, Size.SOURCE): statistics.median(rows["measure"])}
             if size.endswith("1080"):
@@ -243,7 +244,7 @@ def main() -> None:
         print(f"generating the cameras' segments ...; {load()}", file=sys.stderr)
         cameras = [Camera(work, size, args.fps, args.seconds) for size in args.sizes.split(",")]
         results = part1(cameras, args.rounds)
-        part3(results, budgets)
+        part3(results, budgets, cameras[0].settings.render_reserve)  # the default GN_RENDER_RESERVE
         if args.press_to_clip:
             part2(args.sizes.split(","), args.fps, budgets)
     finally:
