@@ -19,6 +19,7 @@ from common.ffmpeg import FFmpegError, base_args, probe
 from common.segments import Segment, SegmentIndex
 from common.settings import Settings
 from harness.media import make_logo, segment_stream
+from ops.fleet import report
 from ops.snapshot import snapshot
 from ops.web.site import Site
 from tests.build_helpers import make_segments
@@ -199,6 +200,8 @@ def test_status_and_the_dashboard_show_the_decision_the_box_published(
         row = next(line for line in text.splitlines() if line.startswith(cam + " ") and "@15/1" in line)
         assert row.split()[2:5] == [choice["path"], choice["encoder"], choice["size"]], row
         assert f"~{choice['wait']:.1f} s" in row
+    fleet, _healthy = report.state(s, "hash", time.time())
+    assert fleet["render"]["cameras"] == data["decision"]["cameras"] and fleet["render"]["cpus"] == 0.98
     for lang, title in (("en", "Render budget"), ("pt-BR", "Orçamento de CPU dos vídeos")):
         request = Request(
             {"type": "http", "method": "GET", "path": "/admin", "headers": [], "query_string": b""}

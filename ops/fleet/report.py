@@ -97,7 +97,9 @@ def state(settings: Settings, settings_hash: str, started: float) -> tuple[dict[
         "settings_hash": settings_hash,
     }
     cameras = [_camera(c, t) for c in snap["cameras"] if c.get("configured", True)]
-    return {"cameras": cameras, "health": health, "runtime": runtime}, bool(snap["ok"])
+    # The render budget's decision, measured costs and expected waits (ops/budget.py), as status shows it.
+    render = snap.get("budget")
+    return {"cameras": cameras, "health": health, "runtime": runtime, "render": render}, bool(snap["ok"])
 
 
 def fingerprint(content: dict[str, Any]) -> str:
