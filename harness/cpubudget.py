@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,12 +90,17 @@ class CpuBudget:
         self.add(os.getpid())
 
     def __exit__(self, *exc: object) -> None:
-        # Whatever is left goes back to the root group, then the group can go.
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                (CPU_ROOT / "cgroup.procs").write_text(str(pid))
-        with contextlib.suppress(OSError):
-            self.dir.rmdir()
+        # Whatever is left goes back to the root group, then the group can go (a process still exiting
+        # keeps it busy for a moment).
+        for _ in range(50):
+            for pid in self.pids():
+                with contextlib.suppress(OSError):
+                    (CPU_ROOT / "cgroup.procs").write_text(str(pid))
+            try:
+                self.dir.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
 
 
 @contextlib.contextmanager
