@@ -28,6 +28,7 @@ from worker import ahead, aheadcache
 # SIGKILL. At nice 10 on a loaded machine the stop's ~0.1 CPU-s takes 2-4 s of wall time here.
 STOP_SECONDS = 8
 
+
 def _settings(make_settings: Callable[..., Settings], tmp_path: Path, **kw: object) -> Settings:
     base = {"pre_seconds": 10, "post_seconds": 2, "seg_time": 1, "buffer_seconds": 60, "cooldown_seconds": 0}
     logo = make_logo(tmp_path / "logo.png", size="120x60", color="red")
