@@ -60,6 +60,9 @@ python_env() {
     # --no-deps: the lock is complete, so pip resolves nothing; --require-hashes: every file is the
     # one that was locked. The package itself goes in editable, built with the lock's setuptools.
     .venv/bin/python -m pip install -q --no-deps --require-hashes -r "$lock" >&2
+    # An egg-info left in the checkout by an older build would shadow the package's metadata (its
+    # subcommands) for every process started with the checkout on PYTHONPATH.
+    rm -rf ./*.egg-info
     .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >&2
     .venv/bin/python -m pip check >&2
     touch "$stamp"

@@ -51,11 +51,13 @@ def stop(proc: subprocess.Popen[Any], grace: float = 5.0, first: int = signal.SI
         return proc.wait()
 
 
-def kill_children() -> None:
-    """SIGKILL and reap every child of this process, found in /proc by parent id.
+def kill_children(reap: bool = True) -> None:
+    """SIGKILL (and reap, unless `reap` is false) every child of this process, found in /proc by parent id.
 
     A signal handler that raises can interrupt `spawn` after the fork but before the caller holds the
-    child: that child has no Popen to stop it, yet would go on writing until this process exits.
+    child: that child has no Popen to stop it, yet would go on writing until this process exits. A
+    signal handler itself passes `reap=False`: a Popen that reaps nothing would take the killed child
+    for one that exited 0.
     """
     me = os.getpid()
     for entry in os.listdir("/proc"):
@@ -68,4 +70,5 @@ def kill_children() -> None:
         if int(text.rsplit(")", 1)[1].split()[1]) == me:
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 os.kill(int(entry), signal.SIGKILL)
-                os.waitpid(int(entry), 0)
+                if reap:
+                    os.waitpid(int(entry), 0)

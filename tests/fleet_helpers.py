@@ -106,6 +106,8 @@ class Backend:
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(f"grn/devices/{device}/#", qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
+        if broker.ca_file is not None:
+            self.client.tls_set(ca_certs=str(broker.ca_file))
         self.client.connect("127.0.0.1", broker.port, keepalive=10)
         self.client.loop_start()
         assert self.subscribed.wait(10), "the backend's client could not subscribe"

@@ -127,6 +127,32 @@ def test_presence_online_then_offline_by_the_last_will_after_a_kill(
     assert late.wait("presence")["status"] == "offline"
 
 
+def test_over_tls_the_agent_verifies_the_broker_and_never_logs_its_password(
+    make_settings: Callable[..., Settings], backend_for: Any, tmp_path: Path
+) -> None:
+    with Mosquitto(tmp_path / "tls-broker", tls=True) as broker:
+        assert broker.ca_file is not None
+        # Trusting the broker's CA: online over mqtts://.
+        s = fleet_settings(make_settings, broker, mqtt_ca_file=broker.ca_file)
+        assert s.mqtt_url.startswith("mqtts://")
+        backend = backend_for(broker, s)
+        with AgentProc(s, tmp_path / "trusting.log"):
+            backend.wait("presence", lambda m: m.get("status") == "online", timeout=20)
+        # Without it (the system's CAs, which never signed this certificate): no connection at all.
+        untrusting = fleet_settings(make_settings, broker, device_id=f"{s.device_id}-x")
+        watcher = backend_for(broker, untrusting)
+        with AgentProc(untrusting, tmp_path / "untrusting.log"):
+            time.sleep(8)
+            assert watcher.on("presence") == []
+        log = (tmp_path / "untrusting.log").read_text()
+        # One sentence says why, and what to set.
+        assert "cannot connect to the broker at 127.0.0.1:" in log and "certificate verify failed" in log
+        assert "set GN_MQTT_CA_FILE" in log, log[-2000:]
+        password = untrusting.mqtt_url.split(":")[2].split("@")[0]
+        for name in ("trusting.log", "untrusting.log"):
+            assert password not in (tmp_path / name).read_text()
+
+
 def emit_numbered(s: Settings, conn: redis.Redis, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         events.emit(

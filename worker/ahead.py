@@ -46,6 +46,12 @@ from worker.tsfiles import ts_problem
 
 log = get_logger(__name__)
 
+
+def never() -> bool:
+    """The default stop condition: run until the process ends."""
+    return False
+
+
 # How often it looks for closed segments (one Redis read per camera): a batch waits at most this long.
 POLL_SECONDS = 1.0
 # How often it tells Redis it is alive (`gravanois status` shows it), and how long that lasts.
@@ -71,16 +77,18 @@ def off_reason(settings: Settings) -> str:
 class Ahead:
     """The ahead encoder of every camera of the box (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis) -> None:
-        self.settings, self.conn = settings, conn
+    def __init__(
+        self, settings: Settings, conn: redis.Redis, should_stop: Callable[[], bool] = never
+    ) -> None:
+        self.settings, self.conn, self.should_stop = settings, conn, should_stop
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         wm = Watermark.from_settings(settings)
-        self.cameras = [CameraAhead(settings, conn, cam.id, wm) for cam in settings.cameras]
+        self.cameras = [CameraAhead(settings, conn, cam.id, wm, should_stop) for cam in settings.cameras]
         self.outage = Outage("ahead")
         self.last_beat = 0.0
         self.budget = budget.Keeper(settings, conn)
 
-    def run(self, should_stop: Callable[[], bool]) -> None:
+    def run(self) -> None:
         """Encode batches until `should_stop()`; errors are logged, never the end of the loop."""
         with_cache = {cam.camera for cam in self.cameras}
         root = ahead_root(self.settings)
@@ -90,7 +98,7 @@ class Ahead:
         remove_unfinished(self.settings)  # left by a crash or a power cut
         event(log, "ahead_start", cameras=sorted(with_cache), batch_seconds=BATCH_SECONDS)
         try:
-            while not should_stop():
+            while not self.should_stop():
                 self.outage.turn(self.turn, POLL_SECONDS, REDIS_RETRY)
         finally:
             self.forget()  # at any stop, SIGTERM's too: status need not wait for the heartbeat to lapse
@@ -134,8 +142,11 @@ class Ahead:
 class CameraAhead:
     """One camera: batches of its closed segments (one recording run each) into the cache."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis, camera: str, wm: Watermark) -> None:
-        self.settings, self.camera, self.wm = settings, camera, wm
+    def __init__(
+        self, settings: Settings, conn: redis.Redis, camera: str, wm: Watermark,
+        should_stop: Callable[[], bool] = never,
+    ) -> None:  # fmt: skip
+        self.settings, self.camera, self.wm, self.should_stop = settings, camera, wm, should_stop
         self.index = SegmentIndex(conn, settings.device_id, camera)
         self.buffer = settings.camera_buffer_dir(camera)
         self.pending: list[Segment] = []
@@ -160,6 +171,8 @@ class CameraAhead:
         else:
             fresh = self.index.after(self.last.start)
         for seg in sorted(fresh):
+            if self.should_stop():
+                return  # between two batches: a stop never waits for the rest of a backlog
             self.last = seg
             if ts_problem(self.buffer / seg.name):
                 self.flush()  # a file a build cannot join ends the batch, and is left out
@@ -210,6 +223,8 @@ class CameraAhead:
                 cache.add(batch, self.buffer)
             self.cached_until = batch[-1].end
         except (FFmpegError, OSError) as exc:
+            if self.should_stop():
+                return  # its ffmpeg was killed by the stop
             event(log, "ahead_batch_failed", 30, camera=self.camera, segment=batch[0].name, error=str(exc))
 
     def cache_for(self, first: Segment) -> AheadCache:

@@ -43,6 +43,9 @@ log = get_logger(__name__)
 
 # How often the build looks for the segment closing t+post (a cheap Redis read).
 POLL_SECONDS = 0.05
+# A segment "reaches" t+post when it ends this close before it: the index's times are rounded to the
+# millisecond. (It was 10 ms: a window could then miss its last few milliseconds, now and then.)
+END_TOLERANCE = 0.002
 _SOURCE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 # A clip this much shorter than the segments it joins lost some of them on the way.
 DURATION_SLACK = 0.5
@@ -265,7 +268,7 @@ class Build:
         encoded_up_to: Segment | None = None
         while True:
             latest = self.index.latest()
-            if latest is not None and latest.end >= b - 0.01:
+            if latest is not None and latest.end >= b - END_TOLERANCE:
                 return
             if latest != encoded_up_to:
                 # Only when a segment closed: checking the window's files every poll would read them

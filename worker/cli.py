@@ -169,6 +169,10 @@ def ahead(ctx: click.Context, redis_wait: float) -> None:
         if stopping:
             return  # a second signal must not cut the clean-up short
         stopping.append(signum)
+        # Python swallows an exception raised where it runs at-fork hooks or finalizers (a signal that
+        # lands during the fork of an ffmpeg is handled in logging's at-fork hook): so the child is
+        # killed here too, and the loop also stops on the flag between batches.
+        kill_children(reap=False)
         raise Stopping
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -184,12 +188,13 @@ def ahead(ctx: click.Context, redis_wait: float) -> None:
         conn = connect(settings)
         if not wait_for_redis(conn, redis_wait):
             event(log, "ahead_redis_wait", 30, seconds=redis_wait)  # it keeps trying in its loop
-        ahead_mod.Ahead(settings, conn).run(lambda: bool(stopping))
+        ahead_mod.Ahead(settings, conn, lambda: bool(stopping)).run()
     except Stopping:
+        event(log, "ahead_stop", signal=stopping[0])
+    finally:
         # The signal may have cut a batch's spawn short: no ffmpeg may outlive us, nor its temp file.
         kill_children()
         ahead_mod.remove_unfinished(settings)
-        event(log, "ahead_stop", signal=stopping[0])
 
 
 class Stopping(BaseException):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -59,6 +60,27 @@ def broker_of(url: str) -> tuple[str, int, bool, str | None, str | None]:
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     return parts.hostname or "127.0.0.1", port, tls, user, password
+
+
+def connect_problem(settings: Settings) -> str:
+    """Why this box cannot reach its broker, in one sentence: what a plain TCP connection and, for mqtts://,
+    the TLS handshake with the same certificates say (the MQTT client does not tell)."""
+    host, port, tls, _, _ = broker_of(settings.mqtt_url)
+    try:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            if tls:
+                context = ssl.create_default_context(
+                    cafile=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+                )
+                if settings.mqtt_cert_file:
+                    key = str(settings.mqtt_key_file) if settings.mqtt_key_file else None
+                    context.load_cert_chain(str(settings.mqtt_cert_file), key)
+                with context.wrap_socket(sock, server_hostname=host):
+                    pass
+    except OSError as exc:  # ssl.SSLError among them
+        hint = " (set GN_MQTT_CA_FILE to the CA that signed the broker's certificate)" if tls else ""
+        return f"cannot connect to the broker at {host}:{port}: {exc}{hint}"
+    return f"the broker at {host}:{port} closed the connection"
 
 
 def make_client(settings: Settings, will: bytes) -> tuple[mqtt.Client, str, int]:
@@ -113,6 +135,9 @@ class Agent:
         self.client.on_connect = self.on_connect
         self.client.on_disconnect = self.on_disconnect
         self.client.on_message = self.on_message
+        self.client.on_connect_fail = self.on_connect_fail
+        # Failures to connect in a row: the first one is a warning with its reason, the others are quiet.
+        self.failures = 0
 
     # ---- the MQTT client's callbacks (its network thread: they only hand things to the main loop)
 
@@ -120,10 +145,16 @@ class Agent:
         if reason.is_failure:
             event(log, "fleet_refused", 30, broker=f"{self.host}:{self.port}", reason=str(reason))
             return
-        event(log, "fleet_connected", broker=f"{self.host}:{self.port}")
+        event(log, "fleet_connected", broker=f"{self.host}:{self.port}", after_failures=self.failures)
+        self.failures = 0
         client.subscribe([(contract.topic(self.device, t), 1) for t in contract.INBOUND])
         self.connected.set()
         self.inbox.put(("connected", b""))
+
+    def on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            event(log, "fleet_unreachable", 30, msg=connect_problem(self.settings) + "; retrying")
 
     def on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
