@@ -4,19 +4,23 @@ Pure functions only (no Redis, no ffmpeg): the measurement (worker/budget.py) ha
 measured cost, in CPU-seconds per second of video, of every encoder and output size it can use; `decide`
 returns, per camera, the path with the best expected wait after the post-roll that fits the box:
 
-- ahead: the camera's newest segments are watermarked all the time (worker/ahead.py). It costs the
-  encode's price continuously; a press then waits for about one segment's encode.
+- ahead: the camera's newest segments are watermarked all the time, in batches (worker/ahead.py). It
+  costs the encode's price continuously; a build encodes only what no batch holds: the window's first
+  seconds and its last ones (on average half a batch each), the last ones after the post-roll.
 - progressive: the build encodes the window while the post-roll records (worker/progressive.py). Nothing
   is spent before a press; the wait is what the post-roll was too short to encode.
 - single: one encode of the whole window after the post-roll.
 
-The box keeps `reserve` of its CPU for recording, builds and the web app: the continuous work (the
-ahead encoders) must fit in the rest. At a press, the builds of every camera pressed at once (the worst
-case: all of them) share the box with the ahead encoders, which run at nice 10: the kernel gives a nice-10
-process about a tenth of a nice-0 one's weight (`NICE10_WEIGHT`), so a build gets nearly the box while
-the ahead encoders wait, and they catch up after it. A full-size, software-encoded highlight is
-preferred while its expected wait is within `TARGET_WAIT_SECONDS`; a smaller output or the hardware
-encoder is chosen only when it brings the wait closer to that.
+The load of a camera is what its path costs all the time (the ahead encoder) plus what its builds cost,
+spread over the presses of a busy court (`PLANNED_PRESS_SECONDS`). The loads of all cameras must fit in
+the box's CPU less `reserve` (for recording, the web app and the unforeseen); a combination that does
+not is taken only when none does (the least loaded then). At a press, the builds of every camera
+pressed at once (the worst case: all of them) share the box with the ahead encoders, which run at nice
+10: the kernel gives a nice-10 process about a tenth of a nice-0 one's weight (`NICE10_WEIGHT`), so a
+build gets nearly the box while the ahead encoders wait, and they catch up after it. A full-size,
+software-encoded highlight is preferred while its expected wait is within `TARGET_WAIT_SECONDS`; a
+smaller output or the hardware encoder is chosen only when it brings the wait closer to that, or when
+the full size does not fit.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ TARGET_WAIT_SECONDS = 5.0
 # What every path adds after its last encode: the join, the thumbnail, the sidecar, the queue hops.
 # A model constant (bench/budget.py measures the real press-to-clip), not a measurement.
 FIXED_SECONDS = 1.0
+# The presses the box plans for: one on every camera this often (a busy court; the acceptance test in
+# the emulated Pi 4 presses both cameras every 30 s). Builds then cost their work over this interval.
+PLANNED_PRESS_SECONDS = 30.0
 # The weight of a nice-10 process against a nice-0 one (the kernel's sched_prio_to_weight: 110 / 1024).
 NICE10_WEIGHT = 110 / 1024
 # The exhaustive search over every camera's options stops being cheap beyond this many combinations;
@@ -86,7 +93,8 @@ class Box:
     reserve: float  # fraction of it kept for recording, builds and the web app
     pre_seconds: float
     post_seconds: float
-    seg_seconds: float  # one segment's length: what the ahead path leaves to encode after a press
+    seg_seconds: float  # one segment's length
+    batch_seconds: float = 4.0  # the ahead encoder's batch (worker/ahead.py BATCH_SECONDS)
     path: str = AUTO  # a RenderPath to force one, else AUTO
     paths: tuple[RenderPath, ...] = tuple(RenderPath)  # the paths the render settings switch on
     encoder: str = AUTO  # an VideoEncoder to force one, else AUTO
@@ -101,6 +109,7 @@ class Choice:
     option: Option
     cost: float  # CPU-s per second of video of this option's encode (measured)
     continuous: float  # cores it takes all the time (the ahead encoder), 0 otherwise
+    load: float  # cores it takes on average: `continuous` and its builds at the planned presses
     wait: float  # expected seconds from the end of the post-roll to the highlight
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,6 +120,7 @@ class Choice:
             "size": str(self.option.size),
             "cost": round(self.cost, 4),
             "continuous": round(self.continuous, 4),
+            "load": round(self.load, 4),
             "wait": round(self.wait, 2),
         }
 
@@ -145,6 +155,19 @@ def options(box: Box, costs: Costs) -> list[Option]:
     return out
 
 
+def build_seconds(box: Box, option: Option) -> float:
+    """Seconds of video a build of `option` encodes itself (the ahead path: what no batch holds)."""
+    if option.path is RenderPath.AHEAD:
+        return min(box.batch_seconds + box.seg_seconds, box.pre_seconds + box.post_seconds)
+    return box.pre_seconds + box.post_seconds
+
+
+def load_of(box: Box, option: Option, cost: float) -> float:
+    """The cores a camera with `option` takes on average at the planned presses."""
+    continuous = cost if option.path is RenderPath.AHEAD else 0.0
+    return continuous + build_seconds(box, option) * cost / PLANNED_PRESS_SECONDS
+
+
 def wait_seconds(box: Box, option: Option, cost: float, share: float) -> float:
     """Expected wait after the post-roll for `option`, its encode costing `cost` CPU-s per video second
     and running on `share` cores at the moment of a press."""
@@ -152,7 +175,8 @@ def wait_seconds(box: Box, option: Option, cost: float, share: float) -> float:
         return math.inf
     window = box.pre_seconds + box.post_seconds
     if option.path is RenderPath.AHEAD:
-        work = box.seg_seconds * cost
+        # The segments since the ahead encoder's last batch (half a batch on average) and the last one.
+        work = (min(box.batch_seconds, window) / 2 + box.seg_seconds) * cost
     elif option.path is RenderPath.PROGRESSIVE:
         # The pieces are encoded as the segments close; what the post-roll leaves undone, plus the last
         # segment (it closes at the end of the post-roll), is encoded after it.
@@ -163,37 +187,48 @@ def wait_seconds(box: Box, option: Option, cost: float, share: float) -> float:
     return FIXED_SECONDS + work / share
 
 
-def evaluate(box: Box, picks: Sequence[tuple[str, Option, float]]) -> list[Choice] | None:
-    """The choices of a combination (camera, option, cost), or None when it does not fit the box."""
-    usable = box.cpus * (1.0 - box.reserve)
+def usable(box: Box) -> float:
+    """The cores the cameras' loads may take: the box's less its reserve."""
+    return box.cpus * (1.0 - box.reserve)
+
+
+def evaluate(box: Box, picks: Sequence[tuple[str, Option, float]]) -> list[Choice]:
+    """The choices of a combination (camera, option, cost)."""
     continuous = [cost if option.path is RenderPath.AHEAD else 0.0 for _, option, cost in picks]
-    if sum(continuous) > usable:
-        return None  # the ahead encoders alone would take more than the box can give
     # Every camera's build at once, each at nice 0, against the ahead encoders at nice 10.
     share = box.cpus / (len(picks) + NICE10_WEIGHT * sum(1 for c in continuous if c > 0))
     return [
-        Choice(camera, option, cost, cont, wait_seconds(box, option, cost, share))
+        Choice(camera, option, cost, cont, load_of(box, option, cost), wait_seconds(box, option, cost, share))
         for (camera, option, cost), cont in zip(picks, continuous, strict=True)
     ]
 
 
-def _rank(choices: list[Choice]) -> tuple[float, ...]:
-    """Lower is better: cameras over the target wait, then their worst wait, then quality (full size,
-    software), then the worst and total wait, then the CPU taken all the time."""
+def fits(box: Box, choices: Sequence[Choice]) -> bool:
+    """True when the cameras' loads together leave the box its reserve."""
+    return sum(c.load for c in choices) <= usable(box)
+
+
+def _rank(box: Box, choices: list[Choice]) -> tuple[float, ...]:
+    """Lower is better: fitting the box (else the least load), then the cameras over the target wait and
+    their worst wait, then quality (full size, software), then the load (a wait within the target is
+    not noticed: the CPU is better left to the box), then the worst and total wait."""
     late = [c for c in choices if c.wait > TARGET_WAIT_SECONDS]
+    load = sum(c.load for c in choices)
     return (
+        0.0 if fits(box, choices) else load,
         len(late),
         max((c.wait for c in late), default=0.0),
         sum(c.option.size is not Size.SOURCE for c in choices),
         sum(c.option.encoder is not VideoEncoder.SOFTWARE for c in choices),
+        load,
         max(c.wait for c in choices),
         sum(c.wait for c in choices),
-        sum(c.continuous for c in choices),
     )
 
 
 def decide(box: Box, measured: Mapping[str, Costs]) -> list[Choice]:
-    """Per camera (in the order given), the option with the best expected wait that fits the box.
+    """Per camera (in the order given), the option with the best expected wait that fits the box (the
+    least loaded when none fits: the box works on, late, rather than not at all).
 
     ValueError with one sentence when no option is left (a forced path or encoder that none of the
     cameras can use, or a camera without any measured cost)."""
@@ -211,14 +246,10 @@ def decide(box: Box, measured: Mapping[str, Costs]) -> list[Choice]:
     else:
         shared = [o for _, o, _ in per_camera[0] if all(any(p[1] == o for p in opts) for opts in per_camera)]
         combos = ([next(p for p in opts if p[1] == o) for opts in per_camera] for o in shared)
-    best: list[Choice] | None = None
-    for combo in combos:
-        choices = evaluate(box, combo)
-        if choices is not None and (best is None or _rank(choices) < _rank(best)):
-            best = choices
-    if best is None:
-        raise ValueError("no render option fits the box's CPU: set GN_RENDER_PATH=auto or lower the reserve")
-    return best
+    candidates = [evaluate(box, list(combo)) for combo in combos]
+    if not candidates:
+        raise ValueError("the cameras have no render option in common: set GN_RENDER_PATH, GN_RENDER_SIZE")
+    return min(candidates, key=lambda choices: _rank(box, choices))
 
 
 def summary(box: Box, choices: Sequence[Choice]) -> dict[str, Any]:
@@ -226,5 +257,7 @@ def summary(box: Box, choices: Sequence[Choice]) -> dict[str, Any]:
     return {
         "box": asdict(box),
         "continuous": round(sum(c.continuous for c in choices), 4),
+        "load": round(sum(c.load for c in choices), 4),
+        "fits": fits(box, choices),
         "cameras": {c.camera: c.as_dict() for c in choices},
     }

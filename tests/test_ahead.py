@@ -22,7 +22,7 @@ from harness.recorder_helpers import children_ffmpeg
 from harness.redis_server import RedisServer
 from tests.build_helpers import make_segments
 from tests.helpers import run_gravanois, start_gravanois, wait_for
-from worker import ahead, aheadcache
+from worker import ahead, aheadcache, progressive
 
 # How long a SIGTERM'd `gravanois ahead` may take: supervisord waits 10 s (stopwaitsecs) before its
 # SIGKILL. At nice 10 on a loaded machine the stop's ~0.1 CPU-s takes 2-4 s of wall time here.
@@ -64,9 +64,9 @@ def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
     t = time.time()
     cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
     cam.tick()
-    # 20 s of pre-roll: two full batches; the rest waits for more segments.
+    # 20 s of pre-roll: five full batches of 4 s; the rest waits for more segments.
     found = [json.loads(r.read_text()) for r in records(s)]
-    assert len(found) == 2, found
+    assert len(found) == s.pre_seconds // ahead.BATCH_SECONDS, found
     names = [seg.name for seg in segments]
     first = names.index(found[0]["segments"][0])
     assert segments[first].start >= t - s.pre_seconds - 1.5  # nothing older than the pre-roll
@@ -197,3 +197,33 @@ def test_ahead_waits_out_a_redis_restart(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_build_leaves_the_newest_segments_to_a_running_ahead_encoder(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
+    [segments] = recent(s, redis_conn, 24)
+    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    last = records(s)[-1]  # taken away: as if its segments had closed after the newest batch
+    after = json.loads(last.read_text())["segments"]
+    (last.parent / json.loads(last.read_text())["file"]).unlink()
+    last.unlink()
+    batched = [json.loads(r.read_text())["segments"] for r in records(s)]
+    names = [seg.name for seg in segments]
+    window = segments[names.index(batched[0][0]) - 1 :]  # from a segment before the first batch
+    held = lambda enc: [n for piece in enc.pieces for n in piece["segments"]]  # noqa: E731
+
+    deferring = progressive.Encoder(s, "h1", "cam1", window[-1].end, defer=True)
+    deferring.advance(window)  # while the post-roll records: the newest segments are the encoder's
+    assert held(deferring) == [seg.name for seg in window if seg.name not in after]
+    assert [p["from"] for p in deferring.pieces] == ["build"] + ["ahead"] * len(batched)
+    deferring.advance(window, complete=True)  # the window is complete: the build encodes the rest
+    assert held(deferring) == [seg.name for seg in window]
+    assert deferring.pieces[-1] == {**deferring.pieces[-1], "from": "build", "segments": after}
+    deferring.close()
+
+    eager = progressive.Encoder(s, "h2", "cam1", window[-1].end)  # no ahead encoder keeping up
+    eager.advance(window)
+    assert held(eager) == [seg.name for seg in window]
+    eager.close()

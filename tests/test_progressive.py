@@ -180,7 +180,10 @@ def render_like_single_pass(
 def test_pieces_from_the_ahead_encoder_join_like_the_single_pass(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
-    s, segments, feeder = live_recording(make_settings, redis_conn, tmp_path, pre=12, post=4, before=13)
+    # The ahead path forced: for a 16 s window the render budget would find the progressive render as quick.
+    s, segments, feeder = live_recording(
+        make_settings, redis_conn, tmp_path, pre=12, post=4, before=13, render_path="ahead"
+    )
     ahead = start_gravanois(s, "ahead")
     try:
         cache = aheadcache.ahead_dir(s, "cam1")

@@ -39,7 +39,7 @@ from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
 from worker import budget
-from worker.aheadcache import AheadCache, ahead_dir, ahead_root
+from worker.aheadcache import BATCH_SECONDS, AheadCache, ahead_dir, ahead_root
 from worker.outage import Outage
 from worker.recipe import Recipe, applies
 from worker.tsfiles import ts_problem
@@ -56,9 +56,6 @@ def never() -> bool:
 POLL_SECONDS = 1.0
 # How often it tells Redis it is alive (`gravanois status` shows it), and how long that lasts.
 HEARTBEAT_SECONDS, HEARTBEAT_TTL = 5.0, 30
-# A batch closes when its segments hold this much video: the most a build encodes at the window's
-# start, against one ffmpeg start-up (~0.1 CPU-s here) per batch.
-BATCH_SECONDS = 8.0
 # How long a batch is kept after the newest pre-roll that could need it: a build may start late.
 KEEP_EXTRA_SECONDS = 60.0
 NICE = 10
@@ -105,11 +102,12 @@ class Ahead:
         event(log, "ahead_stop")
 
     def turn(self) -> None:
-        """One pass over the cameras the render budget leaves to this encoder (every camera before its
-        first decision), the heartbeat, then the budget (measured again when the cameras or the
-        watermark change: a few seconds of encoding, after this turn's batches)."""
+        """One pass over the cameras the render budget gives this encoder (none before its first
+        decision: what the box can afford is measured on an idle box), the heartbeat, then the budget
+        (measured again when the cameras or the watermark change: a few seconds of encoding, after
+        this turn's batches)."""
         for cam in self.cameras:
-            if self.budget.path_of(cam.camera) in (None, RenderPath.AHEAD):
+            if self.budget.path_of(cam.camera) is RenderPath.AHEAD:
                 cam.use(self.budget.option_of(cam.camera))
                 cam.tick()
             else:
@@ -137,6 +135,18 @@ class Ahead:
         """Take the heartbeat away at a stop."""
         with contextlib.suppress(redis.RedisError):
             self.conn.delete(keys.ahead(self.settings.device_id))
+
+
+def keeps_up(conn: redis.Redis, device: str, camera: str) -> bool:
+    """True when the running ahead encoder batches `camera` and keeps up with it (its heartbeat): a
+    build may then leave the newest segments to it (worker.progressive)."""
+    raw = conn.get(keys.ahead(device))
+    try:
+        state = json.loads(raw) if raw is not None else {}
+        cam = state["cameras"][camera]
+        return cam["cached_until"] is not None and cam["behind"] is False
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 class CameraAhead:

@@ -18,6 +18,11 @@ from common.settings import Settings
 from worker.pieces import frame_facts
 from worker.recipe import Recipe
 
+# A batch closes when its segments hold this much video: about what a build encodes itself (half a
+# batch at the window's start, half after the post-roll: the wait), against one ffmpeg start-up
+# (~0.1 CPU-s here) per batch. The render budget's measurement encodes as much (worker/budget.py).
+BATCH_SECONDS = 4.0
+
 
 def ahead_root(settings: Settings) -> Path:
     """The ahead encoder's cache (a folder per camera inside)."""

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -33,12 +34,16 @@ from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark, input_args, outputs
 from worker import encoders, recipe
+from worker.aheadcache import BATCH_SECONDS
 from worker.encoders import Stream, stream_of
 
 log = get_logger(__name__)
 
-# Seconds of a camera's newest segments each measurement encodes.
-MEASURE_SECONDS = 4.0
+# Seconds of a camera's newest segments each measurement encodes (one ahead batch: its ffmpeg start-up
+# counts as it does there), and how many times: the median is kept (one encode's CPU time varies by a
+# third on a busy machine; a decision on one would flip-flop).
+MEASURE_SECONDS = BATCH_SECONDS
+MEASURE_RUNS = 3
 # The measurement's ffmpeg runs at this niceness (builds and renders come first).
 MEASURE_NICE = 10
 MEASURE_TIMEOUT = 120.0
@@ -47,7 +52,7 @@ RECHECK_SECONDS = 60.0
 # How soon it tries again when a camera had no segments yet, or the measurement failed.
 RETRY_SECONDS = 5.0
 # Bumped when what a measurement encodes changes: older cached costs are then measured again.
-METHOD = 1
+METHOD = 2
 
 
 def box_cpus() -> float:
@@ -189,7 +194,8 @@ def measure_camera(
     costs = {}
     for encoder, size in candidates(stream, hardware):
         args = measure_args(sources, wm, stream, encoder, size, settings.wm_preset, settings.wm_crf)
-        costs[budget.cost_key(encoder, size)] = round(cpu_seconds(args) / seconds, 4)
+        runs = [cpu_seconds(args) for _ in range(MEASURE_RUNS)]
+        costs[budget.cost_key(encoder, size)] = round(statistics.median(runs) / seconds, 4)
     return costs
 
 
@@ -225,6 +231,7 @@ def box_of(settings: Settings, cpus: float) -> Box:
         pre_seconds=settings.pre_seconds,
         post_seconds=settings.post_seconds,
         seg_seconds=settings.seg_time,
+        batch_seconds=BATCH_SECONDS,
         path=settings.render_path,
         encoder=settings.render_encoder,
         size=settings.render_size,
@@ -349,4 +356,10 @@ class Keeper:
         if key != self.key:
             self.key = key
             event(log, "budget_decided", cpus=round(self.cpus, 2), cameras=decision.get("cameras"))
+            if decision.get("fits") is False:
+                event(
+                    log, "budget_over", 30, load=decision.get("load"), cpus=round(self.cpus, 2),
+                    reason="the cameras need more CPU than the box has: highlights will come late at a "
+                    "busy court; lower the cameras' resolution or frame rate, or use a bigger box",
+                )  # fmt: skip
         return data

@@ -35,7 +35,7 @@ from common.segments import GAP_TOLERANCE, Segment, SegmentIndex, runs
 from common.settings import MAX_SIDE_SECONDS, Settings, SettingsError
 from common.timeutil import iso, now
 from common.verdict import verdict
-from worker import budget, context, progressive, recipe
+from worker import ahead, budget, context, progressive, recipe
 from worker.streamjoin import StreamJoin
 from worker.tsfiles import clip_end, ts_problem
 
@@ -258,7 +258,10 @@ class Build:
             event(log, "progressive_skipped", highlight=self.clip.stem, reason="the budget chose single")
             return None
         option = budget.option_of(choice)  # the ahead encoder's: its cached batches then fit
-        return progressive.Encoder(self.settings, self.clip.stem, self.press.camera, b, option=option)
+        defer = ahead.keeps_up(self.conn, self.settings.device_id, self.press.camera)
+        return progressive.Encoder(
+            self.settings, self.clip.stem, self.press.camera, b, option=option, defer=defer
+        )
 
     def wait_for_end(self, b: float, pieces: progressive.Encoder | None = None) -> None:
         """Poll the index until a closed segment ends at or after t+post (bounded); meanwhile, encode

@@ -9,8 +9,12 @@ second encode (worker.pieces).
 With the ahead encoder on (`gravanois ahead`, worker/ahead.py), most pieces exist before the press: it
 watermarks each camera's newest segments in batches as they close, into a cache (worker.aheadcache). The
 build takes every cached batch that lies inside its window (a hard link) and encodes only the rest: the
-window's first seconds (up to one batch) and what closed since the last batch. What is left at
-`t + post` is then the last segment, whatever the window's length.
+window's first seconds (up to one batch) and what closed since the last batch. When the ahead encoder is
+running for the camera (`defer`), the build leaves the segments after its newest batch to it while the
+post-roll records, and encodes what is still missing once the window is complete (up to a batch): a
+press then costs about one batch of encoding instead of its whole post-roll encoded twice, which is
+what lets a small box keep up with a busy court. Without it, what is left at `t + post` is the last
+segment, whatever the window's length.
 
 The pieces are cut where the segments are (on the camera's keyframes) from one recording run (the
 recorder's run ids: common.segments.runs) and keep its timestamps (`-copyts`), so their join is the same
@@ -34,7 +38,7 @@ from common.budget import Size, VideoEncoder
 from common.ffmpeg import FFmpegError
 from common.fsutil import link_or_copy, write_json_atomic
 from common.log import event, get_logger
-from common.segments import Segment
+from common.segments import GAP_TOLERANCE, Segment
 from common.settings import Settings
 from common.watermark import Watermark
 from worker.aheadcache import AheadCache
@@ -60,6 +64,9 @@ class Encoder:
     # The render budget's encoder and output size for this camera (worker.budget), as the ahead encoder
     # uses them: pieces of one recipe join, and the cache is found by the recipe's key.
     option: tuple[VideoEncoder, Size] = (VideoEncoder.SOFTWARE, Size.SOURCE)
+    # The ahead encoder runs for this camera: segments after its newest batch wait for it until the
+    # window is complete (see the module's docstring).
+    defer: bool = False
 
     def __post_init__(self) -> None:
         self.buffer = self.settings.camera_buffer_dir(self.camera)
@@ -71,13 +78,14 @@ class Encoder:
         self.cache: AheadCache | None = None
         self.join: StreamJoin | None = None
 
-    def advance(self, closed: list[Segment]) -> None:
+    def advance(self, closed: list[Segment], complete: bool = False) -> None:
         """Make pieces for the window's closed segments that have none yet: from the ahead cache where
-        it holds them, else encoded here (one piece per stretch)."""
+        it holds them, else encoded here (one piece per stretch). `complete`: these are all of the
+        window's segments (nothing is left to the ahead encoder any more)."""
         if self.broken:
             return
         new = [s for s in sorted(closed) if not self.seen or s.start > self.seen[-1].start]
-        if not new:
+        if not new and not (complete and self.deferred()):
             return
         for prev, seg in itertools.pairwise([*self.seen[-1:], *new]):
             if not seg.continues(prev):
@@ -92,7 +100,7 @@ class Encoder:
                 return
             self.cache = AheadCache(self.settings, self.camera, self.recipe)
         try:
-            self.fill()
+            self.fill(complete)
         except (FFmpegError, OSError) as exc:
             self.give_up(str(exc))
             return
@@ -105,12 +113,14 @@ class Encoder:
         """Each seen segment's place in the window."""
         return {s.name: i for i, s in enumerate(self.seen)}
 
-    def fill(self) -> None:
-        """Pieces for every seen segment without one: cached batches first, then own encodes."""
+    def fill(self, complete: bool = False) -> None:
+        """Pieces for every seen segment without one: cached batches first, then own encodes (but for
+        the segments left to the ahead encoder, until the window is `complete`)."""
         assert self.recipe is not None and self.cache is not None
         held = {name for piece in self.pieces for name in piece["segments"]}
         names = [s.name for s in self.seen]
-        for batch in self.cache.batches():
+        batches = self.cache.batches()
+        for batch in batches:
             if held.intersection(batch.segments) or batch.segments[0] not in names:
                 continue
             i = names.index(batch.segments[0])
@@ -127,6 +137,10 @@ class Encoder:
             )
             held.update(batch.segments)
         todo = [s for s in self.seen if s.name not in held]
+        if self.defer and not complete:
+            # The end of the newest batch of seen segments: what comes after is the ahead encoder's.
+            newest = max((b.end for b in batches if b.segments[-1] in names), default=0.0)
+            todo = [s for s in todo if s.start < newest - GAP_TOLERANCE]
         for segs in stretches(todo, self.position):
             name = f"p{len(self.pieces):03d}.ts"
             self.recipe.encode(segs, self.buffer, self.dir / name)
@@ -146,6 +160,11 @@ class Encoder:
             self.join = StreamJoin(self.dir / JOINED, clip_end(paths[0], window, rate), window, rate)
         self.join.extend(paths)
 
+    def deferred(self) -> bool:
+        """True when seen segments have no piece yet (left to the ahead encoder)."""
+        held = {name for piece in self.pieces for name in piece["segments"]}
+        return any(s.name not in held for s in self.seen)
+
     def give_up(self, why: str) -> None:
         """Stop making pieces: the render will take the single-pass path."""
         self.broken = why
@@ -163,7 +182,7 @@ class Encoder:
 
         `window`: the seconds from the clip's first video frame to its end, when the raw clip was cut
         there; the join of the pieces is cut there too (measured on the pieces' own timestamps)."""
-        self.advance(used)
+        self.advance(used, complete=True)
         held = [name for piece in self.pieces for name in piece["segments"]]
         if self.broken or held != [s.name for s in sorted(used)]:
             if not self.broken:

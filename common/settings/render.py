@@ -114,8 +114,9 @@ class RenderSettings(Concern):
         choices=RENDER_SIZES,
     )
     render_reserve: float = setting(
-        0.15,
-        "Share of the box's CPU the render budget leaves for recording, builds and the web app.",
+        0.25,
+        "Share of the box's CPU the render budget leaves for recording, the web app and the unforeseen "
+        "(bursts of presses, a measurement that came out low).",
         at_least=0,
         at_most=0.9,
     )
