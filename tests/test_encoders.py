@@ -71,7 +71,7 @@ def test_software_arguments_are_the_recipes_x264_with_the_same_keyframes() -> No
 def test_the_graph_scales_before_the_logo_is_sized_from_the_output(tmp_path: Path) -> None:
     wm = Watermark(logo=make_logo(tmp_path / "logo.png"), rel_width=0.2)
     small = encoders.graph(wm, "30/1", 1920, 1080, Size.P720)
-    assert small.startswith("[0:v]fps=30/1[paced];[paced]scale=1280:720[small];")
+    assert small.startswith("[0:v]fps=30/1[paced];[paced]scale=1280:720:flags=bilinear[small];")
     assert "scale=256:-2" in small  # 0.2 of 1280
     full = encoders.graph(wm, "30/1", 1920, 1080, Size.SOURCE)
     assert "scale=1280:720" not in full and "scale=384:-2" in full

@@ -52,7 +52,7 @@ RECHECK_SECONDS = 60.0
 # How soon it tries again when a camera had no segments yet, or the measurement failed.
 RETRY_SECONDS = 5.0
 # Bumped when what a measurement encodes changes: older cached costs are then measured again.
-METHOD = 2
+METHOD = 3
 
 
 def box_cpus() -> float:
