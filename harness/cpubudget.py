@@ -59,17 +59,26 @@ def problem() -> str:
     return ""
 
 
-class CpuBudget:
-    """A child cgroup with a CPU quota; processes added to it (and their children) share `cores`."""
+# The CPU weight of an emulated box or camera against one ordinary process of this machine (1024): a
+# test's Pi gets its whole quota however busy the rest of the machine (other tests) is, and its cameras
+# the CPU they need, as a Pi and real cameras would.
+FAVOURED_SHARES = 16 * 1024
 
-    def __init__(self, cores: float, name: str = "") -> None:
+
+class CpuBudget:
+    """A child cgroup with a CPU quota (`cores`; None: no quota) and a high weight, so that it gets what
+    it may use first; processes added to it (and their children) share it."""
+
+    def __init__(self, cores: float | None, name: str = "") -> None:
         self.cores = cores
         self.dir = CPU_ROOT / f"gn-budget-{name or 'x'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def __enter__(self) -> CpuBudget:
         self.dir.mkdir()
-        (self.dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-        (self.dir / "cpu.cfs_quota_us").write_text(str(max(1000, round(self.cores * PERIOD_US))))
+        (self.dir / "cpu.shares").write_text(str(FAVOURED_SHARES))
+        if self.cores is not None:
+            (self.dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(max(1000, round(self.cores * PERIOD_US))))
         return self
 
     def add(self, pid: int) -> None:
@@ -104,7 +113,7 @@ class CpuBudget:
 
 
 @contextlib.contextmanager
-def held(cores: float, name: str = "") -> Iterator[CpuBudget]:
+def held(cores: float | None, name: str = "") -> Iterator[CpuBudget]:
     """`with held(PI4.cores) as b: b.add(pid)`: a CPU budget for as long as the block runs."""
     with CpuBudget(cores, name) as budget:
         yield budget

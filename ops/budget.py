@@ -25,6 +25,8 @@ def view(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
         "cpus": box.get("cpus"),
         "reserve": box.get("reserve"),
         "continuous": decision.get("continuous"),
+        "load": decision.get("load"),
+        "fits": decision.get("fits"),
         "hardware": data.get("hardware"),
         "streams": data.get("streams") or {},
         "costs": data.get("costs") or {},
@@ -43,7 +45,13 @@ def lines(view: dict[str, Any] | None) -> list[str]:
         return [f"render budget: REFUSED ({view['error']})"]
     head = (
         f"render budget: {view['cpus']:g} CPU, {view['reserve']:.0%} kept in reserve, "
-        f"{view['continuous']:g} CPU taken all the time; measured {view['measured_at']}"
+        f"{view['continuous']:g} CPU taken all the time, {view['load']:g} at a busy court; "
+        f"measured {view['measured_at']}"
+    )
+    over = (
+        ["OVER BUDGET: the cameras need more CPU than the box has; highlights come late at a busy court"]
+        if view.get("fits") is False
+        else []
     )
     rows = [
         ["CAMERA", "STREAM", "PATH", "ENCODER", "SIZE", "CPU-S/S", "WAIT AFTER POST-ROLL"],
@@ -61,4 +69,5 @@ def lines(view: dict[str, Any] | None) -> list[str]:
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [head, *("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)]
+    table = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return [head, *over, *table]

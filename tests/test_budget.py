@@ -26,6 +26,7 @@ from common.budget import (
     summary,
     wait_seconds,
 )
+from ops.budget import lines
 
 SW, HW = VideoEncoder.SOFTWARE, VideoEncoder.HARDWARE
 SRC, P720 = Size.SOURCE, Size.P720
@@ -174,3 +175,16 @@ def test_the_emulated_pi4_with_two_1080p_cameras_watermarks_both_ahead_one_at_72
     for c in choices:
         assert c.wait == pytest.approx(FIXED_SECONDS + 3 * c.cost / share)
         assert c.wait < 3.5
+
+
+def test_status_says_when_the_cameras_need_more_than_the_box_has() -> None:
+    b = box(0.98)
+    view = {
+        "measured": True, "measured_at": "2026-12-06T12:00:00Z", "streams": {"c1": "1920x1080@30/1"},
+        "cpus": 0.98, "reserve": 0.3, "costs": {}, "error": None, "hardware": "available",
+    }  # fmt: skip
+    for costs, over in (({(SW, SRC): 0.42}, True), (X86_1080, False)):
+        published = summary(b, decide(b, {"c1": costs, "c2": costs}))
+        shown = lines({**view, **{k: published[k] for k in ("continuous", "load", "fits", "cameras")}})
+        assert shown[0].startswith("render budget: 0.98 CPU, 30% kept in reserve")
+        assert (shown[1].startswith("OVER BUDGET: the cameras need more CPU than the box has")) is over

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import time
@@ -110,6 +111,8 @@ class Ahead:
             if self.budget.path_of(cam.camera) is RenderPath.AHEAD:
                 cam.use(self.budget.option_of(cam.camera))
                 cam.tick()
+                for cost in cam.take_observed():
+                    self.budget.observe(cam.camera, cost)
             else:
                 cam.idle()
         self.heartbeat()
@@ -167,6 +170,7 @@ class CameraAhead:
         self.behind_since: float | None = None
         self.cached_until: float | None = None  # wall-clock end of the newest batch cached
         self.option = (VideoEncoder.SOFTWARE, Size.SOURCE)  # the budget's encoder and size for this camera
+        self.observed: list[float] = []  # CPU-s per video second of the batches encoded since last asked
 
     def use(self, option: tuple[VideoEncoder, Size]) -> None:
         """The budget's encoder and size: a change starts a new recipe at the next batch."""
@@ -196,6 +200,11 @@ class CameraAhead:
             if seg.end - self.pending[0].start >= BATCH_SECONDS - 0.01:
                 self.flush()
         self.prune(t)
+
+    def take_observed(self) -> list[float]:
+        """The costs of the batches encoded since the last call (for the render budget's correction)."""
+        taken, self.observed = self.observed, []
+        return taken
 
     def idle(self) -> None:
         """The budget gives this camera another path: nothing is encoded, its cache goes, and it starts
@@ -230,7 +239,9 @@ class CameraAhead:
         try:
             cache = self.cache_for(batch[0])
             if not any(b.segments[0] == batch[0].name for b in cache.batches()):
+                spent = children_cpu()
                 cache.add(batch, self.buffer)
+                self.observed.append((children_cpu() - spent) / max(0.1, batch[-1].end - batch[0].start))
             self.cached_until = batch[-1].end
         except (FFmpegError, OSError) as exc:
             if self.should_stop():
@@ -258,6 +269,12 @@ class CameraAhead:
         for batch in self.cache.batches():
             if batch.end < oldest:
                 self.cache.forget(batch)
+
+
+def children_cpu() -> float:
+    """CPU-seconds this process's ended children spent (an encode's cost is the difference around it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def lower_priority() -> None:

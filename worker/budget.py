@@ -53,6 +53,12 @@ RECHECK_SECONDS = 60.0
 RETRY_SECONDS = 5.0
 # Bumped when what a measurement encodes changes: older cached costs are then measured again.
 METHOD = 3
+# The ahead encoder's batches, measured as they are encoded, correct the measurement: a busy box spends
+# more CPU on the same encode than an idle one (shared caches and cores). Each camera's correction is an
+# average of its batches' ratio to the measured cost (this weight for the newest), kept between these
+# bounds (a measurement is never trusted less than this, nor corrected up more).
+OBSERVED_WEIGHT = 0.2
+CORRECTION_BOUNDS = (1.0, 3.0)
 
 
 def box_cpus() -> float:
@@ -273,6 +279,12 @@ def option_of(choice: dict[str, Any] | None) -> tuple[VideoEncoder, Size]:
     return VideoEncoder(choice["encoder"]), Size(choice["size"])
 
 
+def chosen(data: dict[str, Any] | None) -> dict[str, tuple[str, str, str]]:
+    """Each camera's path, encoder and size in a published budget (none before a decision)."""
+    cameras = ((data or {}).get("decision") or {}).get("cameras") or {}
+    return {cam: (c["path"], c["encoder"], c["size"]) for cam, c in cameras.items()}
+
+
 class Keeper:
     """Keeps the box's budget measured and decided (run by the ahead encoder's process)."""
 
@@ -283,6 +295,7 @@ class Keeper:
         self.checked = -math.inf
         self.key = ""
         self.published: dict[str, Any] | None = None
+        self.correction: dict[str, float] = {}  # camera → observed / measured cost of its option
 
     def option_of(self, camera: str) -> tuple[VideoEncoder, Size]:
         """The encoder and size this process's last decision gives a camera (software at the camera's
@@ -294,6 +307,24 @@ class Keeper:
         """The path this process's last decision gives a camera (None before one is made)."""
         choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
         return RenderPath(choice["path"]) if isinstance(choice, dict) else None
+
+    def observe(self, camera: str, cost: float) -> None:
+        """A batch of `camera` cost `cost` CPU-s per video second, at the option it was given."""
+        measured = ((self.published or {}).get("measured") or {}).get(camera, {})
+        key = budget.cost_key(*self.option_of(camera))
+        if not measured.get(key):
+            return
+        ratio = cost / measured[key]
+        old = self.correction.get(camera, ratio)
+        low, high = CORRECTION_BOUNDS
+        self.correction[camera] = min(high, max(low, old + OBSERVED_WEIGHT * (ratio - old)))
+
+    def corrected(self, measured: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+        """The measured costs times each camera's correction (the costs the decision uses)."""
+        return {
+            cam: {k: round(v * self.correction.get(cam, 1.0), 4) for k, v in c.items()}
+            for cam, c in measured.items()
+        }
 
     def tick(self) -> None:
         """Every RECHECK_SECONDS: measure again if the key changed, and publish the decision."""
@@ -323,20 +354,22 @@ class Keeper:
         hardware = not encoders.hardware_problem()
         key = measurement_key(s, self.wm, {c: st for c, (_, st) in found.items()}, hardware)
         cached = read(self.conn, s.device_id)
-        if cached is not None and cached.get("key") == key:
-            costs = cached["costs"]
+        if cached is not None and cached.get("key") == key and isinstance(cached.get("measured"), dict):
+            measured = cached["measured"]
             measured_at = cached.get("measured_at")
         else:
             started = time.monotonic()
-            costs = {
+            measured = {
                 cam: measure_camera(s, self.wm, cam, segs, stream, hardware)
                 for cam, (segs, stream) in found.items()
             }
             measured_at = now()
+            self.correction = {}  # a new measurement: the batches' corrections start again
             event(
-                log, "budget_measured", costs=costs, seconds=round(time.monotonic() - started, 1),
+                log, "budget_measured", costs=measured, seconds=round(time.monotonic() - started, 1),
                 hardware=hardware or encoders.hardware_problem(),
             )  # fmt: skip
+        costs = self.corrected(measured)
         try:
             decision = decide(s, costs, self.cpus)
         except ValueError as exc:
@@ -346,16 +379,22 @@ class Keeper:
             "key": key,
             "measured_at": measured_at,
             "decided_at": now(),
-            "costs": costs,
+            "measured": measured,
+            "correction": {cam: round(f, 3) for cam, f in self.correction.items()},
+            "costs": costs,  # the measured costs, corrected by the batches: what the decision used
             "streams": {c: f"{st.width}x{st.height}@{st.rate}" for c, (_, st) in found.items()},
             "hardware": encoders.hardware_problem() or "available",
             "decision": decision,
         }
         self.conn.set(keys.budget(s.device_id), json.dumps(data))
+        before = chosen(self.published)
         self.published = data
-        if key != self.key:
+        if key != self.key or chosen(data) != before:
             self.key = key
-            event(log, "budget_decided", cpus=round(self.cpus, 2), cameras=decision.get("cameras"))
+            event(
+                log, "budget_decided", cpus=round(self.cpus, 2), cameras=decision.get("cameras"),
+                correction=data["correction"],
+            )  # fmt: skip
             if decision.get("fits") is False:
                 event(
                     log, "budget_over", 30, load=decision.get("load"), cpus=round(self.cpus, 2),
