@@ -73,6 +73,7 @@ def prepare(env_file: Path | None = None) -> tuple[dict[str, str], list[str]]:
     # expands those three), as the settings wrote them, so that all programs read the same values.
     full = to_env(settings)
     env = {**os.environ, **to_env(handed), **{name: full[name] for name in SUPERVISORD_SETTINGS}}
+    env["GN_WORKERS"] = str(settings.workers or len(settings.cameras) + 1)
     env["GN_DATA_DIR"] = str(data_dir)
     env["GN_BUFFER_DIR"] = str(absolute(settings.buffer_dir))
     env["GN_WM_LOGO"] = str(absolute(settings.wm_logo))

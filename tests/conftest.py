@@ -37,8 +37,24 @@ def pytest_report_header() -> str:
 LONGEST_FIRST = ("test_install.py", "test_update.py", "test_fleet_update.py", "test_recorder_rtsp.py")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the tests longest first (the same order on every xdist worker: it depends on names only)."""
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--phase",
+        choices=("all", "parallel", "alone"),
+        default="all",
+        help="parallel: every test but those marked `alone`; alone: only those (./run.sh test runs both)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the `--phase`'s tests, longest first (the same order on every xdist worker: it depends on
+    names only)."""
+    phase = config.getoption("--phase")
+    if phase != "all":
+        alone = [item.get_closest_marker("alone") is not None for item in items]
+        wanted = phase == "alone"
+        config.hook.pytest_deselected(items=[it for it, a in zip(items, alone, strict=True) if a != wanted])
+        items[:] = [it for it, a in zip(items, alone, strict=True) if a == wanted]
 
     def rank(item: pytest.Item) -> int:
         name = item.path.name

@@ -254,3 +254,28 @@ def test_the_ahead_encoder_encodes_at_the_size_the_budget_chose(
         assert {probe(build.dir / p["file"]).height for p in build.pieces} == {720}
     finally:
         build.close()
+
+
+def test_batches_that_cost_more_than_measured_correct_the_costs_the_decision_uses(
+    two_cameras: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    s = two_cameras()
+    record(s, redis_conn)
+    keeper = budget.Keeper(s, redis_conn, cpus=2.0)
+    first = keeper.refresh()
+    assert first is not None and first["costs"] == first["measured"] and first["correction"] == {}
+    measured = first["measured"]
+    key = "software/source"
+    for _ in range(40):  # a busy box: each batch costs twice the measurement
+        keeper.observe("cam1", 2 * measured["cam1"][key])
+    assert keeper.correction["cam1"] == pytest.approx(2.0, rel=0.01)
+    for _ in range(40):
+        keeper.observe("cam1", 10 * measured["cam1"][key])
+    assert keeper.correction["cam1"] == budget.CORRECTION_BOUNDS[1]  # bounded
+    keeper.observe("cam2", 0.5 * measured["cam2"][key])
+    assert keeper.correction["cam2"] == 1.0  # a measurement is never trusted less
+    again = keeper.refresh()
+    assert again is not None and again["measured"] == measured  # the measurement is kept, not made again
+    assert again["costs"]["cam1"] == {k: round(v * 3.0, 4) for k, v in measured["cam1"].items()}
+    assert again["costs"]["cam2"] == measured["cam2"]
+    assert again["decision"]["cameras"]["cam1"]["cost"] == again["costs"]["cam1"][key]

@@ -324,7 +324,10 @@ def test_the_edges_of_a_declared_range_and_every_choice_are_allowed(
     ("env", "message"),
     [
         ({"GN_WORKERS": "many"}, "GN_WORKERS='many' is not valid: set it to a whole number"),
-        ({"GN_WORKERS": "0"}, "GN_WORKERS is not valid: it must be at least 1"),
+        (
+            {"GN_WORKERS": "-1"},
+            "GN_WORKERS is not valid: it cannot be negative (0 means one per camera and one more)",
+        ),
         ({"GN_TRIGGER_INPUT": "enter"}, "GN_TRIGGER_INPUT is not valid: use one of gpio, serial"),
         (
             {"GN_TRIGGER_AUTOSTART": "maybe"},

@@ -155,6 +155,19 @@ def test_launcher_reads_the_supervision_settings_from_the_settings_file(
     )
 
 
+def test_by_default_a_worker_per_camera_and_one_more(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key, value in box_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GN_WORKERS", raising=False)
+    for cameras, workers in (
+        ('{"a": "testsrc"}', "2"),
+        ('{"a": "testsrc", "b": "testsrc", "c": "testsrc"}', "4"),
+    ):
+        monkeypatch.setenv("GN_CAMERAS", cameras)
+        env, _ = load_launcher().prepare(Path("/dev/null"))
+        assert env["GN_WORKERS"] == workers
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("GN_SEG_TIME", "-1"), ("GN_WORKERS", "many"), ("GN_TRIGGER_INPUT", "enter")]
 )

@@ -16,7 +16,13 @@ class SupervisionSettings(Concern):
 
     title = "Supervision: the programs supervisord runs (deploy/supervise.py; see docs/pi.md)"
 
-    workers: int = setting(2, "Build/render worker processes.", at_least=1)
+    workers: int = setting(
+        0,
+        "Build/render worker processes (0: one per camera and one more: a build holds its worker through "
+        "its post-roll, so that a render never waits for a free one when every camera is pressed).",
+        at_least=0,
+        zero="one per camera and one more",
+    )
     trigger_autostart: bool = setting(
         True,
         "Start the button listener (false on a box without a button; presses then come from "
