@@ -64,9 +64,12 @@ def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
     t = time.time()
     cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
     cam.tick()
-    # 20 s of pre-roll: five full batches of 4 s; the rest waits for more segments.
+    # 20 s of pre-roll: four or five full batches of 4 s (where the pre-roll begins against the segments'
+    # boundaries depends on the moment); the rest waits for more segments.
     found = [json.loads(r.read_text()) for r in records(s)]
-    assert len(found) == s.pre_seconds // ahead.BATCH_SECONDS, found
+    assert s.pre_seconds // ahead.BATCH_SECONDS - 1 <= len(found) <= s.pre_seconds // ahead.BATCH_SECONDS, (
+        found
+    )
     names = [seg.name for seg in segments]
     first = names.index(found[0]["segments"][0])
     assert segments[first].start >= t - s.pre_seconds - 1.5  # nothing older than the pre-roll
@@ -78,17 +81,18 @@ def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
         assert (records(s)[0].parent / batch["file"]).stat().st_size > 0
     assert found[1]["segments"][0] == names[first + len(found[0]["segments"])]  # one after the other
 
-    # A new logo is a new recipe: its batches go to a new folder and the old folder goes.
+    # A new logo is a new recipe: its batches go to a new folder; the old folder stays for the builds
+    # started before the change, until its batches are too old for any.
     old_dir = records(s)[0].parent
     make_logo(tmp_path / "logo.png", size="120x60", color="blue")
     fresh = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
     fresh.tick()
-    new_dirs = {r.parent for r in records(s)}
-    assert len(new_dirs) == 1 and old_dir not in new_dirs and not old_dir.exists()
+    new_dirs = {r.parent for r in records(s)} - {old_dir}
+    assert len(new_dirs) == 1 and old_dir.exists()
 
-    # Batches older than pre + post + a margin are dropped.
+    # Batches older than pre + post + a margin are dropped, and the other recipe's folder with them.
     fresh.prune(time.time() + s.pre_seconds + s.post_seconds + ahead.KEEP_EXTRA_SECONDS + 60)
-    assert records(s) == [] and list(new_dirs.pop().iterdir()) == []
+    assert records(s) == [] and list(new_dirs.pop().iterdir()) == [] and not old_dir.exists()
 
 
 def test_a_new_recording_run_starts_a_new_batch(

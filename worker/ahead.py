@@ -40,7 +40,7 @@ from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
 from worker import budget
-from worker.aheadcache import BATCH_SECONDS, AheadCache, ahead_dir, ahead_root
+from worker.aheadcache import BATCH_SECONDS, AheadCache, ahead_dir, ahead_root, newest_end
 from worker.outage import Outage
 from worker.recipe import Recipe, applies
 from worker.tsfiles import ts_problem
@@ -253,22 +253,25 @@ class CameraAhead:
         if self.cache is None or self.new_run:
             recipe = Recipe.of(self.settings, self.wm, self.buffer / first.name, *self.option)
             if self.cache is None or recipe.key != self.cache.recipe.key:
+                # Another recipe's folder stays until its batches age out (`prune`): a build started
+                # before the change (the budget gave the camera another size) still takes them.
                 self.cache = AheadCache(self.settings, self.camera, recipe)
                 self.cache.dir.mkdir(parents=True, exist_ok=True)
-                for other in self.cache.dir.parent.iterdir():
-                    if other != self.cache.dir:
-                        shutil.rmtree(other, ignore_errors=True)  # another recipe: no build can use it
             self.new_run = False
         return self.cache
 
     def prune(self, t: float) -> None:
-        """Drop batches no build can need any more (older than pre + post + a margin)."""
+        """Drop batches no build can need any more (older than pre + post + a margin), and the folders
+        of other recipes once all of theirs are."""
         if self.cache is None:
             return
         oldest = t - self.settings.pre_seconds - self.settings.post_seconds - KEEP_EXTRA_SECONDS
         for batch in self.cache.batches():
             if batch.end < oldest:
                 self.cache.forget(batch)
+        for other in self.cache.dir.parent.iterdir():
+            if other != self.cache.dir and newest_end(other) < oldest:
+                shutil.rmtree(other, ignore_errors=True)
 
 
 def children_cpu() -> float:

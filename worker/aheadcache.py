@@ -29,6 +29,15 @@ def ahead_root(settings: Settings) -> Path:
     return settings.data_dir / "ahead"
 
 
+def newest_end(folder: Path) -> float:
+    """The end of the newest batch recorded in a recipe's folder (0 without a readable one)."""
+    ends = [0.0]
+    for record in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            ends.append(float(read_json(record)["end"]))
+    return max(ends)
+
+
 def ahead_dir(settings: Settings, camera: str) -> Path:
     """The ahead encoder's cache of one camera (a folder per recipe inside)."""
     return ahead_root(settings) / camera

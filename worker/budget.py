@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import subprocess
 import tempfile
 import time
@@ -40,8 +39,9 @@ from worker.encoders import Stream, stream_of
 log = get_logger(__name__)
 
 # Seconds of a camera's newest segments each measurement encodes (one ahead batch: its ffmpeg start-up
-# counts as it does there), and how many times: the median is kept (one encode's CPU time varies by a
-# third on a busy machine; a decision on one would flip-flop).
+# counts as it does there), and how many times: the dearest run is kept (one encode's CPU time varies
+# by a fifth between runs on an idle box, and a busy box spends more: a low estimate would give a
+# camera a path the box cannot keep up with, and the batches' correction would take it back later).
 MEASURE_SECONDS = BATCH_SECONDS
 MEASURE_RUNS = 3
 # The measurement's ffmpeg runs at this niceness (builds and renders come first).
@@ -52,7 +52,7 @@ RECHECK_SECONDS = 60.0
 # How soon it tries again when a camera had no segments yet, or the measurement failed.
 RETRY_SECONDS = 5.0
 # Bumped when what a measurement encodes changes: older cached costs are then measured again.
-METHOD = 3
+METHOD = 4
 # The ahead encoder's batches, measured as they are encoded, correct the measurement: a busy box spends
 # more CPU on the same encode than an idle one (shared caches and cores). Each camera's correction is an
 # average of its batches' ratio to the measured cost (this weight for the newest), kept between these
@@ -201,7 +201,7 @@ def measure_camera(
     for encoder, size in candidates(stream, hardware):
         args = measure_args(sources, wm, stream, encoder, size, settings.wm_preset, settings.wm_crf)
         runs = [cpu_seconds(args) for _ in range(MEASURE_RUNS)]
-        costs[budget.cost_key(encoder, size)] = round(statistics.median(runs) / seconds, 4)
+        costs[budget.cost_key(encoder, size)] = round(max(runs) / seconds, 4)
     return costs
 
 
