@@ -74,9 +74,7 @@ system_packages
 python_env
 case "${1:-}" in
   demo) shift; exec .venv/bin/gravanois demo "$@" ;;
-  # --maxschedchunk 2: each worker takes two tests at a time, in the order tests/conftest.py gives (the
-  # longest first), instead of a long run of consecutive ones that put every long test on one worker.
-  test) shift; exec .venv/bin/python -m pytest -n 4 --maxschedchunk 2 "$@" ;;
+  test) shift; exec .venv/bin/python -m pytest -n 4 "$@" ;;
   setup) ;;
   *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
 esac

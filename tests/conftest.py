@@ -33,8 +33,7 @@ def pytest_report_header() -> str:
 
 # The files whose tests take minutes each (install in a Debian root, updates, a three-minute camera clock),
 # then every other slow test: started first, so that the parallel run does not end with one of them
-# alone on one worker while the others idle (the suite ran 2 min longer so). ./run.sh test hands them
-# out two at a time (--maxschedchunk 2), so they spread over the workers.
+# alone on one worker while the others idle (the suite ran 2 min longer so).
 LONGEST_FIRST = ("test_install.py", "test_update.py", "test_fleet_update.py", "test_recorder_rtsp.py")
 
 
