@@ -31,24 +31,6 @@ def pytest_report_header() -> str:
     return "locked: " + " ".join(f"{n}=={version(n)}" for n in names)
 
 
-# The files whose tests take minutes each (install in a Debian root, updates, a three-minute camera clock),
-# then every other slow test: started first, so that the parallel run does not end with one of them
-# alone on one worker while the others idle (the suite ran 2 min longer so).
-LONGEST_FIRST = ("test_install.py", "test_update.py", "test_fleet_update.py", "test_recorder_rtsp.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the tests longest first (the same order on every xdist worker: it depends on names only)."""
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        if name in LONGEST_FIRST:
-            return LONGEST_FIRST.index(name)
-        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
-
-    items.sort(key=rank)  # stable: the collection order within each rank
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One private redis-server for the session (each xdist worker has its own)."""
