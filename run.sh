@@ -74,7 +74,7 @@ system_packages
 python_env
 case "${1:-}" in
   demo) shift; exec .venv/bin/gravanois demo "$@" ;;
-  test) shift; exec .venv/bin/python -m pytest -n 4 "$@" ;;
+  test) shift; exec .venv/bin/python -m pytest -n 4 --dist worksteal "$@" ;;
   setup) ;;
   *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
 esac
