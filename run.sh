@@ -76,12 +76,11 @@ case "${1:-}" in
   demo) shift; exec .venv/bin/gravanois demo "$@" ;;
   test)
     shift
-    # First every test that may share the machine, four at a time, handed out two at a time
-    # (--maxschedchunk 2) in the order tests/conftest.py gives (the longest first), so that the long ones
-    # spread over the workers; then, one at a time, those that need the machine to themselves (an
-    # emulated Pi's CPU budget). "No test selected" (exit 5) is not a failure.
+    # First every test that may share the machine, four at a time (an idle worker takes half of the
+    # busiest one's queue: --dist worksteal); then, one at a time, those that need the machine to
+    # themselves (an emulated Pi's CPU budget). "No test selected" (exit 5) is not a failure.
     status=0
-    .venv/bin/python -m pytest -n 4 --maxschedchunk 2 --phase parallel "$@" || status=$?
+    .venv/bin/python -m pytest -n 4 --dist worksteal --phase parallel "$@" || status=$?
     [ "$status" -eq 5 ] && status=0
     alone=0
     .venv/bin/python -m pytest --phase alone "$@" || alone=$?

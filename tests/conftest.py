@@ -31,13 +31,6 @@ def pytest_report_header() -> str:
     return "locked: " + " ".join(f"{n}=={version(n)}" for n in names)
 
 
-# The files whose tests take minutes each (install in a Debian root, updates, a three-minute camera clock),
-# then every other slow test: started first, so that the parallel run does not end with one of them
-# alone on one worker while the others idle (the suite ran 2 min longer so). ./run.sh test hands them
-# out two at a time (--maxschedchunk 2), so they spread over the workers.
-LONGEST_FIRST = ("test_install.py", "test_update.py", "test_fleet_update.py", "test_recorder_rtsp.py")
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--phase",
@@ -48,22 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the `--phase`'s tests, longest first (the same order on every xdist worker: it depends on
-    names only)."""
+    """Keep the `--phase`'s tests."""
     phase = config.getoption("--phase")
     if phase != "all":
         alone = [item.get_closest_marker("alone") is not None for item in items]
         wanted = phase == "alone"
         config.hook.pytest_deselected(items=[it for it, a in zip(items, alone, strict=True) if a != wanted])
         items[:] = [it for it, a in zip(items, alone, strict=True) if a == wanted]
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        if name in LONGEST_FIRST:
-            return LONGEST_FIRST.index(name)
-        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
-
-    items.sort(key=rank)  # stable: the collection order within each rank
 
 
 @pytest.fixture(scope="session")

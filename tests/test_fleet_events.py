@@ -79,7 +79,9 @@ def test_presses_highlights_and_storage_tell_the_fleet_signed(
             fleet.wait("presence", lambda m: m.get("status") == "online", timeout=30)
             taken = PressRecord("cam1", base + 44, 4, 2, source="gpio")
             cooled = PressRecord("cam1", base + 45, 4, 2, source="web")
-            refused = PressRecord("cam2", base + 44, 4, 2, source="serial")
+            # A minute old: past any recorder's limit, so the reason is about its window whatever time
+            # the agent took to come online (a press of a few seconds ago is judged by the recorder).
+            refused = PressRecord("cam2", time.time() - 60, 4, 2, source="serial")
             assert press_mod.submit(s, redis_conn, taken).state == press_mod.SCHEDULED
             assert press_mod.submit(s, redis_conn, cooled).state == press_mod.COOLDOWN
             assert press_mod.submit(s, redis_conn, refused).state == press_mod.REFUSED

@@ -17,7 +17,10 @@ from harness.installed_box import InstalledBox, Releases
 from ops.update import STEPS, release_of
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.slow
+# Each test installs a release (a venv of the system's Python), the update installs another, then waits up to
+# 180 s for the highlights: on a slow machine beside three other tests, the default 300 s covered all of it,
+# so it cut the wait short before it could say which highlight was missing.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 BOX = {
     "GN_CAMERAS": '{"cam1": "testsrc:320x240@15"}',
@@ -65,14 +68,21 @@ class Presser:
         self._thread.join(120)
 
 
-def all_finished(box: InstalledBox, stems: list[str], timeout: float = 240) -> None:
-    """Every accepted press became a watermarked highlight."""
-    wait_for(
-        f"{len(stems)} highlights",
-        lambda: all(box.finished(stem) for stem in stems),
-        timeout=timeout,
-        every=1,
-    )
+def all_finished(box: InstalledBox, stems: list[str], timeout: float = 180) -> None:
+    """Every accepted press became a watermarked highlight (else: which did not, and what the box says)."""
+    try:
+        wait_for(
+            f"{len(stems)} highlights",
+            lambda: all(box.finished(stem) for stem in stems),
+            timeout=timeout,
+            every=1,
+        )
+    except AssertionError as timed_out:
+        missing = [stem for stem in stems if not box.finished(stem)]
+        status = box.gravanois("status", timeout=60)
+        failed = box.gravanois("failed", "list", timeout=60)
+        said = "\n".join(res.stdout + res.stderr for res in (status, failed))
+        raise AssertionError(f"{timed_out}; not finished: {missing}\n{said}") from None
 
 
 @pytest.fixture
