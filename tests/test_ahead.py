@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from common import keys
@@ -215,7 +217,10 @@ def test_a_build_leaves_the_newest_segments_to_a_running_ahead_encoder(
     last.unlink()
     batched = [json.loads(r.read_text())["segments"] for r in records(s)]
     names = [seg.name for seg in segments]
-    window = segments[names.index(batched[0][0]) - 1 :]  # from a segment before the first batch
+    # From a segment before the first batch to one before the end: after the newest batch comes less than
+    # a batch, which the ahead encoder will only cut when later segments close.
+    window = segments[names.index(batched[0][0]) - 1 : -1]
+    after = after[:-1]
     held = lambda enc: [n for piece in enc.pieces for n in piece["segments"]]  # noqa: E731
 
     deferring = progressive.Encoder(s, "h1", "cam1", window[-1].end, defer=True)
@@ -231,3 +236,56 @@ def test_a_build_leaves_the_newest_segments_to_a_running_ahead_encoder(
     eager.advance(window)
     assert held(eager) == [seg.name for seg in window]
     eager.close()
+
+
+def move_batch(record: Path, to: Path) -> Path:
+    """Move a cached batch (its piece, then its record, which makes it seen) into the folder `to`."""
+    piece = json.loads(record.read_text())["file"]
+    (record.parent / piece).rename(to / piece)
+    return record.rename(to / record.name)
+
+
+def test_a_complete_window_waits_for_an_ahead_encoder_that_is_behind_but_progressing(
+    make_settings: Callable[..., Settings],
+    redis_conn: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
+    [segments] = recent(s, redis_conn, 24)
+    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    # The last two batches taken aside: as if the ahead encoder were two batches behind the window's end,
+    # which is a segment before the last batch's.
+    cache, aside = records(s)[0].parent, tmp_path / "aside"
+    aside.mkdir()
+    late = [move_batch(record, aside) for record in records(s)[-2:]]
+    tail = json.loads(late[-1].read_text())["segments"][:-1]
+    names = [seg.name for seg in segments]
+    window = segments[names.index(json.loads(records(s)[0].read_text())["segments"][0]) : -1]
+    held = lambda enc: [n for piece in enc.pieces for n in piece["segments"]]  # noqa: E731
+
+    # The ahead encoder progresses: the first of the two batches comes back a moment later (its encode
+    # finished). The build waits for it instead of encoding it too, then encodes only the rest itself
+    # (less than a batch: the ahead encoder cuts its next batch only when a later segment closes).
+    back = threading.Timer(1.5, lambda: move_batch(late[0], cache))
+    back.start()
+    started = time.monotonic()
+    waiting = progressive.Encoder(s, "h1", "cam1", window[-1].end, defer=True)
+    waiting.advance(window, complete=True)
+    back.join()
+    assert time.monotonic() - started >= 1.5
+    assert held(waiting) == [seg.name for seg in window]
+    assert [p["from"] for p in waiting.pieces][-2:] == ["ahead", "build"], waiting.pieces
+    assert waiting.pieces[-1]["segments"] == tail
+    waiting.close()
+
+    # It stopped (no new batch for AHEAD_STALL_SECONDS, shortened here): the build encodes the rest itself.
+    monkeypatch.setattr(progressive, "AHEAD_STALL_SECONDS", 1.0)
+    move_batch(cache / late[0].name, aside)
+    started = time.monotonic()
+    alone = progressive.Encoder(s, "h2", "cam1", window[-1].end, defer=True)
+    alone.advance(window, complete=True)
+    assert time.monotonic() - started >= 1.0
+    assert held(alone) == [seg.name for seg in window]
+    assert alone.pieces[-1]["from"] == "build"
+    alone.close()

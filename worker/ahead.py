@@ -40,7 +40,7 @@ from common.settings import Settings
 from common.timeutil import now
 from common.watermark import Watermark
 from worker import budget
-from worker.aheadcache import BATCH_SECONDS, AheadCache, ahead_dir, ahead_root, newest_end
+from worker.aheadcache import BATCH_SECONDS, FLUSH_TOLERANCE, AheadCache, ahead_dir, ahead_root, newest_end
 from worker.outage import Outage
 from worker.recipe import Recipe, applies
 from worker.tsfiles import ts_problem
@@ -197,7 +197,7 @@ class CameraAhead:
                 self.new_run = True
             self.pending.append(seg)
             self.tail = seg
-            if seg.end - self.pending[0].start >= BATCH_SECONDS - 0.01:
+            if seg.end - self.pending[0].start >= BATCH_SECONDS - FLUSH_TOLERANCE:
                 self.flush()
         self.prune(t)
 

@@ -22,6 +22,8 @@ from worker.recipe import Recipe
 # batch at the window's start, half after the post-roll: the wait), against one ffmpeg start-up
 # (~0.1 CPU-s here) per batch. The render budget's measurement encodes as much (worker/budget.py).
 BATCH_SECONDS = 4.0
+# Segment ends are rounded to the millisecond: a batch of exactly BATCH_SECONDS may read a little short.
+FLUSH_TOLERANCE = 0.01
 
 
 def ahead_root(settings: Settings) -> Path:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -41,13 +42,18 @@ from common.log import event, get_logger
 from common.segments import GAP_TOLERANCE, Segment
 from common.settings import Settings
 from common.watermark import Watermark
-from worker.aheadcache import AheadCache
+from worker.aheadcache import BATCH_SECONDS, FLUSH_TOLERANCE, AheadCache
 from worker.pieces import JOINED, MANIFEST, frame_facts, pieces_dir
 from worker.recipe import PIECE_TIMEOUT_BASE, Recipe
 from worker.streamjoin import StreamJoin
 from worker.tsfiles import clip_end
 
 log = get_logger(__name__)
+
+# A build whose window is complete waits for the ahead encoder while a new batch of the window comes at
+# least this often (a batch is BATCH_SECONDS of video, encoded in about as long on a loaded Pi).
+AHEAD_STALL_SECONDS = 3 * BATCH_SECONDS
+AHEAD_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -99,6 +105,8 @@ class Encoder:
                 self.give_up(f"cannot read {self.seen[0].name}: {exc}")
                 return
             self.cache = AheadCache(self.settings, self.camera, self.recipe)
+        if complete and self.defer:
+            self.wait_for_ahead()
         try:
             self.fill(complete)
         except (FFmpegError, OSError) as exc:
@@ -107,6 +115,33 @@ class Encoder:
         self.pieces.sort(key=lambda p: self.position[p["segments"][0]])
         write_json_atomic(self.dir / MANIFEST, {"pieces": self.pieces})
         self.stream()
+
+    def wait_for_ahead(self) -> None:
+        """The window is complete, and after the ahead encoder's newest batch in it come a whole batch's
+        seconds or more: it is encoding them (or was behind). Wait while it makes progress, until less than
+        a batch is left (a batch it will only cut when later segments close): encoding its backlog here
+        instead would encode those seconds twice, and the two encodes, sharing a small box's CPU, would put
+        it further behind at the next press."""
+        if self.cache is None or not self.seen:
+            return
+        end = self.seen[-1].end
+        newest, progressed = self.cached_end(), time.monotonic()
+        if not newest:
+            return  # none of its batches is in this window: it is not about to cover it
+        while end - newest >= BATCH_SECONDS - FLUSH_TOLERANCE:
+            if time.monotonic() - progressed > AHEAD_STALL_SECONDS:
+                event(log, "ahead_stalled", 30, highlight=self.stem, cached_until=newest, window_end=end)
+                return  # it stopped: the rest is encoded here
+            time.sleep(AHEAD_POLL_SECONDS)
+            cached = self.cached_end()
+            if cached > newest:
+                newest, progressed = cached, time.monotonic()
+
+    def cached_end(self) -> float:
+        """The end of the newest cached batch among the window's segments (0 when none is)."""
+        assert self.cache is not None
+        names = {s.name for s in self.seen}
+        return max((b.end for b in self.cache.batches() if b.segments[-1] in names), default=0.0)
 
     @property
     def position(self) -> dict[str, int]:
