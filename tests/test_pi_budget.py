@@ -24,6 +24,7 @@ from common import keys
 from common.budget import Size, VideoEncoder
 from common.ffmpeg import probe
 from common.segments import GAP_TOLERANCE, Segment
+from common.timeutil import parse_iso
 from harness import cpubudget
 from harness.box import Box
 from harness.rtsp_server import RtspServer
@@ -45,6 +46,14 @@ def press(box: Box, camera: str) -> str:
     match = re.search(r"clip=(\S+)", res.stdout + res.stderr)
     assert match, res.stdout + res.stderr
     return Path(match.group(1)).stem
+
+
+def waited(box: Box, stem: str) -> float:
+    """A finished highlight's wait after the post-roll, by the box's own clock: from the press it registered
+    (`press_at`) plus the post-roll to its final sidecar (`updated_at`), not to when this test, busy pressing
+    and asking `status`, happened to look."""
+    side = json.loads((box.output_dir / f"{stem}.json").read_text())
+    return parse_iso(side["updated_at"]) - parse_iso(side["press_at"]) - float(side["post_seconds"])
 
 
 def largest_gap(box: Box, camera: str) -> float:
@@ -85,14 +94,14 @@ def run_box(tmp_path: Path, cams: dict[str, RtspServer], held: cpubudget.CpuBudg
         GPIOZERO_PIN_FACTORY="mock",
     )
     box.cpu = held
-    pressed: dict[str, tuple[str, float, dict]] = {}  # stem → camera, time, the decision shown then
-    done: dict[str, float] = {}
+    pressed: dict[str, dict] = {}  # stem → the decision for its camera shown when it was pressed
+    done: dict[str, float] = {}  # stem → its wait after the post-roll
     gaps = {name: 0.0 for name in cams}
 
     def look() -> None:
         for stem in pressed.keys() - done.keys():
             if box.finished(stem):
-                done[stem] = time.time()
+                done[stem] = waited(box, stem)
         for name in cams:
             gaps[name] = max(gaps[name], largest_gap(box, name))
 
@@ -111,8 +120,7 @@ def run_box(tmp_path: Path, cams: dict[str, RtspServer], held: cpubudget.CpuBudg
             time.sleep(max(0.0, start + i * PRESS_EVERY - time.monotonic()))
             decision = box.status()[1]["budget"]
             for name in cams:
-                before = time.time()
-                pressed[press(box, name)] = (name, before, decision["cameras"][name])
+                pressed[press(box, name)] = decision["cameras"][name]
             while time.monotonic() < start + (i + 1) * PRESS_EVERY - 3:
                 look()
                 time.sleep(0.2)
@@ -122,7 +130,7 @@ def run_box(tmp_path: Path, cams: dict[str, RtspServer], held: cpubudget.CpuBudg
             time.sleep(0.2)
         final = box.status()[1]["budget"]
         throttled, throttled_s = held.throttled()
-    waits = sorted(done[stem] - (at + POST) for stem, (_, at, _) in pressed.items() if stem in done)
+    waits = sorted(done.values())
     print(f"waits after the post-roll: {[round(w, 1) for w in waits]}")
     median = statistics.median(waits)
     print(
@@ -133,7 +141,7 @@ def run_box(tmp_path: Path, cams: dict[str, RtspServer], held: cpubudget.CpuBudg
     assert all(g <= GAP_TOLERANCE for g in gaps.values()), gaps
     assert final["cameras"] == decided_again(final)  # what status shows is still the box's own decision
     assert median < 7.0
-    for stem, (_, _, choice) in pressed.items():
+    for stem, choice in pressed.items():
         side = json.loads((box.output_dir / f"{stem}.json").read_text())
         if choice["path"] == model.RenderPath.AHEAD:
             assert (side.get("progressive") or {}).get("ahead_pieces"), stem

@@ -11,9 +11,10 @@ watermarks each camera's newest segments in batches as they close, into a cache 
 build takes every cached batch that lies inside its window (a hard link) and encodes only the rest: the
 window's first seconds (up to one batch) and what closed since the last batch. When the ahead encoder is
 running for the camera (`defer`), the build leaves the segments after its newest batch to it while the
-post-roll records, and encodes what is still missing once the window is complete (up to a batch): a
-press then costs about one batch of encoding instead of its whole post-roll encoded twice, which is
-what lets a small box keep up with a busy court. Without it, what is left at `t + post` is the last
+post-roll records, and encodes what is still missing once the window is complete (less than a batch;
+when more is missing, the ahead encoder was behind, and the build waits for it as long as it makes
+progress): a press then costs about one batch of encoding instead of its whole post-roll encoded twice,
+which is what lets a small box keep up with a busy court. Without it, what is left at `t + post` is the last
 segment, whatever the window's length.
 
 The pieces are cut where the segments are (on the camera's keyframes) from one recording run (the
