@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import resource
 import shutil
@@ -239,9 +240,15 @@ class CameraAhead:
         try:
             cache = self.cache_for(batch[0])
             if not any(b.segments[0] == batch[0].name for b in cache.batches()):
-                spent = children_cpu()
+                spent, started = children_cpu(), time.monotonic()
                 cache.add(batch, self.buffer)
-                self.observed.append((children_cpu() - spent) / max(0.1, batch[-1].end - batch[0].start))
+                seconds = batch[-1].end - batch[0].start
+                self.observed.append((children_cpu() - spent) / max(0.1, seconds))
+                # How far behind the camera the cache is once the batch is in (a build waits for that).
+                event(
+                    log, "ahead_batch", logging.DEBUG, camera=self.camera, video_s=round(seconds, 2),
+                    encode_s=round(time.monotonic() - started, 2), lag_s=round(now() - batch[-1].end, 2),
+                )  # fmt: skip
             self.cached_until = batch[-1].end
         except (FFmpegError, OSError) as exc:
             if self.should_stop():
