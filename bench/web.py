@@ -14,9 +14,9 @@ In one run, on loopback only, with a private redis-server and one finished highl
 
 The static server is nginx (Debian's `nginx-light`: `apt-get install nginx-light`) when installed, since
 it serves ranges like the web app; without it, Python's http.server, which ignores ranges, so the range
-rows are then skipped. Both servers, and the client process, run in the web app's CPU class (SCHED_IDLE),
-so neither side is favoured and the client (phones are not on the box) does not compete with the render;
-the render runs at normal priority, as the worker does.
+rows are then skipped. Both servers run at the web app's CPU priority (nice 19), so neither side is
+favoured; the client process runs on idle CPU time only (SCHED_IDLE), as the players' phones are not on the
+box; the render runs at normal priority, as the worker does.
 
     bench/web.py                        # defaults: 20 clients, 5 s per case, 3 rounds, 4 render rounds
     bench/web.py --clients 20 --seconds 5 --rounds 3 --render-seconds 20 --render-rounds 4
@@ -51,13 +51,14 @@ run_in_venv(__file__)  # the project's venv (the README's setup) has the depende
 from common.proc import stop  # noqa: E402
 from harness.media import make_clip  # noqa: E402
 from harness.redis_server import free_port  # noqa: E402
+from ops.web.cli import NICENESS  # noqa: E402
 
 RANGE = 64 * 1024
 
 
-def idle_prefix() -> list[str]:
-    """Run a static server in the web app's own CPU class (SCHED_IDLE, else nice 19): a fair comparison."""
-    return ["chrt", "--idle", "0"] if shutil.which("chrt") else ["nice", "-n", "19"]
+def web_priority() -> list[str]:
+    """Run a static server at the web app's own CPU priority: a fair comparison."""
+    return ["nice", "-n", str(NICENESS)]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -91,12 +92,13 @@ def loadavg() -> str:
 def client_main(port: int, path: str, clients: int, seconds: float, size: int) -> None:
     """Child mode: `clients` threads, back-to-back requests for `seconds`; prints one JSON line.
 
-    It runs in the web app's CPU class: the players' phones are not on the box, so the client's own
-    work must not be what slows a render down.
+    It runs on idle CPU time only: the players' phones are not on the box, so the client's own work must
+    not be what slows a render down (nice 19 where the idle class is refused).
     """
-    from ops.web.cli import lower_priority
-
-    lower_priority()
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(NICENESS)
     started = time.monotonic()
     stop_at = [started + seconds]
     # SIGTERM ends the run early (the render phase stops its clients when the render is done).
@@ -195,7 +197,7 @@ http {{
 """
     )
     return subprocess.Popen(
-        [*idle_prefix(), exe, "-c", str(conf), "-p", str(work)],
+        [*web_priority(), exe, "-c", str(conf), "-p", str(work)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -203,7 +205,7 @@ http {{
 
 def start_http_server(root: Path, port: int) -> subprocess.Popen[bytes]:
     """Python's http.server (no ranges) serving `root` on loopback."""
-    args = [*idle_prefix(), sys.executable, "-m", "http.server", str(port)]
+    args = [*web_priority(), sys.executable, "-m", "http.server", str(port)]
     args += ["--bind", "127.0.0.1", "--directory", str(root)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -51,7 +51,7 @@ def attention(settings: Settings, snap: dict[str, Any]) -> list[str]:
         if q["queued"] and not q["workers"]:
             problems.append(f"{q['queued']} {stage} job(s) waiting and no worker serves {q['queue']}")
         elif q["queued"] >= QUEUE_BACKLOG:
-            problems.append(f"{stage} queue backed up: {q['queued']} jobs waiting")
+            problems.append(backlog(stage, q["queued"]))
     for name, disk in snap["disk"].items():
         if disk["low"]:
             problems.append(
@@ -67,3 +67,8 @@ def attention(settings: Settings, snap: dict[str, Any]) -> list[str]:
     for name, alarm in snap["alarms"].items():
         problems.append(f"alarm {name}: {alarm.get('message', '')}")
     return problems
+
+
+def backlog(stage: str, queued: int) -> str:
+    """The sentence for a backed-up queue (the updater recognises it: a backlog can be worked down)."""
+    return f"{stage} queue backed up: {queued} jobs waiting"

@@ -42,12 +42,14 @@ import click
 
 from common.cli import fail, settings_from
 from common.log import event, get_logger
+from common.pipeline import STAGES
 from common.redisconn import connect
 from common.segments import SegmentIndex
 from common.settings import Settings
 from common.timeutil import iso
 from deploy import release as rel
 from deploy.control import ControlError, Program
+from ops.attention import backlog
 from ops.restart import Restarter
 
 log = get_logger(__name__)
@@ -68,6 +70,8 @@ class Health:
     programs: dict[str, Program] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
     attention: set[str] = field(default_factory=set)
+    # Per stage, the jobs its workers have finished (done or failed for good), from `status`'s counters.
+    finished: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -253,12 +257,21 @@ class Updater:
             h.error = f"`gravanois status` of the release fails: {rel.last_line(done.stderr)}"
             return h
         h.cameras = {c["id"]: c for c in snap["cameras"]}
-        # Numbers in the sentences (ages, counts) change from one look to the next: compared without them.
-        h.attention = {re.sub(r"\d+(\.\d+)?", "#", line) for line in snap["attention"]}
+        h.attention = {without_numbers(line) for line in snap["attention"]}
+        counters = snap.get("counters", {})
+        h.finished = {
+            stage: counters.get(spec.done_counter, 0) + counters.get(spec.failed_counter, 0)
+            for stage, spec in STAGES.items()
+        }
         return h
 
-    def problem(self, before: Health, now: Health) -> str | None:
-        """The first thing healthy before the switch that is not healthy now (None: all is well)."""
+    def problem(self, before: Health, now: Health, first: Health | None = None) -> str | None:
+        """The first thing healthy before the switch that is not healthy now (None: all is well).
+
+        A queue that filled up while the programs restarted is not a problem of the new release as long as
+        its workers work it down: a stage that finished jobs since the `first` look of the watch may be
+        backed up (rolling back would only restart everything again and grow the backlog).
+        """
         if now.error:
             return now.error
         for name, p in before.programs.items():
@@ -281,16 +294,23 @@ class Updater:
             age = seen.get("last_segment_age")
             if c.get("recording") and since and (age is None or time.time() - age < since):
                 return f"camera {cam} has recorded nothing since its recorder restarted"
-        new = sorted(now.attention - before.attention)
+        working = {
+            without_numbers(backlog(stage, 0))
+            for stage in STAGES
+            if first is not None and now.finished.get(stage, 0) > first.finished.get(stage, 0)
+        }
+        new = sorted(now.attention - before.attention - working)
         return f"status: {new[0]}" if new else None
 
     def watch(self, before: Health, seconds: float) -> str | None:
         """Watch health for `seconds`: None if all is well at the end and nothing restarted since it was."""
         deadline = time.monotonic() + seconds
         steady: dict[str, int] | None = None
+        first: Health | None = None
         while True:
             now = self.health()
-            problem = self.problem(before, now)
+            first = first or (None if now.error else now)
+            problem = self.problem(before, now, first)
             pids = {name: p.pid for name, p in now.programs.items()}
             if problem is None and steady is not None:
                 crashed = [name for name, pid in steady.items() if pids.get(name) != pid]
@@ -319,6 +339,11 @@ class Updater:
         if os.environ.get(PAUSE_ENV) == name:
             print(f"paused at {name}", file=sys.stderr, flush=True)
             signal.pause()
+
+
+def without_numbers(sentence: str) -> str:
+    """A `status` sentence with its numbers (ages, counts) as `#`: they change from one look to the next."""
+    return re.sub(r"\d+(\.\d+)?", "#", sentence)
 
 
 def release_of(pid: int) -> str | None:

@@ -1,4 +1,5 @@
-"""The release layout, the update's state, boot.sh's fallback and the restart order, without a box."""
+"""The release layout, the update's state, boot.sh's fallback, the restart order and the update's verdict
+on a backed-up queue, without a box."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import load_settings
 from deploy import release as rel
 from deploy.control import Program, restart_order
 from harness.repo import REPO, build_wheel, copy_checkout
+from ops.attention import backlog
+from ops.update import Health, Updater, without_numbers
 
 
 def fake_release(layout: rel.Layout, release_id: str, complete: bool = True) -> None:
@@ -127,3 +131,30 @@ def test_a_release_id_is_the_same_for_the_same_source(tmp_path: Path) -> None:
     assert first == again and first[1].startswith(first[0] + "-")
     (src / "worker" / "__init__.py").write_text((src / "worker" / "__init__.py").read_text() + "# changed\n")
     assert rel.wheel_identity(build_wheel(src, tmp_path / "three"))[1] != first[1]
+
+
+def test_the_watch_forgives_a_backlog_only_while_its_workers_work_it_down(
+    tmp_path: Path, layout: rel.Layout
+) -> None:
+    # Presses go on while the programs restart: the render queue may be backed up when the watch looks.
+    dirs = {"data_dir": tmp_path / "data", "buffer_dir": tmp_path / "buffer"}
+    settings = load_settings(dirs, env_file=None)
+    updater = Updater(settings, None, layout, watch=12, python="python3")
+    updater.target = "a"
+    before = Health(finished={"build": 30, "render": 28})
+
+    def look(queued: int, built: int, rendered: int, *more: str) -> Health:
+        said = {without_numbers(backlog("render", queued)), *more}
+        return Health(attention=said, finished={"build": built, "render": rendered})
+
+    first = look(24, 40, 30)
+    backed_up = "status: render queue backed up: # jobs waiting"
+    # Renders finished since the watch's first look: worked down, not a problem of the new release.
+    assert updater.problem(before, look(26, 41, 31), first) is None
+    # None finished (builds did, but they only feed the queue): the new release's renders are stuck.
+    assert updater.problem(before, look(22, 45, 30), first) == backed_up
+    # The watch's first look itself cannot tell yet.
+    assert updater.problem(before, first, None) == backed_up
+    # Any other new problem is still one.
+    camera = "camera cam# is not recording (starting)"
+    assert updater.problem(before, look(26, 41, 31, camera), first) == f"status: {camera}"

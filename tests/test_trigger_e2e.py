@@ -168,8 +168,9 @@ def test_two_presses_two_seconds_apart_cooldown(make_settings, redis_conn: redis
         d1, d2, d3 = (built(redis_conn, s, p) for p in (p1, p2, p3))
     for p, d in ((p1, d1), (p2, d2), (p3, d3)):
         check_clip(s, p, d, max_segment=1.5)
-    assert 1.5 < p2.at - p1.at < 4
-    # overlapping clips: the second one starts inside the first one
+    # Two presses close together (the second within the first's pre-roll, however long the press command
+    # took to start on a busy machine): overlapping clips, the second one starting inside the first one.
+    assert 1.5 < p2.at - p1.at < PRE
     assert parse_iso(d2["first_segment"]["start"]) < parse_iso(d1["last_segment"]["end"])
     clips = sorted(x.name for x in s.clips_dir.glob("*.mp4"))
     assert clips == sorted(sidecar.clip_name(p) for p in (p1, p2, p3))

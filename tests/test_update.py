@@ -70,15 +70,14 @@ class Presser:
 
 def all_finished(box: InstalledBox, stems: list[str], timeout: float = 180) -> None:
     """Every accepted press became a watermarked highlight (else: which did not, and what the box says)."""
+
+    def unfinished() -> list[str]:
+        return [stem for stem in stems if not box.finished(stem)]
+
     try:
-        wait_for(
-            f"{len(stems)} highlights",
-            lambda: all(box.finished(stem) for stem in stems),
-            timeout=timeout,
-            every=1,
-        )
+        wait_for(f"{len(stems)} highlights", lambda: not unfinished(), timeout=timeout, every=1)
     except AssertionError as timed_out:
-        missing = [stem for stem in stems if not box.finished(stem)]
+        missing = unfinished()
         status = box.gravanois("status", timeout=60)
         failed = box.gravanois("failed", "list", timeout=60)
         said = "\n".join(res.stdout + res.stderr for res in (status, failed))

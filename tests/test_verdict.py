@@ -138,6 +138,9 @@ def test_a_dead_recorder_is_judged_by_the_limit_it_published_and_junk_is_no_numb
 
 # ---- a 4 s-GOP camera that freezes and comes back, read by every reader at once
 
+# How long a reader may take to answer, and every reader to come round to the camera's new state.
+PATIENCE = 120
+
 
 @dataclass
 class Reader:
@@ -146,10 +149,20 @@ class Reader:
     name: str
     sample: Callable[[], tuple[float, Any]]
     seen: list[tuple[float, Any]] = field(default_factory=list)
+    error: BaseException | None = None
 
     def poll(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self.seen.append(self.sample())
+        try:
+            while not stop.is_set():
+                self.seen.append(self.sample())
+        except Exception as exc:  # told by `said`, at once, instead of as a reader that went quiet
+            self.error = exc
+
+    def said(self, answer: bool, since: float) -> bool:
+        """One of its last three answers, judged after `since`, was `answer`."""
+        if self.error is not None:
+            raise AssertionError(f"the {self.name} reader failed: {self.error!r}") from self.error
+        return any(t > since and v == answer for t, v in self.seen[-3:])
 
 
 def status_reader(s: Settings) -> Callable[[], tuple[float, bool]]:
@@ -173,8 +186,11 @@ def press_reader(s: Settings) -> Callable[[], tuple[float, bool]]:
 
 
 def web_reader(web: WebProc, cookie: str) -> Callable[[], tuple[float, bool]]:
+    # The web app runs on idle CPU time only (docs/web.md): on a test machine kept busy by other tests it
+    # may answer tens of seconds late. Its page says when it judged, so a late answer is still a fair one.
     def sample() -> tuple[float, bool]:
-        code, _, body = web.request("GET", "/admin/panel", {"Cookie": cookie, "Accept-Language": "en"})
+        headers = {"Cookie": cookie, "Accept-Language": "en"}
+        code, _, body = web.request("GET", "/admin/panel", headers, timeout=PATIENCE)
         assert code == 200
         html = body.decode()
         at = re.search(r'id="overall">\S+ at (\S+) ', html)
@@ -183,6 +199,18 @@ def web_reader(web: WebProc, cookie: str) -> Callable[[], tuple[float, bool]]:
         label = re.search(r'<span class="(?:ok|error)">([^<]+)</span>', card)
         assert label is not None, card[:300]
         return parse_iso(at[1]), label[1] == "recording"
+
+    return sample
+
+
+def end_reader(s: Settings, conn: redis.Redis) -> Callable[[], tuple[float, float | None]]:
+    """What every reader judges by: the end of the newest segment, as the recorder published it."""
+
+    def sample() -> tuple[float, float | None]:
+        t = time.time()
+        end = verdict.number(health(conn, s, "cam1").get("last_segment_end"))
+        time.sleep(0.1)
+        return t, end
 
     return sample
 
@@ -210,11 +238,12 @@ def crossing(readers: list[Reader], since: float, until: float, before: bool) ->
     return old - new
 
 
-def flips(reader: Reader, since: float, until: float, before: bool) -> tuple[float, float]:
-    """The bracket (last old answer, first new answer) of one reader's change within [since, until]."""
+def flips(reader: Reader, since: float, until: float, before: bool) -> tuple[float | None, float]:
+    """The bracket (last old answer, first new answer) of one reader's change within [since, until]; no
+    old answer (None) when the reader's first answer in it is already the new one (it answered late)."""
     seen = [(t, v) for t, v in reader.seen if since <= t <= until]
     first_new = min(t for t, v in seen if v != before)
-    return max(t for t, v in seen if v == before and t < first_new), first_new
+    return max((t for t, v in seen if v == before and t < first_new), default=None), first_new
 
 
 @pytest.mark.slow
@@ -251,22 +280,26 @@ def test_a_frozen_4s_gop_camera_is_judged_alike_by_status_press_web_and_build_bo
                 Reader("web", web_reader(web, cookie)),
             ]
             builds = Reader("build", build_reader(s, redis_conn))
-            threads = [threading.Thread(target=r.poll, args=(stop,), daemon=True) for r in [*readers, builds]]
+            ends = Reader("segment end", end_reader(s, redis_conn))
+            threads = [
+                threading.Thread(target=r.poll, args=(stop,), daemon=True) for r in [*readers, builds, ends]
+            ]
             for thread in threads:
                 thread.start()
 
             def all_say(answer: bool, since: float) -> bool:
-                return all(any(t > since and v == answer for t, v in r.seen[-3:]) for r in readers)
+                return all(r.said(answer, since) for r in readers)
 
-            wait_for("every reader to say recording", lambda: all_say(True, time.time() - 5), timeout=30)
+            started = time.time()
+            wait_for("every reader to say recording", lambda: all_say(True, started), timeout=PATIENCE)
             # The camera freezes: its connection stays open, no data flows.
             server.freeze()
             frozen = time.time()
-            wait_for("every reader to say not recording", lambda: all_say(False, frozen), timeout=40)
+            wait_for("every reader to say not recording", lambda: all_say(False, frozen), timeout=PATIENCE)
             time.sleep(2.0)
             server.thaw()
             back = time.time()
-            wait_for("every reader to say recording again", lambda: all_say(True, back), timeout=60)
+            wait_for("every reader to say recording again", lambda: all_say(True, back), timeout=PATIENCE)
             time.sleep(2.0)
             stop.set()
             for thread in threads:
@@ -276,6 +309,7 @@ def test_a_frozen_4s_gop_camera_is_judged_alike_by_status_press_web_and_build_bo
         code = rec.terminate()
         server.stop()
     assert code == 0
+    assert [(r.name, r.error) for r in [*readers, builds, ends] if r.error] == []
     down = crossing(readers, frozen, back, before=True)
     up = crossing(readers, back, time.time(), before=False)
     brackets = {r.name: (flips(r, frozen, back, True), flips(r, back, time.time(), False)) for r in readers}
@@ -283,18 +317,21 @@ def test_a_frozen_4s_gop_camera_is_judged_alike_by_status_press_web_and_build_bo
         f"contradiction going down {down:+.3f} s, coming back {up:+.3f} s; per reader (last old, first new)"
     )
     for name, (d, u) in brackets.items():
-        went, came = [round(x - frozen, 2) for x in d], [round(x - back, 2) for x in u]
+        went = [None if x is None else round(x - frozen, 2) for x in d]
+        came = [None if x is None else round(x - back, 2) for x in u]
         print(f"  {name:7} down {went} s after the freeze, back {came} s after the thaw")
     # No reader says "recording" more than a second after another said "not recording", and back again.
     assert down < 1.0 and up < 1.0, brackets
-    # And the change went by the watchdog's limit: not recording about 11 s after the last segment.
-    # The watchdog counts from the last part closed while frames came; the run's last part was closed by
-    # stopping ffmpeg and is dated by its stream (it ends just after the freeze, not when it was closed).
-    *live, flushed = [x for x in SegmentIndex(redis_conn, s.device_id, "cam1").covering(frozen - 12, back)]
-    assert flushed.end - frozen < 1.0 and len({x.run for x in [*live, flushed]}) == 1, (live, flushed)
-    last = live[-1].end
+    # And the change went by the watchdog's limit: not recording about 11 s after the end of the newest
+    # segment the recorder had published (segments are dated by their stream: on a busy machine the camera's
+    # stream runs seconds behind the clock, so that end may be well before the freeze, never after it).
     first_not = min(d[1] for d, _ in brackets.values())
+    last = max(end for t, end in ends.seen if t < first_not and end is not None)
+    assert last - frozen < 1.0, (last - frozen, ends.seen[-5:])
     assert 11.0 - 1.0 <= first_not - last <= 11.0 + 1.5, (first_not - last, brackets)
+    # The run's last part, closed by stopping ffmpeg, is dated by its stream too: not past the freeze.
+    run = SegmentIndex(redis_conn, s.device_id, "cam1").covering(frozen - 12, back)
+    assert run[-1].end - frozen < 1.0 and len({x.run for x in run}) == 1, run
     # A build waits for the segment closing its window by that same limit, all along: through the stall,
     # the restart and the new run (which measures its keyframes again).
     assert {round(wait, 3) for _, wait in builds.seen} == {float(h["stall_limit"])}, builds.seen[:5]

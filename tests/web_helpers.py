@@ -49,10 +49,15 @@ class WebProc:
             return False
 
     def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 20,
     ) -> tuple[int, dict[str, str], bytes]:
         """One request sent exactly as given (no client-side normalization of the path)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
