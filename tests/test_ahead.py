@@ -53,12 +53,6 @@ def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
     return out
 
 
-def drain(cam: ahead.CameraAhead) -> None:
-    """Tick until every complete batch is encoded (a tick encodes one: the cameras take turns)."""
-    while cam.tick():
-        pass
-
-
 def records(s: Settings) -> list[Path]:
     """The cache's batch records, every recipe."""
     return sorted(aheadcache.ahead_dir(s, "cam1").glob("*/*.json"))
@@ -71,7 +65,7 @@ def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
     [segments] = recent(s, redis_conn, 40)
     t = time.time()
     cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
-    drain(cam)
+    cam.tick()
     # 20 s of pre-roll: four or five full batches of 4 s (where the pre-roll begins against the segments'
     # boundaries depends on the moment); the rest waits for more segments.
     found = [json.loads(r.read_text()) for r in records(s)]
@@ -94,7 +88,7 @@ def test_batches_hold_the_newest_pre_roll_of_one_run_and_one_recipe(
     old_dir = records(s)[0].parent
     make_logo(tmp_path / "logo.png", size="120x60", color="blue")
     fresh = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
-    drain(fresh)
+    fresh.tick()
     new_dirs = {r.parent for r in records(s)} - {old_dir}
     assert len(new_dirs) == 1 and old_dir.exists()
 
@@ -110,7 +104,7 @@ def test_a_new_recording_run_starts_a_new_batch(
     # Two ffmpeg runs, the second tiling right after the first (a restart): its timestamps start again.
     first, second = recent(s, redis_conn, 5, 12)
     cam = ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s))
-    drain(cam)
+    cam.tick()
     batches = [json.loads(r.read_text())["segments"] for r in records(s)]
     runs = [{seg.name for seg in first}, {seg.name for seg in second}]
     assert batches, "no batch"
@@ -216,7 +210,7 @@ def test_a_build_leaves_the_newest_segments_to_a_running_ahead_encoder(
 ) -> None:
     s = _settings(make_settings, tmp_path, pre_seconds=20)
     [segments] = recent(s, redis_conn, 24)
-    drain(ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)))
+    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
     last = records(s)[-1]  # taken away: as if its segments had closed after the newest batch
     after = json.loads(last.read_text())["segments"]
     (last.parent / json.loads(last.read_text())["file"]).unlink()
@@ -259,7 +253,7 @@ def test_a_complete_window_waits_for_an_ahead_encoder_that_is_behind_but_progres
 ) -> None:
     s = _settings(make_settings, tmp_path, pre_seconds=20)
     [segments] = recent(s, redis_conn, 24)
-    drain(ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)))
+    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
     # The last two batches taken aside: as if the ahead encoder were two batches behind the window's end,
     # which is a segment before the last batch's.
     cache, aside = records(s)[0].parent, tmp_path / "aside"

@@ -4,7 +4,6 @@ measured again only when the cameras or the watermark change."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -183,25 +182,6 @@ def test_the_ahead_encoder_encodes_only_the_cameras_the_budget_gives_it(
     encoder.budget.published = data
     encoder.turn()
     assert list(ahead_dir(free, "cam1").rglob("*.json")) and not ahead_dir(free, "cam2").exists()
-
-
-def test_the_cameras_take_turns_a_batch_each(
-    two_cameras: Callable[..., Settings], redis_conn: redis.Redis
-) -> None:
-    # Both cameras have a backlog (30 s recorded before the encoder starts): one camera's never holds up
-    # the other's batches; they are encoded one of each in turn, the newest of each in the same turn.
-    s = two_cameras(render_path="ahead", pre_seconds=30)
-    record(s, redis_conn, seconds=30)
-    encoder = Ahead(s, redis_conn)
-    encoder.turn()  # the decision
-    encoder.turn()  # every batch of both cameras
-    written = sorted(
-        (r.stat().st_mtime_ns, cam) for cam in ("cam1", "cam2") for r in ahead_dir(s, cam).rglob("*.json")
-    )
-    order = [cam for _, cam in written]
-    each = min(order.count("cam1"), order.count("cam2"))
-    assert each >= 4, order
-    assert all(a != b for a, b in itertools.pairwise(order[: 2 * each])), order
 
 
 def test_status_and_the_dashboard_show_the_decision_the_box_published(

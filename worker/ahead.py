@@ -104,23 +104,19 @@ class Ahead:
         event(log, "ahead_stop")
 
     def turn(self) -> None:
-        """Passes over the cameras the render budget gives this encoder (none before its first
-        decision: what the box can afford is measured on an idle box), one batch per camera each, until
-        none has a batch ready: a camera's backlog never holds up another camera's newest batch. Then
-        the heartbeat, and the budget (measured again when the cameras or the watermark change: a few
-        seconds of encoding, after this turn's batches)."""
-        busy = True
-        while busy and not self.should_stop():
-            busy = False
-            for cam in self.cameras:
-                if self.budget.path_of(cam.camera) is RenderPath.AHEAD:
-                    cam.use(self.budget.option_of(cam.camera))
-                    busy = cam.tick() or busy
-                    for cost in cam.take_observed():
-                        self.budget.observe(cam.camera, cost)
-                else:
-                    cam.idle()
-            self.heartbeat()
+        """One pass over the cameras the render budget gives this encoder (none before its first
+        decision: what the box can afford is measured on an idle box), the heartbeat, then the budget
+        (measured again when the cameras or the watermark change: a few seconds of encoding, after
+        this turn's batches)."""
+        for cam in self.cameras:
+            if self.budget.path_of(cam.camera) is RenderPath.AHEAD:
+                cam.use(self.budget.option_of(cam.camera))
+                cam.tick()
+                for cost in cam.take_observed():
+                    self.budget.observe(cam.camera, cost)
+            else:
+                cam.idle()
+        self.heartbeat()
         self.budget.tick()
 
     def heartbeat(self) -> None:
@@ -182,32 +178,29 @@ class CameraAhead:
         if option != self.option:
             self.option, self.new_run = option, True
 
-    def tick(self) -> bool:
-        """Take the segments closed since the last tick up to the first complete batch, and encode it
-        (True: a batch was ready, more may be; the next tick goes on from there)."""
+    def tick(self) -> None:
+        """Take the segments closed since the last tick; encode each batch that is complete."""
         t = now()
         if self.last is None:
             fresh = self.index.covering(self.oldest_useful(t), t)
         else:
             fresh = self.index.after(self.last.start)
-        flushed = False
         for seg in sorted(fresh):
-            if self.should_stop() or flushed:
-                break  # a stop never waits for the rest of a backlog; another camera's turn comes first
+            if self.should_stop():
+                return  # between two batches: a stop never waits for the rest of a backlog
             self.last = seg
             if ts_problem(self.buffer / seg.name):
-                flushed = self.flush()  # a file a build cannot join ends the batch, and is left out
+                self.flush()  # a file a build cannot join ends the batch, and is left out
                 self.tail = None
                 continue
             if self.tail is None or not seg.continues(self.tail):
-                flushed = self.flush()  # a new recording run: a batch never spans two
+                self.flush()  # a new recording run: a batch never spans two
                 self.new_run = True
             self.pending.append(seg)
             self.tail = seg
             if seg.end - self.pending[0].start >= BATCH_SECONDS - FLUSH_TOLERANCE:
-                flushed = self.flush() or flushed
+                self.flush()
         self.prune(t)
-        return flushed
 
     def take_observed(self) -> list[float]:
         """The costs of the batches encoded since the last call (for the render budget's correction)."""
@@ -227,12 +220,11 @@ class CameraAhead:
         """The start of the oldest pre-roll a press made from now on can ask for."""
         return t - self.settings.pre_seconds
 
-    def flush(self) -> bool:
-        """Encode the pending segments as one cached batch (unless too old to serve a press); True when
-        there was a batch (encoded, dropped or failed)."""
+    def flush(self) -> None:
+        """Encode the pending segments as one cached batch (unless too old to serve a press)."""
         batch, self.pending = self.pending, []
         if not batch:
-            return False
+            return
         if batch[-1].end < self.oldest_useful(now()):
             if self.behind_since is None:
                 self.behind_since = now()
@@ -241,7 +233,7 @@ class CameraAhead:
                     reason="encoding is slower than the camera records: older batches are dropped; "
                     "lower the camera's resolution or frame rate, or set GN_WM_AHEAD=false",
                 )  # fmt: skip
-            return True
+            return
         if self.behind_since is not None:
             event(log, "ahead_caught_up", camera=self.camera, after_s=round(now() - self.behind_since, 1))
             self.behind_since = None
@@ -260,9 +252,8 @@ class CameraAhead:
             self.cached_until = batch[-1].end
         except (FFmpegError, OSError) as exc:
             if self.should_stop():
-                return True  # its ffmpeg was killed by the stop
+                return  # its ffmpeg was killed by the stop
             event(log, "ahead_batch_failed", 30, camera=self.camera, segment=batch[0].name, error=str(exc))
-        return True
 
     def cache_for(self, first: Segment) -> AheadCache:
         """The cache for the recipe of `first`'s recording run (read at each run's first batch)."""
