@@ -44,12 +44,6 @@ class Segment:
         """Seconds of video in the segment."""
         return self.end - self.start
 
-    @property
-    def score(self) -> float:
-        """Its score in the index: its start as its member writes it, so a segment read back is its own
-        bound (`after(seg.start)` leaves it out, whatever digits its start had past the microsecond)."""
-        return round(self.start, 6)
-
     def member(self) -> str:
         """The exact ZSET member (reproducible, so it can be removed): JSON, keys sorted.
 
@@ -119,7 +113,7 @@ class SegmentIndex:
     def add(self, *segments: Segment, pipe: redis.client.Pipeline | None = None) -> None:
         """Index closed segments."""
         if segments:
-            (pipe or self.conn).zadd(self.seg_key, {s.member(): s.score for s in segments})
+            (pipe or self.conn).zadd(self.seg_key, {s.member(): s.start for s in segments})
 
     def remove(self, *segments: Segment, pipe: redis.client.Pipeline | None = None) -> None:
         """Forget segments (their files are being deleted)."""
@@ -131,7 +125,7 @@ class SegmentIndex:
         pipe = self.conn.pipeline(transaction=True)
         pipe.delete(self.seg_key)
         if segments:
-            pipe.zadd(self.seg_key, {s.member(): s.score for s in segments})
+            pipe.zadd(self.seg_key, {s.member(): s.start for s in segments})
         pipe.execute()
 
     def all(self) -> list[Segment]:

@@ -98,12 +98,6 @@ def test_a_segment_s_run_rides_in_its_member_and_an_older_member_is_an_unknown_r
     assert idx.all() == [seg, old]
     idx.remove(old)
     assert idx.all() == [seg]
-    # A start with digits past the microsecond (a clock-derived time): read back, the segment is its own
-    # bound, as a reader that goes on `after` the last segment it saw needs (worker/ahead.py).
-    fine = Segment(110.1234564, 111.5, "seg_fine.ts", "7-1-ab")
-    idx.add(fine)
-    [back] = idx.after(109.0)
-    assert back.start == 110.123456 and idx.after(back.start) == []
 
 
 def test_runs_are_the_recorder_s_run_ids_without_a_segment_missing() -> None:
