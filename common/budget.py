@@ -21,6 +21,11 @@ build gets nearly the box while the ahead encoders wait, and they catch up after
 software-encoded highlight is preferred while its expected wait is within `TARGET_WAIT_SECONDS`; a
 smaller output or the hardware encoder is chosen only when it brings the wait closer to that, or when
 the full size does not fit.
+
+A decision is made again every minute, from costs the ahead encoder's batches correct as they come; the
+one in force (`current`) is kept while it still fits and keeps its waits, and gives way to a better one
+only when that leaves `SWITCH_HEADROOM` of the box to spare: a camera's change of encoder or size starts
+its ahead cache afresh, so the builds after it encode their whole window themselves.
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ FIXED_SECONDS = 1.0
 PLANNED_PRESS_SECONDS = 30.0
 # The weight of a nice-10 process against a nice-0 one (the kernel's sched_prio_to_weight: 110 / 1024).
 NICE10_WEIGHT = 110 / 1024
+# A decision in force gives way to a better one that still fits only with this fraction of the box's CPU
+# to spare beyond the reserve. Without it, in the emulated Pi 4 the batches' corrections moved the costs
+# of two 1080p cameras across the line every minute, each change cost a camera its ahead cache, and the
+# builds after it waited 10-18 s instead of 3-4.
+SWITCH_HEADROOM = 0.10
 # The exhaustive search over every camera's options stops being cheap beyond this many combinations;
 # then every camera gets the same option.
 MAX_COMBINATIONS = 50_000
@@ -83,6 +93,12 @@ class Option:
     def label(self) -> str:
         """Like `ahead/software/source`."""
         return f"{self.path}/{self.encoder}/{self.size}"
+
+    @classmethod
+    def parse(cls, label: str) -> Option:
+        """`label` read back; ValueError for anything else."""
+        path, encoder, size = label.split("/")
+        return cls(RenderPath(path), VideoEncoder(encoder), Size(size))
 
 
 @dataclass(frozen=True)
@@ -226,9 +242,12 @@ def _rank(box: Box, choices: list[Choice]) -> tuple[float, ...]:
     )
 
 
-def decide(box: Box, measured: Mapping[str, Costs]) -> list[Choice]:
+def decide(
+    box: Box, measured: Mapping[str, Costs], current: Mapping[str, Option] | None = None
+) -> list[Choice]:
     """Per camera (in the order given), the option with the best expected wait that fits the box (the
-    least loaded when none fits: the box works on, late, rather than not at all).
+    least loaded when none fits: the box works on, late, rather than not at all); the `current` options,
+    when every camera has one it may still take, while they fit and keep their waits (`kept`).
 
     ValueError with one sentence when no option is left (a forced path or encoder that none of the
     cameras can use, or a camera without any measured cost)."""
@@ -249,13 +268,33 @@ def decide(box: Box, measured: Mapping[str, Costs]) -> list[Choice]:
     candidates = [evaluate(box, list(combo)) for combo in combos]
     if not candidates:
         raise ValueError("the cameras have no render option in common: set GN_RENDER_PATH, GN_RENDER_SIZE")
-    return min(candidates, key=lambda choices: _rank(box, choices))
+    best = min(candidates, key=lambda choices: _rank(box, choices))
+    held = next(
+        (c for c in candidates if current and [x.option for x in c] == [current.get(x.camera) for x in c]),
+        None,
+    )
+    return held if held is not None and kept(box, held, best) else best
 
 
-def summary(box: Box, choices: Sequence[Choice]) -> dict[str, Any]:
-    """The decision as published (JSON): the box's figures and each camera's choice."""
+def kept(box: Box, held: list[Choice], best: list[Choice]) -> bool:
+    """Whether the options in force stay rather than give way to `best`: they still fit, their cameras
+    wait no longer over the target than best's, and best would not leave SWITCH_HEADROOM to spare."""
+    if not fits(box, held):
+        return False
+    if _rank(box, best)[1:3] < _rank(box, held)[1:3]:
+        return False
+    return sum(c.load for c in best) > usable(box) - SWITCH_HEADROOM * box.cpus
+
+
+def summary(
+    box: Box, choices: Sequence[Choice], current: Mapping[str, Option] | None = None
+) -> dict[str, Any]:
+    """The decision as published (JSON): the box's figures, each camera's choice and the options that were
+    in force when it was made (`held_from`, camera → `Option.label`: with the costs, what `decide` needs
+    to make it again)."""
     return {
         "box": asdict(box),
+        "held_from": {cam: o.label for cam, o in (current or {}).items()},
         "continuous": round(sum(c.continuous for c in choices), 4),
         "load": round(sum(c.load for c in choices), 4),
         "fits": fits(box, choices),

@@ -1,5 +1,11 @@
 """A GStreamer RTSP server on loopback serving a live test camera: H.264 or H.265, AAC, G.711 or no audio.
 
+The picture is encoded live by default. `--loop-seconds N` (H.264 only) encodes N seconds of it once at
+start and sends them in a loop, live (each frame at its time, timestamps going on): a camera that costs
+next to nothing, for tests that hold the box to a CPU budget. Drawing and encoding a 1080p30 test pattern
+live takes 0.6 of a core here per camera, so two of them beside an emulated Pi's budget (0.97 of a core)
+asked more than this 2-core machine has, and the box, not the cameras, paid for it.
+
 Run by the system interpreter, /usr/bin/python3, which has GStreamer's Python bindings (python3-gi,
 gir1.2-gst-rtsp-server-1.0); the tests drive it through harness/rtsp_server.py. Prints `ready <port>`
 once it listens; SIGTERM/SIGINT stop it.
@@ -39,6 +45,83 @@ def video_branch(codec: str, width: int, height: int, fps: int, gop_frames: int,
     return f"{src} ! {enc} ! rtph264pay name=pay0 pt=96 config-interval=-1"
 
 
+def looped_video_branch(width: int, height: int, fps: int) -> str:
+    """Pre-encoded H.264 access units, pushed live by `Feeder` → RTP."""
+    caps = (
+        f"video/x-h264,stream-format=byte-stream,alignment=au,width={width},height={height},framerate={fps}/1"
+    )
+    src = f"appsrc name=looped is-live=true format=time min-latency=0 max-latency=1000000000 caps={caps}"
+    return f"{src} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1"
+
+
+def prerecord(width: int, height: int, fps: int, gop_frames: int, seconds: float) -> list[bytes]:
+    """`seconds` of the live branch's picture (rounded up to whole GOPs, so the loop starts again on a
+    keyframe), encoded as fast as the machine can: one H.264 access unit per frame."""
+    frames = max(1, -(-round(seconds * fps) // gop_frames)) * gop_frames
+    pipeline = Gst.parse_launch(
+        f"videotestsrc pattern=ball num-buffers={frames} ! "
+        f"video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 ! "
+        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop_frames} sliced-threads=false ! "
+        "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out sync=false"
+    )
+    out = pipeline.get_by_name("out")
+    pipeline.set_state(Gst.State.PLAYING)
+    units = []
+    while (sample := out.emit("pull-sample")) is not None:
+        buffer = sample.get_buffer()
+        units.append(buffer.extract_dup(0, buffer.get_size()))
+    pipeline.set_state(Gst.State.NULL)
+    if len(units) != frames:
+        raise SystemExit(f"pre-encoding the looped picture gave {len(units)} frames of {frames}")
+    return units
+
+
+class Feeder:
+    """Pushes the looped access units into one media's appsrc at the frame rate, by the pipeline's running
+    time: frame n at base + n/fps. When that timeline is off by more than a second (the camera was stopped
+    by SIGSTOP, or a client's seek reset the running time) it goes on from now, as a camera's clock does,
+    without a burst of missed frames; the picture goes on where it stopped, a decodable sequence."""
+
+    TICK_MS = 5
+
+    def __init__(self, media: GstRtspServer.RTSPMedia, units: list[bytes], fps: int) -> None:
+        self.appsrc = media.get_element().get_by_name("looped")
+        # A client's PLAY seeks the media to its start; the test pattern beside it (audio) can, so this
+        # source must say it can too (a seek changes nothing here).
+        self.appsrc.set_property("stream-type", 1)  # GST_APP_STREAM_TYPE_SEEKABLE
+        self.appsrc.connect("seek-data", lambda _src, _offset: True)
+        self.units, self.fps = units, fps
+        self.base = 0  # the running time of frame 0
+        self.frame = -1  # the next frame's number on the timeline (none yet)
+        self.unit = 0  # the next access unit of the loop
+        self.timer = GLib.timeout_add(self.TICK_MS, self.tick)
+        media.connect("unprepared", self.end)
+
+    def at(self, frame: int) -> int:
+        return self.base + frame * Gst.SECOND // self.fps
+
+    def end(self, _media: GstRtspServer.RTSPMedia) -> None:
+        GLib.source_remove(self.timer)
+
+    def tick(self) -> bool:
+        now = self.appsrc.get_current_running_time()
+        if now == Gst.CLOCK_TIME_NONE:
+            return True  # not playing
+        due = (now - self.base) * self.fps // Gst.SECOND + 1 if now >= self.base else 0
+        if self.frame < 0 or abs(due - self.frame) > self.fps:
+            self.frame = max(self.frame, 0)
+            self.base = now - self.frame * Gst.SECOND // self.fps  # the next frame is due now
+            due = self.frame + 1
+        while self.frame < due:
+            buffer = Gst.Buffer.new_wrapped(self.units[self.unit])
+            buffer.pts = buffer.dts = self.at(self.frame)
+            buffer.duration = self.at(self.frame + 1) - buffer.pts
+            self.appsrc.emit("push-buffer", buffer)  # refused only while flushing: a frame skipped
+            self.frame += 1
+            self.unit = (self.unit + 1) % len(self.units)
+        return True
+
+
 def audio_branch(codec: str) -> str:
     """A live tone → AAC (48 kHz) or G.711 A-law/µ-law (8 kHz mono, as IP cameras send it) → RTP."""
     tone = "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample"
@@ -60,9 +143,15 @@ def launch_line(
     video: str = "h264",
     audio: str = "none",
     slices: int = 1,
+    looped: bool = False,
 ) -> str:
     """The media pipeline of one camera, as gst-launch syntax."""
-    branches = [video_branch(video, width, height, fps, gop_frames, slices), audio_branch(audio)]
+    picture = (
+        looped_video_branch(width, height, fps)
+        if looped
+        else video_branch(video, width, height, fps, gop_frames, slices)
+    )
+    branches = [picture, audio_branch(audio)]
     return "( " + " ".join(b for b in branches if b) + " )"
 
 
@@ -86,6 +175,7 @@ def main() -> None:
     parser.add_argument("--video", choices=VIDEO_CODECS, default="h264")
     parser.add_argument("--audio", choices=AUDIO_CODECS, default="none")
     parser.add_argument("--slices", type=int, default=1)
+    parser.add_argument("--loop-seconds", type=float, default=0.0, help="send a pre-encoded loop (H.264)")
     parser.add_argument("--user", help="require HTTP basic authentication with this user …")
     parser.add_argument("--password", default="", help="… and this password")
     args = parser.parse_args()
@@ -95,9 +185,21 @@ def main() -> None:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
+    looped = args.loop_seconds > 0
+    if looped and args.video != "h264":
+        raise SystemExit("--loop-seconds sends H.264 only")
     factory.set_launch(
-        launch_line(args.width, args.height, args.fps, args.gop_frames, args.video, args.audio, args.slices)
+        launch_line(
+            args.width, args.height, args.fps, args.gop_frames, args.video, args.audio, args.slices, looped
+        )
     )
+    if looped:
+        units = prerecord(args.width, args.height, args.fps, args.gop_frames, args.loop_seconds)
+
+        def configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+            Feeder(media, units, args.fps)  # lives as long as its timer: until the media is unprepared
+
+        factory.connect("media-configure", configure)
     factory.set_shared(True)
     if args.user:
         # Like a real camera: 401 without the right credentials.

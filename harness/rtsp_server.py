@@ -6,6 +6,7 @@
     server.stop(); server.start()                # the camera goes away and comes back on the same URL
     server.freeze(); server.thaw()               # the camera hangs, connections open, then goes on
     RtspServer(credentials=("admin", "pw"))      # a camera that answers 401 without them
+    RtspServer(width=1920, height=1080, fps=30, loop_seconds=6)   # 1080p30 at next to no CPU
 
 Also a context manager. `RtspServer.available()` says whether the system has the GStreamer bindings.
 """
@@ -45,11 +46,12 @@ class RtspServer:
         video: str = "h264",
         slices: int = 1,
         credentials: tuple[str, str] | None = None,
+        loop_seconds: float = 0.0,
     ) -> None:
         self.gop_frames = max(1, round(gop_seconds * fps))
         self.fps, self.width, self.height = fps, width, height
         self.audio = "aac" if audio is True else "none" if audio is False else audio
-        self.video, self.slices = video, slices
+        self.video, self.slices, self.loop_seconds = video, slices, loop_seconds
         self.port = port or free_port()
         self.path = path
         # (user, password) the camera requires (HTTP basic), or None for an open camera.
@@ -82,10 +84,11 @@ class RtspServer:
         args = [SYSTEM_PYTHON, str(HELPER), "--port", str(self.port), "--path", self.path]
         args += ["--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps)]
         args += ["--gop-frames", str(self.gop_frames), "--video", self.video, "--audio", self.audio]
-        args += ["--slices", str(self.slices)]
+        args += ["--slices", str(self.slices), "--loop-seconds", str(self.loop_seconds)]
         if self.credentials:
             args += ["--user", self.credentials[0], "--password", self.credentials[1]]
-        deadline = time.monotonic() + timeout
+        # A loop is encoded before the server listens: a few CPU-seconds at 1080p.
+        deadline = time.monotonic() + timeout + 10 * self.loop_seconds
         while True:
             proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None

@@ -31,6 +31,7 @@ def view(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
         "streams": data.get("streams") or {},
         "costs": data.get("costs") or {},
         "cameras": decision.get("cameras") or {},
+        "held_from": decision.get("held_from") or {},  # the options in force when it was decided
         "error": decision.get("error"),
     }
 

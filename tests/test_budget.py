@@ -10,6 +10,7 @@ from common.budget import (
     FIXED_SECONDS,
     NICE10_WEIGHT,
     PLANNED_PRESS_SECONDS,
+    SWITCH_HEADROOM,
     TARGET_WAIT_SECONDS,
     Box,
     Option,
@@ -24,6 +25,7 @@ from common.budget import (
     options,
     parse_cost_key,
     summary,
+    usable,
     wait_seconds,
 )
 from ops.budget import lines
@@ -188,3 +190,43 @@ def test_status_says_when_the_cameras_need_more_than_the_box_has() -> None:
         shown = lines({**view, **{k: published[k] for k in ("continuous", "load", "fits", "cameras")}})
         assert shown[0].startswith("render budget: 0.98 CPU, 30% kept in reserve")
         assert (shown[1].startswith("OVER BUDGET: the cameras need more CPU than the box has")) is over
+
+
+def test_a_decision_in_force_stays_while_it_fits_until_a_better_one_has_room_to_spare() -> None:
+    # The emulated Pi 4 case: the batches correct the costs a little every minute. Two full-size cameras
+    # fit the model; one camera was stepped down to 720p when its correction made them not fit.
+    b = box(0.97, reserve=0.15)
+    costs = {(SW, SRC): 0.33, (SW, P720): 0.28}
+    full, small = Option(RenderPath.AHEAD, SW, SRC), Option(RenderPath.AHEAD, SW, P720)
+    fresh = decide(b, {"c1": costs, "c2": costs})
+    assert [c.option for c in fresh] == [full, full]  # without a decision in force: the best
+    best_load = sum(c.load for c in fresh)
+    assert usable(b) - SWITCH_HEADROOM * b.cpus < best_load <= usable(b)  # it fits, without room to spare
+    current = {"c1": small, "c2": full}
+    held = decide(b, {"c1": costs, "c2": costs}, current)
+    assert [c.option for c in held] == [small, full]  # kept: a change would cost c1 its ahead cache
+    # Cheaper batches later: full size for both now leaves room to spare, and c1 goes back to it.
+    cheaper = {(SW, SRC): 0.25, (SW, P720): 0.22}
+    assert [c.option for c in decide(b, {"c1": cheaper, "c2": cheaper}, current)] == [full, full]
+    # Dearer batches: the decision in force no longer fits and gives way at once.
+    dearer = {(SW, SRC): 0.42, (SW, P720): 0.32}
+    moved = decide(b, {"c1": dearer, "c2": dearer}, current)
+    assert fits(b, moved) and [c.option for c in moved] != [small, full]
+    # A decision in force whose cameras wait over the target gives way to one that keeps the target.
+    slow = {"c1": Option(RenderPath.SINGLE, SW, SRC), "c2": full}
+    assert [c.option for c in decide(b, {"c1": costs, "c2": costs}, slow)] == [full, full]
+    # Options in force that a camera may no longer take (a forced size) are not kept.
+    forced = box(0.97, reserve=0.15, size=P720)
+    assert [c.option for c in decide(forced, {"c1": costs, "c2": costs}, current)] == [small, small]
+
+
+def test_the_summary_says_which_options_were_in_force_so_the_decision_can_be_made_again() -> None:
+    b = box(0.97, reserve=0.15)
+    costs = {"c1": {(SW, SRC): 0.30, (SW, P720): 0.26}, "c2": {(SW, SRC): 0.30, (SW, P720): 0.26}}
+    current = {"c1": Option(RenderPath.AHEAD, SW, P720), "c2": Option(RenderPath.AHEAD, SW, SRC)}
+    published = summary(b, decide(b, costs, current), current)
+    assert published["held_from"] == {"c1": "ahead/software/720p", "c2": "ahead/software/source"}
+    again = {cam: Option.parse(label) for cam, label in published["held_from"].items()}
+    assert summary(b, decide(b, costs, again), again) == published
+    with pytest.raises(ValueError):
+        Option.parse("ahead/software")

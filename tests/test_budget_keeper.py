@@ -264,6 +264,7 @@ def test_batches_that_cost_more_than_measured_correct_the_costs_the_decision_use
     keeper = budget.Keeper(s, redis_conn, cpus=2.0)
     first = keeper.refresh()
     assert first is not None and first["costs"] == first["measured"] and first["correction"] == {}
+    assert first["decision"]["held_from"] == {}  # a first decision starts from nothing in force
     measured = first["measured"]
     key = "software/source"
     for _ in range(40):  # a busy box: each batch costs twice the measurement
@@ -279,3 +280,15 @@ def test_batches_that_cost_more_than_measured_correct_the_costs_the_decision_use
     assert again["costs"]["cam1"] == {k: round(v * 3.0, 4) for k, v in measured["cam1"].items()}
     assert again["costs"]["cam2"] == measured["cam2"]
     assert again["decision"]["cameras"]["cam1"]["cost"] == again["costs"]["cam1"][key]
+    # Made again from the first decision's options, which it says (so status's figures re-derive it).
+    assert again["decision"]["held_from"] == labels(first)
+    restarted = budget.Keeper(s, redis_conn, cpus=2.0).refresh()  # a restart starts from what it finds
+    assert restarted is not None and restarted["decision"]["held_from"] == labels(again)
+
+
+def labels(published: dict) -> dict[str, str]:
+    """A published budget's options, camera → `Option.label`."""
+    return {
+        cam: "/".join((c["path"], c["encoder"], c["size"]))
+        for cam, c in published["decision"]["cameras"].items()
+    }

@@ -245,11 +245,26 @@ def box_of(settings: Settings, cpus: float) -> Box:
     )
 
 
-def decide(settings: Settings, costs: Mapping[str, Mapping[str, float]], cpus: float) -> dict[str, Any]:
-    """The published decision from measured costs (camera → cost_key → CPU-s per video second)."""
+def decide(
+    settings: Settings,
+    costs: Mapping[str, Mapping[str, float]],
+    cpus: float,
+    current: Mapping[str, budget.Option] | None = None,
+) -> dict[str, Any]:
+    """The published decision from measured costs (camera → cost_key → CPU-s per video second) and the
+    options in force (none at a start or a new measurement)."""
     measured = {cam: {budget.parse_cost_key(k): v for k, v in c.items()} for cam, c in costs.items()}
     box = box_of(settings, cpus)
-    return budget.summary(box, budget.decide(box, measured))
+    return budget.summary(box, budget.decide(box, measured, current), current)
+
+
+def in_force(data: dict[str, Any] | None) -> dict[str, budget.Option]:
+    """The options of a published decision (camera → Option; none without one)."""
+    cameras = ((data or {}).get("decision") or {}).get("cameras") or {}
+    return {
+        cam: budget.Option(RenderPath(c["path"]), VideoEncoder(c["encoder"]), Size(c["size"]))
+        for cam, c in cameras.items()
+    }
 
 
 def read(conn: redis.Redis, device: str) -> dict[str, Any] | None:
@@ -277,12 +292,6 @@ def option_of(choice: dict[str, Any] | None) -> tuple[VideoEncoder, Size]:
     if choice is None:
         return VideoEncoder.SOFTWARE, Size.SOURCE
     return VideoEncoder(choice["encoder"]), Size(choice["size"])
-
-
-def chosen(data: dict[str, Any] | None) -> dict[str, tuple[str, str, str]]:
-    """Each camera's path, encoder and size in a published budget (none before a decision)."""
-    cameras = ((data or {}).get("decision") or {}).get("cameras") or {}
-    return {cam: (c["path"], c["encoder"], c["size"]) for cam, c in cameras.items()}
 
 
 class Keeper:
@@ -354,10 +363,12 @@ class Keeper:
         hardware = not encoders.hardware_problem()
         key = measurement_key(s, self.wm, {c: st for c, (_, st) in found.items()}, hardware)
         cached = read(self.conn, s.device_id)
+        current = in_force(self.published or cached)  # a restart keeps the decision it finds
         if cached is not None and cached.get("key") == key and isinstance(cached.get("measured"), dict):
             measured = cached["measured"]
             measured_at = cached.get("measured_at")
         else:
+            current = {}  # a new measurement decides afresh
             started = time.monotonic()
             measured = {
                 cam: measure_camera(s, self.wm, cam, segs, stream, hardware)
@@ -371,7 +382,7 @@ class Keeper:
             )  # fmt: skip
         costs = self.corrected(measured)
         try:
-            decision = decide(s, costs, self.cpus)
+            decision = decide(s, costs, self.cpus, current)
         except ValueError as exc:
             event(log, "budget_refused", 40, reason=str(exc))
             decision = {"error": str(exc)}
@@ -387,9 +398,9 @@ class Keeper:
             "decision": decision,
         }
         self.conn.set(keys.budget(s.device_id), json.dumps(data))
-        before = chosen(self.published)
+        before = in_force(self.published)
         self.published = data
-        if key != self.key or chosen(data) != before:
+        if key != self.key or in_force(data) != before:
             self.key = key
             event(
                 log, "budget_decided", cpus=round(self.cpus, 2), cameras=decision.get("cameras"),
