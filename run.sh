@@ -76,16 +76,9 @@ case "${1:-}" in
   demo) shift; exec .venv/bin/gravanois demo "$@" ;;
   test)
     shift
-    # First every test that may share the machine, four at a time (an idle worker takes half of the
-    # busiest one's queue: --dist worksteal); then, one at a time, those that need the machine to
-    # themselves (an emulated Pi's CPU budget). "No test selected" (exit 5) is not a failure.
-    status=0
-    .venv/bin/python -m pytest -n 4 --dist worksteal --phase parallel "$@" || status=$?
-    [ "$status" -eq 5 ] && status=0
-    alone=0
-    .venv/bin/python -m pytest --phase alone "$@" || alone=$?
-    [ "$alone" -eq 5 ] && alone=0
-    exit $((status != 0 ? status : alone)) ;;
+    # Four tests at a time (an idle worker takes half of the busiest one's queue: --dist worksteal); the
+    # minutes-long emulated Pi test starts first, beside the others.
+    exec .venv/bin/python -m pytest -n 4 --dist worksteal "$@" ;;
   setup) ;;
   *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
 esac

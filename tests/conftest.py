@@ -31,23 +31,10 @@ def pytest_report_header() -> str:
     return "locked: " + " ".join(f"{n}=={version(n)}" for n in names)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--phase",
-        choices=("all", "parallel", "alone"),
-        default="all",
-        help="parallel: every test but those marked `alone`; alone: only those (./run.sh test runs both)",
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the `--phase`'s tests."""
-    phase = config.getoption("--phase")
-    if phase != "all":
-        alone = [item.get_closest_marker("alone") is not None for item in items]
-        wanted = phase == "alone"
-        config.hook.pytest_deselected(items=[it for it, a in zip(items, alone, strict=True) if a != wanted])
-        items[:] = [it for it, a in zip(items, alone, strict=True) if a == wanted]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `first` go first: each takes minutes and runs beside the others (the first item of
+    xdist's first worker's share starts at once), so the suite does not wait for it at its end."""
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)  # stable: the rest keep order
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ PRESS_EVERY, PRESSES, POST = 30.0, 10, 10.0
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.alone,  # the emulation holds only if the machine can give the box its quota
+    pytest.mark.first,  # six minutes long: it starts first, beside the other tests
     pytest.mark.timeout(1200),  # a minute to fill the pre-roll, five of presses, their highlights
     pytest.mark.skipif(bool(cpubudget.problem()), reason=cpubudget.problem() or ""),
     pytest.mark.skipif(not RtspServer.available(), reason="no GStreamer RTSP server (python3-gi)"),
