@@ -186,8 +186,8 @@ def press_reader(s: Settings) -> Callable[[], tuple[float, bool]]:
 
 
 def web_reader(web: WebProc, cookie: str) -> Callable[[], tuple[float, bool]]:
-    # The web app runs on idle CPU time only (docs/web.md): on a test machine kept busy by other tests it
-    # may answer tens of seconds late. Its page says when it judged, so a late answer is still a fair one.
+    # The web app runs at the lowest CPU priority (docs/web.md): on a test machine kept busy by other tests
+    # it may answer many seconds late. Its page says when it judged, so a late answer is still a fair one.
     def sample() -> tuple[float, bool]:
         headers = {"Cookie": cookie, "Accept-Language": "en"}
         code, _, body = web.request("GET", "/admin/panel", headers, timeout=PATIENCE)
