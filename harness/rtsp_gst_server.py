@@ -98,7 +98,7 @@ class Feeder:
         media.connect("unprepared", self.end)
 
     def at(self, frame: int) -> int:
-        return self.base + frame * Gst.SECOND // self.fps
+        return int(self.base + frame * Gst.SECOND // self.fps)
 
     def end(self, _media: GstRtspServer.RTSPMedia) -> None:
         GLib.source_remove(self.timer)
