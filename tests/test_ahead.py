@@ -238,6 +238,27 @@ def test_a_build_leaves_the_newest_segments_to_a_running_ahead_encoder(
     eager.close()
 
 
+def test_a_build_whose_recipe_has_no_batch_yet_leaves_nothing_to_the_ahead_encoder(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> None:
+    # The budget changed the camera's size a moment ago: the ahead encoder's new recipe has no batch yet,
+    # and where it will start is not known. The build encodes what it has (it used to leave every
+    # segment to the ahead encoder, make no piece and fail on the empty list: a retry, 17 s late).
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
+    [segments] = recent(s, redis_conn, 24)
+    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for record in records(s):
+        move_batch(record, aside)
+    window = segments[-21:-1]
+    fresh = progressive.Encoder(s, "h1", "cam1", window[-1].end, defer=True)
+    fresh.advance(window)
+    assert [n for piece in fresh.pieces for n in piece["segments"]] == [seg.name for seg in window]
+    assert {p["from"] for p in fresh.pieces} == {"build"} and not fresh.broken
+    fresh.close()
+
+
 def move_batch(record: Path, to: Path) -> Path:
     """Move a cached batch (its piece, then its record, which makes it seen) into the folder `to`."""
     piece = json.loads(record.read_text())["file"]

@@ -173,9 +173,12 @@ class Encoder:
             )
             held.update(batch.segments)
         todo = [s for s in self.seen if s.name not in held]
-        if self.defer and not complete:
-            # The end of the newest batch of seen segments: what comes after is the ahead encoder's.
-            newest = max((b.end for b in batches if b.segments[-1] in names), default=0.0)
+        if self.defer and not complete and batches:
+            # What comes after the ahead encoder's newest batch is its work to come; what comes before
+            # it that no batch holds never will be (segments from before its recipe changed, or before
+            # it started): those are encoded here now. Without any batch of this recipe yet, where it
+            # will start is not known: nothing is left to it.
+            newest = max(b.end for b in batches)
             todo = [s for s in todo if s.start < newest - GAP_TOLERANCE]
         for segs in stretches(todo, self.position):
             name = f"p{len(self.pieces):03d}.ts"
@@ -190,6 +193,8 @@ class Encoder:
         with the window's first piece and ends where the raw clip will (`window_end`)."""
         assert self.recipe is not None
         paths = [self.dir / p["file"] for p in self.pieces]
+        if not paths:
+            return  # every seen segment is left to the ahead encoder for now
         if self.join is None:
             rate = float(Fraction(self.recipe.rate))
             window = self.window_end - self.seen[0].start
