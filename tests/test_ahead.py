@@ -53,6 +53,16 @@ def recent(s: Settings, conn: redis.Redis, *runs: int) -> list[list[Segment]]:
     return out
 
 
+def batched_24s(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
+) -> tuple[Settings, list[Segment]]:
+    """A camera's last 24 s recorded and the ahead encoder's batches of them cut (a 20 s pre-roll)."""
+    s = _settings(make_settings, tmp_path, pre_seconds=20)
+    [segments] = recent(s, redis_conn, 24)
+    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    return s, segments
+
+
 def records(s: Settings) -> list[Path]:
     """The cache's batch records, every recipe."""
     return sorted(aheadcache.ahead_dir(s, "cam1").glob("*/*.json"))
@@ -208,9 +218,7 @@ def test_ahead_waits_out_a_redis_restart(
 def test_a_build_leaves_the_newest_segments_to_a_running_ahead_encoder(
     make_settings: Callable[..., Settings], redis_conn: redis.Redis, tmp_path: Path
 ) -> None:
-    s = _settings(make_settings, tmp_path, pre_seconds=20)
-    [segments] = recent(s, redis_conn, 24)
-    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    s, segments = batched_24s(make_settings, redis_conn, tmp_path)
     last = records(s)[-1]  # taken away: as if its segments had closed after the newest batch
     after = json.loads(last.read_text())["segments"]
     (last.parent / json.loads(last.read_text())["file"]).unlink()
@@ -244,9 +252,7 @@ def test_a_build_whose_recipe_has_no_batch_yet_leaves_nothing_to_the_ahead_encod
     # The budget changed the camera's size a moment ago: the ahead encoder's new recipe has no batch yet,
     # and where it will start is not known. The build encodes what it has (it used to leave every
     # segment to the ahead encoder, make no piece and fail on the empty list: a retry, 17 s late).
-    s = _settings(make_settings, tmp_path, pre_seconds=20)
-    [segments] = recent(s, redis_conn, 24)
-    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    s, segments = batched_24s(make_settings, redis_conn, tmp_path)
     aside = tmp_path / "aside"
     aside.mkdir()
     for record in records(s):
@@ -272,9 +278,7 @@ def test_a_complete_window_waits_for_an_ahead_encoder_that_is_behind_but_progres
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    s = _settings(make_settings, tmp_path, pre_seconds=20)
-    [segments] = recent(s, redis_conn, 24)
-    ahead.CameraAhead(s, redis_conn, "cam1", Watermark.from_settings(s)).tick()
+    s, segments = batched_24s(make_settings, redis_conn, tmp_path)
     # The last two batches taken aside: as if the ahead encoder were two batches behind the window's end,
     # which is a segment before the last batch's.
     cache, aside = records(s)[0].parent, tmp_path / "aside"
