@@ -309,13 +309,13 @@ class Keeper:
     def option_of(self, camera: str) -> tuple[VideoEncoder, Size]:
         """The encoder and size this process's last decision gives a camera (software at the camera's
         size before one is made)."""
-        choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
-        return option_of(choice if isinstance(choice, dict) else None)
+        option = in_force(self.published).get(camera)
+        return (option.encoder, option.size) if option else (VideoEncoder.SOFTWARE, Size.SOURCE)
 
     def path_of(self, camera: str) -> RenderPath | None:
         """The path this process's last decision gives a camera (None before one is made)."""
-        choice = ((self.published or {}).get("decision") or {}).get("cameras", {}).get(camera)
-        return RenderPath(choice["path"]) if isinstance(choice, dict) else None
+        option = in_force(self.published).get(camera)
+        return option.path if option else None
 
     def observe(self, camera: str, cost: float) -> None:
         """A batch of `camera` cost `cost` CPU-s per video second, at the option it was given."""

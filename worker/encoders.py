@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.budget import Size, VideoEncoder
 from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, run
@@ -52,16 +53,23 @@ class Stream:
         return float(num) / float(den or 1)
 
 
-def stream_of(segment: Path) -> Stream:
-    """The video size and exact frame rate of a segment; FFmpegError when it has none."""
+def video_stream(segment: Path) -> tuple[dict[str, Any], str | None]:
+    """A segment's video stream as ffprobe reports it, and its exact frame rate (common.ffmpeg.frame_rate,
+    like "30000/1001"; None when it has none); FFmpegError when it has no video."""
     for stream in probe_json(segment).get("streams", []):
         if stream.get("codec_type") == "video":
             rate = frame_rate(stream)
-            width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
-            if rate is None or not width or not height:
-                raise FFmpegError(f"{segment.name} has no video size or frame rate")
-            return Stream(width, height, f"{rate.numerator}/{rate.denominator}")
+            return stream, f"{rate.numerator}/{rate.denominator}" if rate is not None else None
     raise FFmpegError(f"{segment.name} has no video")
+
+
+def stream_of(segment: Path) -> Stream:
+    """The video size and exact frame rate of a segment; FFmpegError when it has none."""
+    stream, rate = video_stream(segment)
+    width, height = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    if rate is None or not width or not height:
+        raise FFmpegError(f"{segment.name} has no video size or frame rate")
+    return Stream(width, height, rate)
 
 
 def out_size(size: Size, width: int, height: int) -> tuple[int, int]:

@@ -153,7 +153,7 @@ class Encoder:
         """Pieces for every seen segment without one: cached batches first, then own encodes (but for
         the segments left to the ahead encoder, until the window is `complete`)."""
         assert self.recipe is not None and self.cache is not None
-        held = {name for piece in self.pieces for name in piece["segments"]}
+        held = self.held()
         names = [s.name for s in self.seen]
         batches = self.cache.batches()
         for batch in batches:
@@ -201,9 +201,13 @@ class Encoder:
             self.join = StreamJoin(self.dir / JOINED, clip_end(paths[0], window, rate), window, rate)
         self.join.extend(paths)
 
+    def held(self) -> set[str]:
+        """The names of the segments a piece holds."""
+        return {name for piece in self.pieces for name in piece["segments"]}
+
     def deferred(self) -> bool:
         """True when seen segments have no piece yet (left to the ahead encoder)."""
-        held = {name for piece in self.pieces for name in piece["segments"]}
+        held = self.held()
         return any(s.name not in held for s in self.seen)
 
     def give_up(self, why: str) -> None:

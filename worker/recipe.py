@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.budget import Size, VideoEncoder
-from common.ffmpeg import FFmpegError, base_args, frame_rate, probe_json, run
+from common.ffmpeg import FFmpegError, base_args, run
 from common.fsutil import atomic_output
 from common.segments import Segment
 from common.settings import Settings
@@ -124,10 +124,7 @@ def piece_args(
 
 def video_format(path: Path) -> tuple[int | None, str]:
     """A segment's video width and exact frame rate (common.ffmpeg.frame_rate, like "30000/1001")."""
-    for stream in probe_json(path).get("streams", []):
-        if stream.get("codec_type") == "video":
-            rate = frame_rate(stream)
-            if rate is None:
-                raise FFmpegError(f"{path.name} has no frame rate")
-            return int(stream.get("width") or 0) or None, f"{rate.numerator}/{rate.denominator}"
-    raise FFmpegError(f"{path.name} has no video")
+    stream, rate = encoders.video_stream(path)
+    if rate is None:
+        raise FFmpegError(f"{path.name} has no frame rate")
+    return int(stream.get("width") or 0) or None, rate
