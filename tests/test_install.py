@@ -94,6 +94,9 @@ def install_snapshot(root: DebianRoot) -> dict[str, str]:
 
 
 @pytest.mark.slow
+# A Debian root, then install.sh twice: 161 s alone here; in a fresh clone's whole suite, four tests at a
+# time, it outlasted pytest's default 300 s in its second install (each command may take 900 s).
+@pytest.mark.timeout(900)
 @pytest.mark.skipif(bool(can_make_roots()), reason=can_make_roots() or "")
 def test_install_sh_makes_a_box_in_a_fresh_debian_12_root(tmp_path: Path) -> None:
     root = DebianRoot(tmp_path / "deb12").create()
